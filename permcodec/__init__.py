@@ -1,0 +1,44 @@
+"""permcodec: store LaPerm-trained networks as a seed plus one permutation per row.
+
+The core (generator, initializers, permutation coding, container) needs only numpy;
+``permcodec.init``, ``save``, ``load`` and the checkpoint helpers import torch on
+first use.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+from .errors import (  # noqa: E402
+    FormatError,
+    IntegrityError,
+    NotAnArrangementError,
+    PermcodecError,
+    PlanError,
+    UnsafeCheckpointError,
+    UnsupportedVersionError,
+)
+from .initializers import InitSpec  # noqa: E402
+from .numpy import load as load_numpy  # noqa: E402
+from .permfile import PermFile  # noqa: E402
+from .permfile import open_file as open  # noqa: E402,A004
+from .plan import Plan  # noqa: E402
+
+_TORCH_API = {"init", "save", "load", "save_checkpoint", "load_checkpoint"}
+
+__all__ = [
+    "FormatError", "InitSpec", "IntegrityError", "NotAnArrangementError", "PermFile",
+    "PermcodecError", "Plan", "PlanError", "UnsafeCheckpointError", "UnsupportedVersionError",
+    "__version__", "init", "load", "load_checkpoint", "load_numpy", "open", "save",
+    "save_checkpoint",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _TORCH_API:
+        from . import torch as _torch_api
+
+        return getattr(_torch_api, name)
+    raise AttributeError(f"module 'permcodec' has no attribute {name!r}")

@@ -1,0 +1,88 @@
+"""Rows as arrangements of a multiset: value classes, the bound B, and row rebuilding.
+
+A row's initial values, sorted by :func:`permcodec.dtypes.order_keys`, define classes:
+class ``c`` is the c-th distinct value. A trained row is then a sequence of class
+indices. Equal values are indistinguishable, so ties need no rule for the values; the
+documented mapping of *weights* is that the k-th occurrence of a value (left to right)
+is the k-th equal initial weight in generation order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import NotAnArrangementError
+
+
+@dataclass
+class RowClasses:
+    """The multiset of each row of a tensor: per-row class counts and class values."""
+
+    counts: np.ndarray  # (R, N) int64, padded with zeros
+    values: np.ndarray  # (R, N) storage dtype: the value of each class
+    sorted_keys: np.ndarray  # (R, m) int64
+    class_of_sorted: np.ndarray  # (R, m) int64
+
+    @property
+    def n_classes(self) -> int:
+        return self.counts.shape[1]
+
+
+def row_classes(init_rows: np.ndarray, keys: np.ndarray) -> RowClasses:
+    """Classes of each row of the initial values ``init_rows`` (with order ``keys``)."""
+    rows, m = keys.shape
+    order = np.argsort(keys, axis=1, kind="stable")
+    sorted_keys = np.take_along_axis(keys, order, axis=1)
+    sorted_vals = np.take_along_axis(init_rows, order, axis=1)
+    new = np.ones((rows, m), dtype=bool)
+    new[:, 1:] = sorted_keys[:, 1:] != sorted_keys[:, :-1]
+    cls = np.cumsum(new, axis=1, dtype=np.int64) - 1
+    n = int(cls[:, -1].max()) + 1 if m else 0
+    counts = np.zeros((rows, n), dtype=np.int64)
+    flat = (np.arange(rows, dtype=np.int64)[:, None] * n + cls).reshape(-1)
+    np.add.at(counts.reshape(-1), flat, 1)
+    values = np.zeros((rows, n), dtype=init_rows.dtype)
+    r_idx, p_idx = np.nonzero(new)
+    values[r_idx, cls[r_idx, p_idx]] = sorted_vals[r_idx, p_idx]
+    return RowClasses(counts, values, sorted_keys, cls)
+
+
+def classes_of(trained_keys: np.ndarray, rc: RowClasses, name: str = "?") -> np.ndarray:
+    """The class index of every trained weight; raises if a row is not an arrangement."""
+    order = np.argsort(trained_keys, axis=1, kind="stable")
+    sorted_trained = np.take_along_axis(trained_keys, order, axis=1)
+    bad = np.nonzero((sorted_trained != rc.sorted_keys).any(axis=1))[0]
+    if bad.size:
+        row = int(bad[0])
+        differ = int((sorted_trained[row] != rc.sorted_keys[row]).sum())
+        raise NotAnArrangementError(
+            f"tensor {name!r} row {row} is not an arrangement of its initial values "
+            f"({differ} of {trained_keys.shape[1]} sorted values differ; "
+            f"{bad.size} bad row(s) in all)", tensor=name, row=row)
+    cls = np.empty_like(rc.class_of_sorted)
+    np.put_along_axis(cls, order, rc.class_of_sorted, axis=1)
+    return cls
+
+
+def rebuild(cls: np.ndarray, rc: RowClasses) -> np.ndarray:
+    """Rows of values from their class indices."""
+    return np.take_along_axis(rc.values, cls, axis=1)
+
+
+def log2_factorials(m: int) -> np.ndarray:
+    """log2(k!) for k = 0..m."""
+    out = np.zeros(m + 1, dtype=np.float64)
+    if m:
+        out[1:] = np.cumsum(np.log2(np.arange(1, m + 1, dtype=np.float64)))
+    return out
+
+
+def bound_bits(counts: np.ndarray) -> float:
+    """B = sum over rows of log2(m!) - sum_v log2(c_v!): the least bits any coder needs."""
+    if counts.size == 0:
+        return 0.0
+    m = int(counts[0].sum())
+    lf = log2_factorials(m)
+    return float(counts.shape[0] * lf[m] - lf[counts].sum())

@@ -1,0 +1,117 @@
+"""Tensor <-> payload: seeded tensors as coded arrangements, the rest as zstd bytes.
+
+Works one tensor at a time on numpy arrays in the storage dtypes of
+:mod:`permcodec.dtypes`, so memory stays near one tensor's working set.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import zstandard
+
+from . import arrangement, rans
+from .container import section_digest
+from .dtypes import FLOAT_DTYPES, from_float32, order_keys, storage_dtype
+from .errors import FormatError, IntegrityError, PlanError
+from .initializers import generate, row_shape
+from .plan import TensorPlan
+
+ZSTD_LEVEL = 10
+
+
+def init_rows(spec: dict[str, Any], key: tuple[int, int], shape: tuple[int, ...],
+              dtype: str) -> np.ndarray:
+    """The seeded initial values of a tensor as (rows, m), in the storage dtype."""
+    return from_float32(generate(spec, key, shape), dtype)
+
+
+def _check_plan_fits(name: str, tp: TensorPlan, shape: tuple[int, ...], dtype: str) -> None:
+    if dtype not in FLOAT_DTYPES:
+        raise PlanError(f"tensor {name!r} has dtype {dtype}; only {FLOAT_DTYPES} can be seeded")
+    from .initializers import fans
+
+    if (tp.spec.get("fan_in"), tp.spec.get("fan_out")) != fans(shape):
+        raise PlanError(f"tensor {name!r} has shape {list(shape)}, which does not match its "
+                        "plan (the fans differ)")
+
+
+def encode_tensor(name: str, array: np.ndarray, dtype: str,
+                  tp: TensorPlan | None) -> tuple[dict[str, Any], bytes]:
+    """Header entry (without offset) and payload bytes of one tensor."""
+    array = np.ascontiguousarray(array, dtype=storage_dtype(dtype))
+    shape = tuple(int(d) for d in array.shape)
+    entry: dict[str, Any] = {"name": name, "shape": list(shape), "dtype": dtype,
+                             "digest": section_digest(array.tobytes())}
+    if tp is None:
+        entry["coding"] = "raw-zstd"
+        payload = zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(array.tobytes())
+    else:
+        _check_plan_fits(name, tp, shape, dtype)
+        rows, m = row_shape(shape, tp.spec["granularity"])
+        init = init_rows(tp.spec, tp.key, shape, dtype)
+        rc = arrangement.row_classes(init, order_keys(init, dtype))
+        cls = arrangement.classes_of(order_keys(array.reshape(rows, m), dtype), rc, name)
+        bound = arrangement.bound_bits(rc.counts)
+        lanes = rans.choose_lanes(rows, bound)
+        states, words = rans.encode(cls, rc.counts, lanes)
+        payload = states.astype("<u8").tobytes() + words.astype("<u4").tobytes()
+        entry.update(coding="perm-rans", spec=dict(tp.spec), key=list(tp.key), lanes=lanes,
+                     bound_bits=bound)
+    entry["payload_digest"] = section_digest(payload)
+    return entry, payload
+
+
+def decode_tensor(entry: dict[str, Any], payload: bytes) -> np.ndarray:
+    """Rebuild one tensor from its header entry and payload; checks both digests."""
+    name = entry["name"]
+    if section_digest(payload) != entry["payload_digest"]:
+        raise IntegrityError(f"checksum mismatch in the payload of tensor {name!r}", name)
+    shape = tuple(entry["shape"])
+    dtype = entry["dtype"]
+    sdt = storage_dtype(dtype)
+    numel = math.prod(shape)
+    if entry["coding"] == "raw-zstd":
+        try:
+            raw = zstandard.ZstdDecompressor().decompress(payload, max_output_size=numel * sdt.itemsize)
+        except zstandard.ZstdError as e:
+            raise IntegrityError(f"tensor {name!r}: zstd payload is corrupt ({e})", name) from None
+        if len(raw) != numel * sdt.itemsize:
+            raise IntegrityError(f"tensor {name!r}: payload holds {len(raw)} bytes, "
+                                 f"expected {numel * sdt.itemsize}", name)
+        out = np.frombuffer(raw, dtype=sdt).reshape(shape).copy()
+    else:
+        out = _decode_perm(entry, payload, shape, dtype)
+    if section_digest(out.tobytes()) != entry["digest"]:
+        raise IntegrityError(f"digest mismatch in decoded tensor {name!r}", name)
+    return out
+
+
+def _decode_perm(entry: dict[str, Any], payload: bytes, shape: tuple[int, ...],
+                 dtype: str) -> np.ndarray:
+    name = entry["name"]
+    if dtype not in FLOAT_DTYPES:
+        raise FormatError(f"tensor {name!r}: seeded tensors must be floating point, not {dtype}")
+    spec, lanes = entry.get("spec"), entry.get("lanes")
+    key = entry.get("key")
+    if not (isinstance(spec, dict) and isinstance(lanes, int) and lanes >= 1
+            and isinstance(key, list) and len(key) == 2
+            and all(isinstance(k, int) and 0 <= k < 2**32 for k in key)):
+        raise FormatError(f"tensor {name!r}: malformed perm-rans entry")
+    if 8 * lanes > len(payload) or (len(payload) - 8 * lanes) % 4:
+        raise FormatError(f"tensor {name!r}: payload length {len(payload)} does not fit "
+                          f"{lanes} lanes")
+    try:
+        rows, m = row_shape(shape, spec["granularity"])
+        init = init_rows(spec, (key[0], key[1]), shape, dtype)
+    except (KeyError, TypeError, ValueError) as e:
+        raise FormatError(f"tensor {name!r}: bad initializer spec ({e})") from None
+    if lanes > max(rows, 1):
+        raise FormatError(f"tensor {name!r}: {lanes} lanes for {rows} rows")
+    rc = arrangement.row_classes(init, order_keys(init, dtype))
+    states = np.frombuffer(payload, dtype="<u8", count=lanes)
+    words = np.frombuffer(payload, dtype="<u4", offset=8 * lanes)
+    cls = rans.decode(states, words, rc.counts, m, name)
+    return arrangement.rebuild(cls, rc).reshape(shape)

@@ -1,0 +1,60 @@
+"""Tensor dtypes the format knows, and bit-exact conversions between them.
+
+numpy has no bfloat16: the core holds bfloat16 tensors as their uint16 bit patterns.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import FormatError
+
+#: name -> (numpy storage dtype, itemsize). bfloat16 is stored as uint16 bits.
+STORAGE: dict[str, np.dtype] = {
+    "float64": np.dtype("<f8"),
+    "float32": np.dtype("<f4"),
+    "float16": np.dtype("<f2"),
+    "bfloat16": np.dtype("<u2"),
+    "int64": np.dtype("<i8"),
+    "int32": np.dtype("<i4"),
+    "int16": np.dtype("<i2"),
+    "int8": np.dtype("i1"),
+    "uint8": np.dtype("u1"),
+    "bool": np.dtype("?"),
+}
+
+#: dtypes a permuted (seeded) tensor may have.
+FLOAT_DTYPES = ("float32", "float16", "bfloat16", "float64")
+
+_KEY_VIEW = {"float64": ("<i8", 0x7FFFFFFFFFFFFFFF), "float32": ("<i4", 0x7FFFFFFF),
+             "float16": ("<i2", 0x7FFF), "bfloat16": ("<i2", 0x7FFF)}
+
+
+def storage_dtype(name: str) -> np.dtype:
+    """The numpy dtype that holds a tensor of format dtype ``name``."""
+    try:
+        return STORAGE[name]
+    except KeyError:
+        raise FormatError(f"unknown dtype {name!r}") from None
+
+
+def from_float32(values: np.ndarray, name: str) -> np.ndarray:
+    """Cast float32 values to dtype ``name`` with round-to-nearest-even (as torch does)."""
+    values = np.asarray(values, dtype=np.float32)
+    if name == "float32":
+        return values
+    if name == "bfloat16":
+        bits = values.view(np.uint32).astype(np.uint64)
+        bias = 0x7FFF + ((bits >> 16) & 1)
+        return ((bits + bias) >> 16).astype(np.uint16)
+    if name in ("float16", "float64"):
+        return values.astype(STORAGE[name])
+    raise FormatError(f"dtype {name!r} cannot hold seeded values; use one of {FLOAT_DTYPES}")
+
+
+def order_keys(values: np.ndarray, name: str) -> np.ndarray:
+    """int64 keys whose order is the float order, with -0.0 below +0.0; equal keys mean
+    bit-identical values."""
+    view, flip = _KEY_VIEW[name]
+    bits = np.ascontiguousarray(values).view(view).astype(np.int64)
+    return np.where(bits < 0, bits ^ flip, bits)

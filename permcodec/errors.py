@@ -1,0 +1,45 @@
+"""Exceptions raised by permcodec.
+
+Every problem with a `.perm` file or with the data handed to the encoder raises a
+subclass of :class:`PermcodecError`, itself a :class:`ValueError`, so callers can catch
+one type.
+"""
+
+from __future__ import annotations
+
+
+class PermcodecError(ValueError):
+    """Base class of every error permcodec raises about files, plans or tensors."""
+
+
+class FormatError(PermcodecError):
+    """The file is not a valid `.perm` file: bad magic, truncated, out-of-range field."""
+
+
+class UnsupportedVersionError(FormatError):
+    """The file was written by a newer permcodec with a format this one cannot read."""
+
+
+class IntegrityError(FormatError):
+    """A checksum or a digest of decoded values does not match: the file is damaged."""
+
+    def __init__(self, message: str, tensor: str | None = None) -> None:
+        super().__init__(message)
+        self.tensor = tensor
+
+
+class NotAnArrangementError(PermcodecError):
+    """A permuted tensor is not an exact rearrangement of its seeded initialization."""
+
+    def __init__(self, message: str, tensor: str, row: int) -> None:
+        super().__init__(message)
+        self.tensor = tensor
+        self.row = row
+
+
+class PlanError(PermcodecError):
+    """The plan (seed, initializer specs) is missing or does not fit the tensors."""
+
+
+class UnsafeCheckpointError(PermcodecError):
+    """A `.pt` file needs unpickling of code, which permcodec refuses to do."""

@@ -1,0 +1,205 @@
+"""Initializer specs: serializable recipes that turn a Philox stream into initial values.
+
+A spec is a plain dict (``kind``, its parameters, ``density``, ``granularity``,
+``version``) after :func:`resolve` has filled in the fans of a concrete shape. The same
+dict, stream key and shape always give the same float32 values, on numpy or torch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import detmath, philox
+from .backend import NUMPY, NumpyOps
+from .errors import PlanError
+
+SPEC_VERSION = 1
+GRANULARITIES = ("row", "tensor")
+_TWO_POW_M32 = 2.0**-32
+
+#: kind -> (required params, defaults)
+KINDS: dict[str, dict[str, Any]] = {
+    "uniform": {"a": None, "b": None},
+    "normal": {"mean": 0.0, "std": 1.0},
+    "trunc_normal": {"mean": 0.0, "std": 1.0, "a": -2.0, "b": 2.0},
+    "kaiming_uniform": {"gain": math.sqrt(2.0), "mode": "fan_in"},
+    "kaiming_normal": {"gain": math.sqrt(2.0), "mode": "fan_in"},
+    "xavier_uniform": {"gain": 1.0},
+    "xavier_normal": {"gain": 1.0},
+    "constant": {"value": None, "random_sign": False},
+    "two_value": {"low": -1.0, "high": 1.0, "p": 0.5},
+}
+
+#: Friendly names for common schemes: name -> (kind, params).
+ALIASES: dict[str, tuple[str, dict[str, Any]]] = {
+    "he_uniform": ("kaiming_uniform", {}),
+    "he_normal": ("kaiming_normal", {}),
+    "glorot_uniform": ("xavier_uniform", {}),
+    "glorot_normal": ("xavier_normal", {}),
+    "torch_default": ("kaiming_uniform", {"gain": math.sqrt(1.0 / 3.0)}),
+    "binary": ("two_value", {"low": -1.0, "high": 1.0}),
+    "weight_agnostic": ("constant", {}),
+}
+
+
+@dataclass(frozen=True)
+class InitSpec:
+    """A user-facing initializer recipe, before it is fitted to a shape.
+
+    ``InitSpec("he_uniform")``, ``InitSpec("normal", std=0.02)``,
+    ``InitSpec("constant", value=0.08, density=0.6)``.
+    """
+
+    kind: str
+    params: dict[str, Any] = field(default_factory=dict)
+    density: float = 1.0
+    granularity: str = "row"
+
+    def __init__(self, kind: str, *, density: float = 1.0, granularity: str = "row",
+                 **params: Any) -> None:
+        if kind in ALIASES:
+            base, extra = ALIASES[kind]
+            kind, params = base, {**extra, **params}
+        if kind not in KINDS:
+            raise PlanError(f"unknown initializer {kind!r}; known: "
+                            f"{', '.join(sorted([*KINDS, *ALIASES]))}")
+        unknown = set(params) - set(KINDS[kind])
+        if unknown:
+            raise PlanError(f"initializer {kind!r} takes no parameter(s) {sorted(unknown)}")
+        merged = {**KINDS[kind], **params}
+        missing = [k for k, v in merged.items() if v is None]
+        if missing:
+            raise PlanError(f"initializer {kind!r} needs parameter(s) {missing}")
+        if not 0.0 <= float(density) <= 1.0:
+            raise PlanError(f"density must be in [0, 1], got {density}")
+        if granularity not in GRANULARITIES:
+            raise PlanError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
+        object.__setattr__(self, "kind", kind)
+        object.__setattr__(self, "params", merged)
+        object.__setattr__(self, "density", float(density))
+        object.__setattr__(self, "granularity", granularity)
+
+
+def as_spec(spec: str | InitSpec | dict[str, Any]) -> InitSpec:
+    """Accept a scheme name, an :class:`InitSpec` or a (possibly resolved) spec dict."""
+    if isinstance(spec, InitSpec):
+        return spec
+    if isinstance(spec, str):
+        return InitSpec(spec)
+    if isinstance(spec, dict):
+        d = {k: v for k, v in spec.items() if k not in ("fan_in", "fan_out", "version")}
+        return InitSpec(d.pop("kind"), **d)
+    raise PlanError(f"cannot make an initializer spec from {type(spec).__name__}")
+
+
+def fans(shape: tuple[int, ...]) -> tuple[int, int]:
+    """(fan_in, fan_out) the way torch.nn.init computes them."""
+    if len(shape) < 2:
+        n = int(math.prod(shape)) if shape else 1
+        return n, n
+    receptive = int(math.prod(shape[2:]))
+    return shape[1] * receptive, shape[0] * receptive
+
+
+def resolve(spec: str | InitSpec | dict[str, Any], shape: tuple[int, ...]) -> dict[str, Any]:
+    """The concrete, serializable spec of ``spec`` for a tensor of ``shape``."""
+    s = as_spec(spec)
+    fan_in, fan_out = fans(tuple(shape))
+    out: dict[str, Any] = {"kind": s.kind, "version": SPEC_VERSION}
+    for k, v in s.params.items():
+        out[k] = v if isinstance(v, (bool, str)) else float(v)
+    out.update(density=s.density, granularity=s.granularity, fan_in=fan_in, fan_out=fan_out)
+    return out
+
+
+def row_shape(shape: tuple[int, ...], granularity: str) -> tuple[int, int]:
+    """(rows, row length) of a tensor: ``weight.flatten(1)`` rows, or one row."""
+    n = int(math.prod(shape)) if shape else 1
+    if granularity == "tensor" or len(shape) < 2:
+        return 1, n
+    return shape[0], n // shape[0] if shape[0] else 0
+
+
+def _uniform01(key: tuple[int, int], purpose: int, start: int, stop: int, xp: NumpyOps) -> Any:
+    """Uniforms in the open interval (0, 1): (word + 1/2) * 2**-32, exact in float64."""
+    return (xp.float64(philox.words(key, purpose, start, stop, xp)) + 0.5) * _TWO_POW_M32
+
+
+def _base_values(spec: dict[str, Any], key: tuple[int, int], n: int, xp: NumpyOps) -> Any:
+    """float64 values of every element (before the density mask), in C order."""
+    kind = spec["kind"]
+    if kind in ("uniform", "kaiming_uniform", "xavier_uniform"):
+        if kind == "uniform":
+            a, b = spec["a"], spec["b"]
+        else:
+            if kind == "kaiming_uniform":
+                bound = spec["gain"] * math.sqrt(3.0 / _fan(spec))
+            else:
+                bound = spec["gain"] * math.sqrt(6.0 / (spec["fan_in"] + spec["fan_out"]))
+            a, b = -bound, bound
+        return a + (b - a) * _uniform01(key, philox.VALUES, 0, n, xp)
+    if kind in ("normal", "kaiming_normal", "xavier_normal"):
+        if kind == "normal":
+            mean, std = spec["mean"], spec["std"]
+        elif kind == "kaiming_normal":
+            mean, std = 0.0, spec["gain"] / math.sqrt(_fan(spec))
+        else:
+            mean, std = 0.0, spec["gain"] * math.sqrt(2.0 / (spec["fan_in"] + spec["fan_out"]))
+        return mean + std * detmath.ndtri(_uniform01(key, philox.VALUES, 0, n, xp), xp)
+    if kind == "trunc_normal":
+        mean, std = spec["mean"], spec["std"]
+        lo = detmath.ndtr_scalar((spec["a"] - mean) / std)
+        hi = detmath.ndtr_scalar((spec["b"] - mean) / std)
+        p = lo + (hi - lo) * _uniform01(key, philox.VALUES, 0, n, xp)
+        z = mean + std * detmath.ndtri(p, xp)
+        return xp.where(z < spec["a"], spec["a"], xp.where(z > spec["b"], spec["b"], z))
+    if kind == "constant":
+        ones = xp.float64(philox.words(key, philox.VALUES, 0, n, xp) * 0) + spec["value"]
+        if not spec["random_sign"]:
+            return ones
+        sign = philox.words(key, philox.SIGN, 0, n, xp) >> 31
+        return xp.where(sign == 1, -ones, ones)
+    if kind == "two_value":
+        threshold = int(spec["p"] * 2.0**32)
+        w = philox.words(key, philox.VALUES, 0, n, xp)
+        zeros = xp.float64(w * 0)
+        return xp.where(w < threshold, zeros + spec["high"], zeros + spec["low"])
+    raise PlanError(f"unknown initializer kind {kind!r}")
+
+
+def _fan(spec: dict[str, Any]) -> int:
+    mode = spec["mode"]
+    if mode not in ("fan_in", "fan_out"):
+        raise PlanError(f"mode must be 'fan_in' or 'fan_out', got {mode!r}")
+    fan = spec[mode]
+    if fan <= 0:
+        raise PlanError("fan of a zero-sized tensor is 0; cannot scale its initializer")
+    return fan
+
+
+def kept_count(density: float, m: int) -> int:
+    """Exact number of non-zeros in a row of ``m`` values at ``density`` (round half up)."""
+    return min(m, max(0, int(math.floor(density * m + 0.5))))
+
+
+def generate(spec: dict[str, Any], key: tuple[int, int], shape: tuple[int, ...],
+             xp: NumpyOps = NUMPY) -> Any:
+    """The float32 initial values of a tensor, shaped ``(rows, row_length)``.
+
+    Element ``i`` (C order) draws word ``i`` of the stream. With density < 1, each row
+    (or the tensor) keeps exactly :func:`kept_count` values: those whose mask words are
+    smallest, ties to the lower index; the rest are +0.0.
+    """
+    rows, m = row_shape(tuple(shape), spec["granularity"])
+    n = rows * m
+    values = _base_values(spec, key, n, xp).reshape(rows, m)
+    if spec["density"] < 1.0 and n:
+        k = kept_count(spec["density"], m)
+        mask_words = philox.words(key, philox.MASK, 0, n, xp).reshape(rows, m)
+        order = xp.argsort_stable(mask_words, axis=1)
+        ranks = xp.put_along(xp.zeros_like(mask_words), order,
+                             xp.arange(0, m).reshape(1, m) + 0 * order, axis=1)
+        values = xp.where(ranks < k, values, 0.0 * values)
+    return xp.float32(values)

@@ -1,0 +1,61 @@
+"""permcodec for numpy: read and write `.perm` files without torch.
+
+bfloat16 tensors come back as ``ml_dtypes.bfloat16`` arrays when ml_dtypes is
+installed, otherwise as their uint16 bit patterns.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from .dtypes import STORAGE
+from .errors import PermcodecError
+from .permfile import PermFile, write_file
+from .plan import Plan
+
+_NUMPY_TO_NAME = {np.dtype(v).newbyteorder("="): k for k, v in STORAGE.items() if k != "bfloat16"}
+
+
+def _bfloat16_view(a: np.ndarray) -> np.ndarray:
+    try:
+        import ml_dtypes
+    except ImportError:
+        return a
+    return a.view(ml_dtypes.bfloat16)
+
+
+def dtype_name(a: np.ndarray) -> str:
+    """Format dtype name of a numpy array (ml_dtypes.bfloat16 is 'bfloat16')."""
+    if a.dtype.name == "bfloat16":
+        return "bfloat16"
+    try:
+        return _NUMPY_TO_NAME[a.dtype.newbyteorder("=")]
+    except KeyError:
+        raise PermcodecError(f"dtype {a.dtype} is not supported by the .perm format") from None
+
+
+def load(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+    """Decode every tensor of a `.perm` file into numpy arrays, verifying all checksums."""
+    with PermFile(path) as pf:
+        pf.verify_checksum()
+        out = {}
+        for name, arr in pf.tensors():
+            out[name] = _bfloat16_view(arr) if pf.entry(name)["dtype"] == "bfloat16" else arr
+        return out
+
+
+def save(tensors: dict[str, np.ndarray], path: str | os.PathLike[str], plan: Plan | dict | None,
+         metadata: dict[str, str] | None = None) -> None:
+    """Encode numpy arrays into `.perm`; the tensors named by ``plan`` must be seeded."""
+    if isinstance(plan, dict):
+        plan = Plan.from_dict(plan)
+    items = []
+    for name, a in tensors.items():
+        a = np.asarray(a)
+        name_dt = dtype_name(a)
+        if name_dt == "bfloat16":
+            a = a.view(np.uint16)
+        items.append((name, a, name_dt))
+    write_file(path, items, plan, metadata)

@@ -1,0 +1,163 @@
+"""Writing and lazily reading `.perm` files, on numpy arrays (no torch needed)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from . import container
+from .atomic import atomic_path
+from .codec import decode_tensor, encode_tensor
+from .errors import FormatError, IntegrityError, PermcodecError
+from .plan import Plan
+
+#: (name, array in its storage dtype, dtype name)
+TensorItem = tuple[str, np.ndarray, str]
+
+
+def write_file(path: str | os.PathLike[str], tensors: Iterable[TensorItem],
+               plan: Plan | None, metadata: dict[str, str] | None = None) -> dict[str, Any]:
+    """Encode ``tensors`` (seeded ones per ``plan``) into a `.perm` file, atomically.
+
+    Returns the header that was written.
+    """
+    seeded = plan.tensors if plan is not None else {}
+    entries: list[dict[str, Any]] = []
+    payloads: list[bytes] = []
+    offset = 0
+    seen = set()
+    for name, array, dtype in tensors:
+        entry, payload = encode_tensor(name, array, dtype, seeded.get(name))
+        entry["offset"], entry["length"] = offset, len(payload)
+        offset += len(payload)
+        entries.append(entry)
+        payloads.append(payload)
+        seen.add(name)
+    missing = sorted(set(seeded) - seen)
+    if missing:
+        raise PermcodecError(f"plan names tensor(s) the model does not have: {missing[:5]}")
+    header = {"format": "permcodec", "byteorder": "little",
+              "seed": plan.seed if plan is not None else None,
+              "metadata": {str(k): str(v) for k, v in (metadata or {}).items()},
+              "tensors": entries}
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        container.write(f, header, payloads)
+    return header
+
+
+class PermFile:
+    """A `.perm` file opened for lazy, one-tensor-at-a-time reading.
+
+    ``keys()`` lists tensors, ``tensor(name)`` decodes one (verifying its checksums),
+    ``info()`` summarizes sizes against the bound. Use as a context manager.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = os.fspath(path)
+        try:
+            self._f: BinaryIO = open(self.path, "rb")  # noqa: SIM115 (closed in close())
+        except OSError as e:
+            raise FileNotFoundError(f"cannot open {self.path}: {e.strerror}") from None
+        try:
+            self._size = container.file_size(self._f)
+            self.header, self._start = container.read_header(self._f, self._size)
+        except BaseException:
+            self._f.close()
+            raise
+        self._entries = {t["name"]: t for t in self.header["tensors"]}
+
+    def __enter__(self) -> PermFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._f.close()
+
+    def keys(self) -> list[str]:
+        return list(self._entries)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        meta = self.header.get("metadata")
+        return dict(meta) if isinstance(meta, dict) else {}
+
+    def entry(self, name: str) -> dict[str, Any]:
+        try:
+            return self._entries[name]
+        except KeyError:
+            raise KeyError(f"no tensor named {name!r} in {self.path}") from None
+
+    def tensor(self, name: str) -> np.ndarray:
+        """Decode one tensor, in its storage dtype (bfloat16 as uint16 bit patterns)."""
+        e = self.entry(name)
+        self._f.seek(self._start + e["offset"])
+        payload = self._f.read(e["length"])
+        if len(payload) != e["length"]:
+            raise FormatError(f"file truncated inside tensor {name!r}")
+        return decode_tensor(e, payload)
+
+    def tensors(self) -> Iterator[tuple[str, np.ndarray]]:
+        for name in self._entries:
+            yield name, self.tensor(name)
+
+    def verify_checksum(self) -> None:
+        """Compare the whole-file BLAKE2b-256 with the trailer."""
+        container.verify_file_checksum(self._f, self._size)
+
+    def verify(self) -> list[tuple[str, str]]:
+        """Decode every tensor; returns (name, problem) for each damaged one."""
+        problems = []
+        try:
+            self.verify_checksum()
+        except IntegrityError as e:
+            problems.append(("<file>", str(e)))
+        for name in self._entries:
+            try:
+                self.tensor(name)
+            except FormatError as e:
+                problems.append((name, str(e)))
+        return problems
+
+    def info(self) -> dict[str, Any]:
+        """Per-tensor and total sizes, bits per weight and the bound."""
+        rows = []
+        total_bits = 0.0
+        numel_all = 0
+        for e in self.header["tensors"]:
+            numel = int(np.prod(e["shape"])) if e["shape"] else 1
+            bits = 8 * e["length"]
+            row = {"name": e["name"], "shape": e["shape"], "dtype": e["dtype"],
+                   "coding": e["coding"], "numel": numel, "bytes": e["length"],
+                   "bits_per_weight": bits / numel if numel else 0.0}
+            if e["coding"] == "perm-rans":
+                row["spec"] = e.get("spec", {})
+                row["lanes"] = e.get("lanes")
+                b = float(e.get("bound_bits", 0.0))
+                row["bound_bits_per_weight"] = b / numel if numel else 0.0
+                row["ratio_to_bound"] = bits / b if b else None
+            rows.append(row)
+            total_bits += bits
+            numel_all += numel
+        file_bits = 8 * self._size
+        return {"path": self.path, "format_version": container.FORMAT_VERSION,
+                "seed": self.header.get("seed"), "metadata": self.metadata,
+                "tensors": rows, "numel": numel_all, "file_bytes": self._size,
+                "bits_per_weight": file_bits / numel_all if numel_all else 0.0,
+                "ratio_vs_float32": 32 * numel_all / file_bits,
+                "ratio_vs_float16": 16 * numel_all / file_bits}
+
+
+def open_file(path: str | os.PathLike[str]) -> PermFile:
+    """Open a `.perm` file for lazy reading (``permcodec.open``)."""
+    return PermFile(path)

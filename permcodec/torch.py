@@ -1,0 +1,308 @@
+"""permcodec for PyTorch: seed a module's weights, save it as `.perm`, load it back.
+
+``init`` re-initializes the permutable parameters of a module from a seed and records
+the plan on the module; ``save``/``load`` move between modules (or state dicts) and
+`.perm` files; ``save_checkpoint``/``load_checkpoint`` write and read plain
+``torch.save`` files that load with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import pickle
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import __version__
+from .atomic import atomic_path
+from .errors import PermcodecError, PlanError, UnsafeCheckpointError
+from .initializers import InitSpec, as_spec, fans, generate
+from .permfile import PermFile, write_file
+from .plan import Plan, TensorPlan
+
+PLAN_ATTR = "permcodec_plan"
+PERMUTED_MODULES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+_TO_NAME = {torch.float64: "float64", torch.float32: "float32", torch.float16: "float16",
+            torch.bfloat16: "bfloat16", torch.int64: "int64", torch.int32: "int32",
+            torch.int16: "int16", torch.int8: "int8", torch.uint8: "uint8", torch.bool: "bool"}
+_FROM_NAME = {v: k for k, v in _TO_NAME.items()}
+
+
+class TorchOps:
+    """The :class:`permcodec.backend.NumpyOps` operations on torch tensors of a device."""
+
+    name = "torch"
+
+    def __init__(self, device: str | torch.device = "cpu") -> None:
+        self.device = torch.device(device)
+
+    def arange(self, start: int, stop: int) -> torch.Tensor:
+        return torch.arange(start, stop, dtype=torch.int64, device=self.device)
+
+    def int64(self, x: Any) -> torch.Tensor:
+        return torch.as_tensor(x, dtype=torch.int64, device=self.device)
+
+    def float64(self, x: Any) -> torch.Tensor:
+        return torch.as_tensor(x, device=self.device).to(torch.float64)
+
+    def float32(self, x: Any) -> torch.Tensor:
+        return torch.as_tensor(x, device=self.device).to(torch.float32)
+
+    def full(self, shape: tuple[int, ...], value: float) -> torch.Tensor:
+        return torch.full(shape, value, dtype=torch.float64, device=self.device)
+
+    def where(self, cond: Any, a: Any, b: Any) -> torch.Tensor:
+        return torch.where(cond, a, b)
+
+    def sqrt(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sqrt(x)
+
+    def frexp(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mant, exp = torch.frexp(x)
+        return mant, exp.to(torch.int64)
+
+    def abs(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.abs(x)
+
+    def stack(self, xs: list[torch.Tensor], axis: int) -> torch.Tensor:
+        return torch.stack(xs, dim=axis)
+
+    def argsort_stable(self, x: torch.Tensor, axis: int = -1) -> torch.Tensor:
+        return torch.argsort(x, dim=axis, stable=True)
+
+    def take_along(self, x: torch.Tensor, idx: torch.Tensor, axis: int = -1) -> torch.Tensor:
+        return torch.gather(x, axis, idx)
+
+    def put_along(self, x: torch.Tensor, idx: torch.Tensor, values: torch.Tensor,
+                  axis: int = -1) -> torch.Tensor:
+        return x.clone().scatter_(axis, idx, values)
+
+    def zeros_like(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.zeros_like(x)
+
+    def to_numpy(self, x: torch.Tensor) -> np.ndarray:
+        return x.cpu().numpy()
+
+
+# ---------------------------------------------------------------- tensors <-> numpy
+
+def to_numpy(t: torch.Tensor) -> tuple[np.ndarray, str]:
+    """A CPU numpy copy of ``t`` in its storage dtype, and the format dtype name."""
+    try:
+        name = _TO_NAME[t.dtype]
+    except KeyError:
+        raise PermcodecError(f"dtype {t.dtype} is not supported by the .perm format") from None
+    t = t.detach().cpu().contiguous()
+    if name == "bfloat16":
+        return t.view(torch.int16).numpy().view(np.uint16), name
+    return t.numpy(), name
+
+
+def to_torch(a: np.ndarray, name: str, device: str | torch.device = "cpu") -> torch.Tensor:
+    """A torch tensor of format dtype ``name`` from its numpy storage array."""
+    a = np.ascontiguousarray(a)
+    if name == "bfloat16":
+        t = torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
+    else:
+        t = torch.from_numpy(a)
+    return t.to(device)
+
+
+def generate_torch(tp: TensorPlan, shape: tuple[int, ...], dtype: torch.dtype,
+                   device: str | torch.device = "cpu") -> torch.Tensor:
+    """The seeded initial tensor of a plan entry, generated with torch on ``device``."""
+    values = generate(tp.spec, tp.key, shape, TorchOps(device))
+    return values.reshape(shape).to(dtype)
+
+
+# ---------------------------------------------------------------- init
+
+SpecLike = str | InitSpec | Mapping[str, Any]
+
+
+def default_targets(model: nn.Module, biases: bool = False) -> list[tuple[str, nn.Parameter, str]]:
+    """(name, parameter, role) of what ``init`` permutes by default: the weights of
+    Linear and Conv layers, and their biases when ``biases`` is true. Normalization
+    layers and buffers are never included."""
+    out = []
+    for mod_name, mod in model.named_modules():
+        if not isinstance(mod, PERMUTED_MODULES):
+            continue
+        prefix = f"{mod_name}." if mod_name else ""
+        if isinstance(getattr(mod, "weight", None), nn.Parameter):
+            out.append((prefix + "weight", mod.weight, "weight"))
+        if biases and isinstance(getattr(mod, "bias", None), nn.Parameter):
+            out.append((prefix + "bias", mod.bias, "bias"))
+    return out
+
+
+def _bias_spec(weight_shape: tuple[int, ...]) -> InitSpec:
+    """torch's default bias init: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) of the weight."""
+    bound = 1.0 / math.sqrt(max(fans(weight_shape)[0], 1))
+    return InitSpec("uniform", a=-bound, b=bound)
+
+
+def init(model: nn.Module, seed: int, scheme: SpecLike | Callable[[str, torch.Tensor], Any] = "he_uniform",
+         *, biases: bool = False, density: float | None = None, granularity: str | None = None,
+         overrides: Mapping[str, SpecLike | None] | None = None) -> Plan:
+    """Re-initialize ``model``'s permutable weights from ``seed`` and record the plan.
+
+    ``scheme`` is a name (``"he_uniform"``, ``"glorot_normal"``, ``"binary"``...), an
+    :class:`InitSpec`, or a callable ``(name, param) -> spec | None``. ``density`` makes
+    every row keep exactly that fraction of non-zeros; ``granularity`` is ``"row"``
+    (default, ``weight.flatten(1)[o]``) or ``"tensor"``. ``overrides`` maps parameter
+    names to specs (``None`` leaves that parameter out). Returns the :class:`Plan`,
+    also stored as ``model.permcodec_plan``.
+    """
+    plan = Plan(int(seed)) if isinstance(seed, (int, np.integer)) else None
+    if plan is None:
+        raise PlanError(f"seed must be an integer, got {type(seed).__name__}")
+    overrides = dict(overrides or {})
+    weight_shapes = {n.rsplit(".", 1)[0]: tuple(p.shape) for n, p, r in default_targets(model)
+                     if r == "weight"}
+    targets = {n: (p, r) for n, p, r in default_targets(model, biases)}
+    params = dict(model.named_parameters())
+    for name in overrides:
+        if name not in params:
+            raise PlanError(f"override names {name!r}, which is not a parameter of the model")
+        if name not in targets:
+            targets[name] = (params[name], "weight")
+    with torch.no_grad():
+        for name, (p, role) in targets.items():
+            if name in overrides:
+                spec = overrides[name]
+            elif callable(scheme):
+                spec = scheme(name, p)
+            elif role == "bias":
+                spec = _bias_spec(weight_shapes.get(name.rsplit(".", 1)[0], tuple(p.shape)))
+            else:
+                spec = scheme
+            if spec is None:
+                continue
+            spec = _with(as_spec(spec if not isinstance(spec, Mapping) else dict(spec)),
+                         density, granularity)
+            if p.dtype not in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
+                raise PlanError(f"parameter {name!r} has dtype {p.dtype}; only floating point "
+                                "parameters can be seeded")
+            tp = plan.add(name, spec, tuple(p.shape))
+            p.copy_(generate_torch(tp, tuple(p.shape), p.dtype, p.device))
+    setattr(model, PLAN_ATTR, plan)
+    return plan
+
+
+def _with(spec: InitSpec, density: float | None, granularity: str | None) -> InitSpec:
+    if density is None and granularity is None:
+        return spec
+    return InitSpec(spec.kind, density=spec.density if density is None else density,
+                    granularity=granularity or spec.granularity, **spec.params)
+
+
+# ---------------------------------------------------------------- save / load
+
+def _state_and_plan(model_or_state_dict: nn.Module | Mapping[str, torch.Tensor],
+                    plan: Plan | Mapping[str, Any] | None) -> tuple[dict[str, torch.Tensor], Plan]:
+    if isinstance(model_or_state_dict, nn.Module):
+        sd = model_or_state_dict.state_dict()
+        plan = plan if plan is not None else getattr(model_or_state_dict, PLAN_ATTR, None)
+    elif isinstance(model_or_state_dict, Mapping):
+        sd = dict(model_or_state_dict)
+    else:
+        raise TypeError(f"expected an nn.Module or a state dict, got {type(model_or_state_dict).__name__}")
+    if plan is None:
+        raise PlanError("no permcodec plan: initialize the model with permcodec.init(model, seed) "
+                        "or pass plan=")
+    if not isinstance(plan, Plan):
+        plan = Plan.from_dict(dict(plan))
+    return sd, plan
+
+
+def save(model_or_state_dict: nn.Module | Mapping[str, torch.Tensor], path: str | os.PathLike[str],
+         plan: Plan | Mapping[str, Any] | None = None, metadata: Mapping[str, str] | None = None) -> None:
+    """Write a model (or state dict) to a `.perm` file, losslessly and atomically.
+
+    Seeded tensors must be exact arrangements of their initialization (else
+    :class:`permcodec.NotAnArrangementError` names the tensor and row).
+    """
+    sd, plan = _state_and_plan(model_or_state_dict, plan)
+    meta = {"permcodec_version": __version__, **dict(metadata or {})}
+
+    def items():
+        for name, t in sd.items():
+            if not isinstance(t, torch.Tensor):
+                raise PermcodecError(f"state dict entry {name!r} is a {type(t).__name__}, not a tensor")
+            a, dt = to_numpy(t)
+            yield name, a, dt
+
+    write_file(path, items(), plan, meta)
+
+
+def plan_from_header(header: Mapping[str, Any]) -> Plan | None:
+    """The plan recorded in a `.perm` header (seed and seeded tensors), if it has a seed."""
+    seed = header.get("seed")
+    if not isinstance(seed, int):
+        return None
+    plan = Plan(seed)
+    for e in header["tensors"]:
+        if e.get("coding") == "perm-rans":
+            plan.tensors[e["name"]] = TensorPlan(dict(e["spec"]), (e["key"][0], e["key"][1]))
+    return plan
+
+
+def load(path: str | os.PathLike[str], model: nn.Module | None = None,
+         device: str | torch.device = "cpu", strict: bool = True) -> Any:
+    """Decode a `.perm` file into a state dict of tensors on ``device``.
+
+    With ``model``, load it into the model like ``load_state_dict`` (returning its
+    result) and record the file's plan on the model so training can continue.
+    """
+    with PermFile(path) as pf:
+        pf.verify_checksum()
+        sd = {name: to_torch(a, pf.entry(name)["dtype"], device) for name, a in pf.tensors()}
+        plan = plan_from_header(pf.header)
+    if model is None:
+        return sd
+    result = model.load_state_dict(sd, strict=strict)
+    if plan is not None:
+        setattr(model, PLAN_ATTR, plan)
+    return result
+
+
+def save_checkpoint(model: nn.Module, path: str | os.PathLike[str],
+                    plan: Plan | Mapping[str, Any] | None = None) -> None:
+    """``torch.save({"state_dict": ..., "permcodec": plan}, path)``, atomically.
+
+    The file loads with ``torch.load(path, weights_only=True)``.
+    """
+    sd, plan = _state_and_plan(model, plan)
+    with atomic_path(path) as tmp:
+        torch.save({"state_dict": sd, "permcodec": plan.to_dict()}, tmp)
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], Plan | None]:
+    """Read a ``.pt`` file with ``weights_only=True``: (state dict, plan or None).
+
+    Accepts a permcodec checkpoint, ``{"state_dict": ...}`` or a bare state dict.
+    Files that need code to unpickle are refused with :class:`UnsafeCheckpointError`.
+    """
+    try:
+        obj = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except (pickle.UnpicklingError, RuntimeError, AttributeError, EOFError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UnsafeCheckpointError(
+            f"{os.fspath(path)} cannot be loaded with weights_only=True (it needs unpickling "
+            f"of code, or is not a torch file): {first}") from None
+    if not isinstance(obj, Mapping):
+        raise PermcodecError(f"{os.fspath(path)} holds a {type(obj).__name__}, not a state dict")
+    plan = Plan.from_dict(obj["permcodec"]) if "permcodec" in obj else None
+    sd = obj.get("state_dict", obj)
+    if not isinstance(sd, Mapping) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise PermcodecError(f"{os.fspath(path)} does not hold a state dict of tensors")
+    return dict(sd), plan
