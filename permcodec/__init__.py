@@ -11,7 +11,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-from .errors import (  # noqa: E402
+from .errors import (
     FormatError,
     IntegrityError,
     NotAnArrangementError,
@@ -20,18 +20,32 @@ from .errors import (  # noqa: E402
     UnsafeCheckpointError,
     UnsupportedVersionError,
 )
-from .initializers import InitSpec  # noqa: E402
-from .numpy import load as load_numpy  # noqa: E402
-from .permfile import PermFile  # noqa: E402
-from .permfile import open_file as open  # noqa: E402,A004
-from .plan import Plan  # noqa: E402
+from .initializers import InitSpec
+from .numpy import load as load_numpy
+from .permfile import PermFile
+from .permfile import open_file as open
+from .plan import Plan
 
 _TORCH_API = {"init", "save", "load", "save_checkpoint", "load_checkpoint"}
 
 __all__ = [
-    "FormatError", "InitSpec", "IntegrityError", "NotAnArrangementError", "PermFile",
-    "PermcodecError", "Plan", "PlanError", "UnsafeCheckpointError", "UnsupportedVersionError",
-    "__version__", "init", "load", "load_checkpoint", "load_numpy", "open", "save",
+    "FormatError",
+    "InitSpec",
+    "IntegrityError",
+    "NotAnArrangementError",
+    "PermFile",
+    "PermcodecError",
+    "Plan",
+    "PlanError",
+    "UnsafeCheckpointError",
+    "UnsupportedVersionError",
+    "__version__",
+    "init",
+    "load",
+    "load_checkpoint",
+    "load_numpy",
+    "open",
+    "save",
     "save_checkpoint",
 ]
 

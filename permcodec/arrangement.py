@@ -60,7 +60,10 @@ def classes_of(trained_keys: np.ndarray, rc: RowClasses, name: str = "?") -> np.
         raise NotAnArrangementError(
             f"tensor {name!r} row {row} is not an arrangement of its initial values "
             f"({differ} of {trained_keys.shape[1]} sorted values differ; "
-            f"{bad.size} bad row(s) in all)", tensor=name, row=row)
+            f"{bad.size} bad row(s) in all)",
+            tensor=name,
+            row=row,
+        )
     cls = np.empty_like(rc.class_of_sorted)
     np.put_along_axis(cls, order, rc.class_of_sorted, axis=1)
     return cls

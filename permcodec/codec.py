@@ -14,7 +14,7 @@ import zstandard
 
 from . import arrangement, rans
 from .container import section_digest
-from .dtypes import FLOAT_DTYPES, from_float32, order_keys, storage_dtype
+from .dtypes import FLOAT_DTYPES, c_contiguous, from_float32, order_keys, storage_dtype
 from .errors import FormatError, IntegrityError, PlanError
 from .initializers import generate, row_shape
 from .plan import TensorPlan
@@ -22,8 +22,9 @@ from .plan import TensorPlan
 ZSTD_LEVEL = 10
 
 
-def init_rows(spec: dict[str, Any], key: tuple[int, int], shape: tuple[int, ...],
-              dtype: str) -> np.ndarray:
+def init_rows(
+    spec: dict[str, Any], key: tuple[int, int], shape: tuple[int, ...], dtype: str
+) -> np.ndarray:
     """The seeded initial values of a tensor as (rows, m), in the storage dtype."""
     return from_float32(generate(spec, key, shape), dtype)
 
@@ -34,20 +35,30 @@ def _check_plan_fits(name: str, tp: TensorPlan, shape: tuple[int, ...], dtype: s
     from .initializers import fans
 
     if (tp.spec.get("fan_in"), tp.spec.get("fan_out")) != fans(shape):
-        raise PlanError(f"tensor {name!r} has shape {list(shape)}, which does not match its "
-                        "plan (the fans differ)")
+        raise PlanError(
+            f"tensor {name!r} has shape {list(shape)}, which does not match its "
+            "plan (the fans differ)"
+        )
 
 
-def encode_tensor(name: str, array: np.ndarray, dtype: str,
-                  tp: TensorPlan | None) -> tuple[dict[str, Any], bytes]:
+def encode_tensor(
+    name: str, array: np.ndarray, dtype: str, tp: TensorPlan | None
+) -> tuple[dict[str, Any], bytes]:
     """Header entry (without offset) and payload bytes of one tensor."""
-    array = np.ascontiguousarray(array, dtype=storage_dtype(dtype))
+    array = c_contiguous(array, storage_dtype(dtype))
     shape = tuple(int(d) for d in array.shape)
-    entry: dict[str, Any] = {"name": name, "shape": list(shape), "dtype": dtype,
-                             "digest": section_digest(array.tobytes())}
+    entry: dict[str, Any] = {
+        "name": name,
+        "shape": list(shape),
+        "dtype": dtype,
+        "digest": section_digest(array.tobytes()),
+    }
     if tp is None:
+        raw = array.tobytes()
+        payload = zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(raw)
         entry["coding"] = "raw-zstd"
-        payload = zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(array.tobytes())
+        if len(payload) >= len(raw):
+            entry["coding"], payload = "raw", raw
     else:
         _check_plan_fits(name, tp, shape, dtype)
         rows, m = row_shape(shape, tp.spec["granularity"])
@@ -58,8 +69,9 @@ def encode_tensor(name: str, array: np.ndarray, dtype: str,
         lanes = rans.choose_lanes(rows, bound)
         states, words = rans.encode(cls, rc.counts, lanes)
         payload = states.astype("<u8").tobytes() + words.astype("<u4").tobytes()
-        entry.update(coding="perm-rans", spec=dict(tp.spec), key=list(tp.key), lanes=lanes,
-                     bound_bits=bound)
+        entry.update(
+            coding="perm-rans", spec=dict(tp.spec), key=list(tp.key), lanes=lanes, bound_bits=bound
+        )
     entry["payload_digest"] = section_digest(payload)
     return entry, payload
 
@@ -73,14 +85,25 @@ def decode_tensor(entry: dict[str, Any], payload: bytes) -> np.ndarray:
     dtype = entry["dtype"]
     sdt = storage_dtype(dtype)
     numel = math.prod(shape)
-    if entry["coding"] == "raw-zstd":
+    if entry["coding"] == "raw":
+        if len(payload) != numel * sdt.itemsize:
+            raise FormatError(
+                f"tensor {name!r}: raw payload holds {len(payload)} bytes, "
+                f"expected {numel * sdt.itemsize}"
+            )
+        out = np.frombuffer(payload, dtype=sdt).reshape(shape).copy()
+    elif entry["coding"] == "raw-zstd":
         try:
-            raw = zstandard.ZstdDecompressor().decompress(payload, max_output_size=numel * sdt.itemsize)
+            raw = zstandard.ZstdDecompressor().decompress(
+                payload, max_output_size=numel * sdt.itemsize
+            )
         except zstandard.ZstdError as e:
             raise IntegrityError(f"tensor {name!r}: zstd payload is corrupt ({e})", name) from None
         if len(raw) != numel * sdt.itemsize:
-            raise IntegrityError(f"tensor {name!r}: payload holds {len(raw)} bytes, "
-                                 f"expected {numel * sdt.itemsize}", name)
+            raise IntegrityError(
+                f"tensor {name!r}: payload holds {len(raw)} bytes, expected {numel * sdt.itemsize}",
+                name,
+            )
         out = np.frombuffer(raw, dtype=sdt).reshape(shape).copy()
     else:
         out = _decode_perm(entry, payload, shape, dtype)
@@ -89,20 +112,27 @@ def decode_tensor(entry: dict[str, Any], payload: bytes) -> np.ndarray:
     return out
 
 
-def _decode_perm(entry: dict[str, Any], payload: bytes, shape: tuple[int, ...],
-                 dtype: str) -> np.ndarray:
+def _decode_perm(
+    entry: dict[str, Any], payload: bytes, shape: tuple[int, ...], dtype: str
+) -> np.ndarray:
     name = entry["name"]
     if dtype not in FLOAT_DTYPES:
         raise FormatError(f"tensor {name!r}: seeded tensors must be floating point, not {dtype}")
     spec, lanes = entry.get("spec"), entry.get("lanes")
     key = entry.get("key")
-    if not (isinstance(spec, dict) and isinstance(lanes, int) and lanes >= 1
-            and isinstance(key, list) and len(key) == 2
-            and all(isinstance(k, int) and 0 <= k < 2**32 for k in key)):
+    if not (
+        isinstance(spec, dict)
+        and isinstance(lanes, int)
+        and lanes >= 1
+        and isinstance(key, list)
+        and len(key) == 2
+        and all(isinstance(k, int) and 0 <= k < 2**32 for k in key)
+    ):
         raise FormatError(f"tensor {name!r}: malformed perm-rans entry")
     if 8 * lanes > len(payload) or (len(payload) - 8 * lanes) % 4:
-        raise FormatError(f"tensor {name!r}: payload length {len(payload)} does not fit "
-                          f"{lanes} lanes")
+        raise FormatError(
+            f"tensor {name!r}: payload length {len(payload)} does not fit {lanes} lanes"
+        )
     try:
         rows, m = row_shape(shape, spec["granularity"])
         init = init_rows(spec, (key[0], key[1]), shape, dtype)

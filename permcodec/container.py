@@ -30,7 +30,7 @@ PREAMBLE = struct.Struct("<8sIIQ")
 ALIGN = 64
 TRAILER = 32
 MAX_HEADER = 64 * 1024 * 1024
-CODINGS = ("perm-rans", "raw-zstd")
+CODINGS = ("perm-rans", "raw-zstd", "raw")
 
 
 def section_digest(data: bytes) -> bytes:
@@ -80,7 +80,8 @@ def read_header(f: BinaryIO, file_size: int) -> tuple[dict[str, Any], int]:
     if version > FORMAT_VERSION:
         raise UnsupportedVersionError(
             f"format version {version} was written by a newer permcodec; this one reads "
-            f"up to {FORMAT_VERSION}")
+            f"up to {FORMAT_VERSION}"
+        )
     if version < 1 or flags != 0:
         raise FormatError(f"bad preamble: version {version}, flags {flags}")
     if hlen > MAX_HEADER or PREAMBLE.size + hlen + TRAILER > file_size:
@@ -116,13 +117,23 @@ def _validate(header: Any, start: int, file_size: int) -> None:
         _check(isinstance(name, str) and name not in names, f"tensor {i} name invalid or repeated")
         names.add(name)
         shape = t.get("shape")
-        _check(isinstance(shape, list) and all(isinstance(d, int) and 0 <= d < 2**40 for d in shape)
-               and len(shape) <= 8, f"tensor {name!r} shape invalid")
+        _check(
+            isinstance(shape, list)
+            and all(isinstance(d, int) and 0 <= d < 2**40 for d in shape)
+            and len(shape) <= 8,
+            f"tensor {name!r} shape invalid",
+        )
         _check(t.get("coding") in CODINGS, f"tensor {name!r} coding {t.get('coding')!r} unknown")
         _check(isinstance(t.get("dtype"), str), f"tensor {name!r} dtype invalid")
         off, length = t.get("offset"), t.get("length")
-        _check(isinstance(off, int) and isinstance(length, int) and off >= end and length >= 0
-               and off + length <= data_len, f"tensor {name!r} payload out of bounds or overlapping")
+        _check(
+            isinstance(off, int)
+            and isinstance(length, int)
+            and off >= end
+            and length >= 0
+            and off + length <= data_len,
+            f"tensor {name!r} payload out of bounds or overlapping",
+        )
         end = off + length
         for k in ("digest", "payload_digest"):
             _check(isinstance(t.get(k), bytes) and len(t[k]) == 16, f"tensor {name!r} {k} invalid")

@@ -26,8 +26,12 @@ STORAGE: dict[str, np.dtype] = {
 #: dtypes a permuted (seeded) tensor may have.
 FLOAT_DTYPES = ("float32", "float16", "bfloat16", "float64")
 
-_KEY_VIEW = {"float64": ("<i8", 0x7FFFFFFFFFFFFFFF), "float32": ("<i4", 0x7FFFFFFF),
-             "float16": ("<i2", 0x7FFF), "bfloat16": ("<i2", 0x7FFF)}
+_KEY_VIEW = {
+    "float64": ("<i8", 0x7FFFFFFFFFFFFFFF),
+    "float32": ("<i4", 0x7FFFFFFF),
+    "float16": ("<i2", 0x7FFF),
+    "bfloat16": ("<i2", 0x7FFF),
+}
 
 
 def storage_dtype(name: str) -> np.dtype:
@@ -52,9 +56,14 @@ def from_float32(values: np.ndarray, name: str) -> np.ndarray:
     raise FormatError(f"dtype {name!r} cannot hold seeded values; use one of {FLOAT_DTYPES}")
 
 
+def c_contiguous(a: np.ndarray, dtype: np.dtype | None = None) -> np.ndarray:
+    """``a`` as a C-contiguous array, keeping 0-d arrays 0-d (unlike np.ascontiguousarray)."""
+    return np.require(np.asarray(a, dtype=dtype), requirements="C")
+
+
 def order_keys(values: np.ndarray, name: str) -> np.ndarray:
     """int64 keys whose order is the float order, with -0.0 below +0.0; equal keys mean
     bit-identical values."""
     view, flip = _KEY_VIEW[name]
-    bits = np.ascontiguousarray(values).view(view).astype(np.int64)
+    bits = c_contiguous(values).view(view).astype(np.int64)
     return np.where(bits < 0, bits ^ flip, bits)

@@ -57,14 +57,16 @@ class InitSpec:
     density: float = 1.0
     granularity: str = "row"
 
-    def __init__(self, kind: str, *, density: float = 1.0, granularity: str = "row",
-                 **params: Any) -> None:
+    def __init__(
+        self, kind: str, *, density: float = 1.0, granularity: str = "row", **params: Any
+    ) -> None:
         if kind in ALIASES:
             base, extra = ALIASES[kind]
             kind, params = base, {**extra, **params}
         if kind not in KINDS:
-            raise PlanError(f"unknown initializer {kind!r}; known: "
-                            f"{', '.join(sorted([*KINDS, *ALIASES]))}")
+            raise PlanError(
+                f"unknown initializer {kind!r}; known: {', '.join(sorted([*KINDS, *ALIASES]))}"
+            )
         unknown = set(params) - set(KINDS[kind])
         if unknown:
             raise PlanError(f"initializer {kind!r} takes no parameter(s) {sorted(unknown)}")
@@ -181,11 +183,12 @@ def _fan(spec: dict[str, Any]) -> int:
 
 def kept_count(density: float, m: int) -> int:
     """Exact number of non-zeros in a row of ``m`` values at ``density`` (round half up)."""
-    return min(m, max(0, int(math.floor(density * m + 0.5))))
+    return min(m, max(0, math.floor(density * m + 0.5)))
 
 
-def generate(spec: dict[str, Any], key: tuple[int, int], shape: tuple[int, ...],
-             xp: NumpyOps = NUMPY) -> Any:
+def generate(
+    spec: dict[str, Any], key: tuple[int, int], shape: tuple[int, ...], xp: NumpyOps = NUMPY
+) -> Any:
     """The float32 initial values of a tensor, shaped ``(rows, row_length)``.
 
     Element ``i`` (C order) draws word ``i`` of the stream. With density < 1, each row
@@ -199,7 +202,8 @@ def generate(spec: dict[str, Any], key: tuple[int, int], shape: tuple[int, ...],
         k = kept_count(spec["density"], m)
         mask_words = philox.words(key, philox.MASK, 0, n, xp).reshape(rows, m)
         order = xp.argsort_stable(mask_words, axis=1)
-        ranks = xp.put_along(xp.zeros_like(mask_words), order,
-                             xp.arange(0, m).reshape(1, m) + 0 * order, axis=1)
+        ranks = xp.put_along(
+            xp.zeros_like(mask_words), order, xp.arange(0, m).reshape(1, m) + 0 * order, axis=1
+        )
         values = xp.where(ranks < k, values, 0.0 * values)
     return xp.float32(values)

@@ -46,8 +46,12 @@ def load(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
         return out
 
 
-def save(tensors: dict[str, np.ndarray], path: str | os.PathLike[str], plan: Plan | dict | None,
-         metadata: dict[str, str] | None = None) -> None:
+def save(
+    tensors: dict[str, np.ndarray],
+    path: str | os.PathLike[str],
+    plan: Plan | dict | None,
+    metadata: dict[str, str] | None = None,
+) -> None:
     """Encode numpy arrays into `.perm`; the tensors named by ``plan`` must be seeded."""
     if isinstance(plan, dict):
         plan = Plan.from_dict(plan)

@@ -18,8 +18,12 @@ from .plan import Plan
 TensorItem = tuple[str, np.ndarray, str]
 
 
-def write_file(path: str | os.PathLike[str], tensors: Iterable[TensorItem],
-               plan: Plan | None, metadata: dict[str, str] | None = None) -> dict[str, Any]:
+def write_file(
+    path: str | os.PathLike[str],
+    tensors: Iterable[TensorItem],
+    plan: Plan | None,
+    metadata: dict[str, str] | None = None,
+) -> dict[str, Any]:
     """Encode ``tensors`` (seeded ones per ``plan``) into a `.perm` file, atomically.
 
     Returns the header that was written.
@@ -39,10 +43,13 @@ def write_file(path: str | os.PathLike[str], tensors: Iterable[TensorItem],
     missing = sorted(set(seeded) - seen)
     if missing:
         raise PermcodecError(f"plan names tensor(s) the model does not have: {missing[:5]}")
-    header = {"format": "permcodec", "byteorder": "little",
-              "seed": plan.seed if plan is not None else None,
-              "metadata": {str(k): str(v) for k, v in (metadata or {}).items()},
-              "tensors": entries}
+    header = {
+        "format": "permcodec",
+        "byteorder": "little",
+        "seed": plan.seed if plan is not None else None,
+        "metadata": {str(k): str(v) for k, v in (metadata or {}).items()},
+        "tensors": entries,
+    }
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         container.write(f, header, payloads)
     return header
@@ -137,9 +144,15 @@ class PermFile:
         for e in self.header["tensors"]:
             numel = int(np.prod(e["shape"])) if e["shape"] else 1
             bits = 8 * e["length"]
-            row = {"name": e["name"], "shape": e["shape"], "dtype": e["dtype"],
-                   "coding": e["coding"], "numel": numel, "bytes": e["length"],
-                   "bits_per_weight": bits / numel if numel else 0.0}
+            row = {
+                "name": e["name"],
+                "shape": e["shape"],
+                "dtype": e["dtype"],
+                "coding": e["coding"],
+                "numel": numel,
+                "bytes": e["length"],
+                "bits_per_weight": bits / numel if numel else 0.0,
+            }
             if e["coding"] == "perm-rans":
                 row["spec"] = e.get("spec", {})
                 row["lanes"] = e.get("lanes")
@@ -150,12 +163,18 @@ class PermFile:
             total_bits += bits
             numel_all += numel
         file_bits = 8 * self._size
-        return {"path": self.path, "format_version": container.FORMAT_VERSION,
-                "seed": self.header.get("seed"), "metadata": self.metadata,
-                "tensors": rows, "numel": numel_all, "file_bytes": self._size,
-                "bits_per_weight": file_bits / numel_all if numel_all else 0.0,
-                "ratio_vs_float32": 32 * numel_all / file_bits,
-                "ratio_vs_float16": 16 * numel_all / file_bits}
+        return {
+            "path": self.path,
+            "format_version": container.FORMAT_VERSION,
+            "seed": self.header.get("seed"),
+            "metadata": self.metadata,
+            "tensors": rows,
+            "numel": numel_all,
+            "file_bytes": self._size,
+            "bits_per_weight": file_bits / numel_all if numel_all else 0.0,
+            "ratio_vs_float32": 32 * numel_all / file_bits,
+            "ratio_vs_float16": 16 * numel_all / file_bits,
+        }
 
 
 def open_file(path: str | os.PathLike[str]) -> PermFile:

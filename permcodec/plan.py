@@ -42,8 +42,12 @@ class Plan:
         return tp
 
     def to_dict(self) -> dict[str, Any]:
-        return {"format": PLAN_FORMAT, "version": PLAN_VERSION, "seed": self.seed,
-                "tensors": {k: v.to_dict() for k, v in self.tensors.items()}}
+        return {
+            "format": PLAN_FORMAT,
+            "version": PLAN_VERSION,
+            "seed": self.seed,
+            "tensors": {k: v.to_dict() for k, v in self.tensors.items()},
+        }
 
     @classmethod
     def from_dict(cls, d: Any) -> Plan:

@@ -38,8 +38,13 @@ def _fenwick(counts: np.ndarray) -> np.ndarray:
     return tree
 
 
-def _fenwick_sub1(flat_tree: np.ndarray, base: np.ndarray, cls: np.ndarray, n: int,
-                  active: np.ndarray | None = None) -> None:
+def _fenwick_sub1(
+    flat_tree: np.ndarray,
+    base: np.ndarray,
+    cls: np.ndarray,
+    n: int,
+    active: np.ndarray | None = None,
+) -> None:
     """Remove one count of class ``cls`` in every tree (rows start at ``base`` in flat)."""
     i = cls + 1
     dec = np.ones_like(i) if active is None else active.astype(np.int64)
@@ -111,8 +116,9 @@ def encode(cls: np.ndarray, counts: np.ndarray, lanes: int) -> tuple[np.ndarray,
     return x.astype(np.uint64), stream.astype(np.uint32)
 
 
-def decode(states: np.ndarray, stream: np.ndarray, counts: np.ndarray, m: int,
-           name: str = "?") -> np.ndarray:
+def decode(
+    states: np.ndarray, stream: np.ndarray, counts: np.ndarray, m: int, name: str = "?"
+) -> np.ndarray:
     """Inverse of :func:`encode`: the class sequences (R, m)."""
     rows, n = counts.shape
     lanes = states.shape[0]
@@ -130,7 +136,7 @@ def decode(states: np.ndarray, stream: np.ndarray, counts: np.ndarray, m: int,
     top = 1 << (max(1, n.bit_length()) - 1)
     pos = 0
     for g in range(groups):
-        gcounts = padded[g * lanes:(g + 1) * lanes]
+        gcounts = padded[g * lanes : (g + 1) * lanes]
         active = gcounts.sum(axis=1) > 0
         flat = _fenwick(gcounts).reshape(-1)
         cnt = gcounts.copy().reshape(-1)
@@ -161,9 +167,9 @@ def decode(states: np.ndarray, stream: np.ndarray, counts: np.ndarray, m: int,
             if k:
                 if pos + k > words.shape[0]:
                     raise IntegrityError(f"tensor {name!r}: coded stream ends early", name)
-                x[need] = (x[need] << 32) | words[pos:pos + k]
+                x[need] = (x[need] << 32) | words[pos : pos + k]
                 pos += k
-            cls[g * lanes:(g + 1) * lanes, j] = at
+            cls[g * lanes : (g + 1) * lanes, j] = at
             cnt[cbase + at] -= active
             _fenwick_sub1(flat, base, at, n, active)
     if pos != words.shape[0] or (x != STATE_LOW).any():

@@ -20,6 +20,7 @@ from torch import nn
 
 from . import __version__
 from .atomic import atomic_path
+from .dtypes import c_contiguous
 from .errors import PermcodecError, PlanError, UnsafeCheckpointError
 from .initializers import InitSpec, as_spec, fans, generate
 from .permfile import PermFile, write_file
@@ -28,9 +29,18 @@ from .plan import Plan, TensorPlan
 PLAN_ATTR = "permcodec_plan"
 PERMUTED_MODULES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
-_TO_NAME = {torch.float64: "float64", torch.float32: "float32", torch.float16: "float16",
-            torch.bfloat16: "bfloat16", torch.int64: "int64", torch.int32: "int32",
-            torch.int16: "int16", torch.int8: "int8", torch.uint8: "uint8", torch.bool: "bool"}
+_TO_NAME = {
+    torch.float64: "float64",
+    torch.float32: "float32",
+    torch.float16: "float16",
+    torch.bfloat16: "bfloat16",
+    torch.int64: "int64",
+    torch.int32: "int32",
+    torch.int16: "int16",
+    torch.int8: "int8",
+    torch.uint8: "uint8",
+    torch.bool: "bool",
+}
 _FROM_NAME = {v: k for k, v in _TO_NAME.items()}
 
 
@@ -79,8 +89,9 @@ class TorchOps:
     def take_along(self, x: torch.Tensor, idx: torch.Tensor, axis: int = -1) -> torch.Tensor:
         return torch.gather(x, axis, idx)
 
-    def put_along(self, x: torch.Tensor, idx: torch.Tensor, values: torch.Tensor,
-                  axis: int = -1) -> torch.Tensor:
+    def put_along(
+        self, x: torch.Tensor, idx: torch.Tensor, values: torch.Tensor, axis: int = -1
+    ) -> torch.Tensor:
         return x.clone().scatter_(axis, idx, values)
 
     def zeros_like(self, x: torch.Tensor) -> torch.Tensor:
@@ -91,6 +102,7 @@ class TorchOps:
 
 
 # ---------------------------------------------------------------- tensors <-> numpy
+
 
 def to_numpy(t: torch.Tensor) -> tuple[np.ndarray, str]:
     """A CPU numpy copy of ``t`` in its storage dtype, and the format dtype name."""
@@ -106,7 +118,7 @@ def to_numpy(t: torch.Tensor) -> tuple[np.ndarray, str]:
 
 def to_torch(a: np.ndarray, name: str, device: str | torch.device = "cpu") -> torch.Tensor:
     """A torch tensor of format dtype ``name`` from its numpy storage array."""
-    a = np.ascontiguousarray(a)
+    a = c_contiguous(a)
     if name == "bfloat16":
         t = torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
     else:
@@ -114,8 +126,9 @@ def to_torch(a: np.ndarray, name: str, device: str | torch.device = "cpu") -> to
     return t.to(device)
 
 
-def generate_torch(tp: TensorPlan, shape: tuple[int, ...], dtype: torch.dtype,
-                   device: str | torch.device = "cpu") -> torch.Tensor:
+def generate_torch(
+    tp: TensorPlan, shape: tuple[int, ...], dtype: torch.dtype, device: str | torch.device = "cpu"
+) -> torch.Tensor:
     """The seeded initial tensor of a plan entry, generated with torch on ``device``."""
     values = generate(tp.spec, tp.key, shape, TorchOps(device))
     return values.reshape(shape).to(dtype)
@@ -148,9 +161,16 @@ def _bias_spec(weight_shape: tuple[int, ...]) -> InitSpec:
     return InitSpec("uniform", a=-bound, b=bound)
 
 
-def init(model: nn.Module, seed: int, scheme: SpecLike | Callable[[str, torch.Tensor], Any] = "he_uniform",
-         *, biases: bool = False, density: float | None = None, granularity: str | None = None,
-         overrides: Mapping[str, SpecLike | None] | None = None) -> Plan:
+def init(
+    model: nn.Module,
+    seed: int,
+    scheme: SpecLike | Callable[[str, torch.Tensor], Any] = "he_uniform",
+    *,
+    biases: bool = False,
+    density: float | None = None,
+    granularity: str | None = None,
+    overrides: Mapping[str, SpecLike | None] | None = None,
+) -> Plan:
     """Re-initialize ``model``'s permutable weights from ``seed`` and record the plan.
 
     ``scheme`` is a name (``"he_uniform"``, ``"glorot_normal"``, ``"binary"``...), an
@@ -164,8 +184,9 @@ def init(model: nn.Module, seed: int, scheme: SpecLike | Callable[[str, torch.Te
     if plan is None:
         raise PlanError(f"seed must be an integer, got {type(seed).__name__}")
     overrides = dict(overrides or {})
-    weight_shapes = {n.rsplit(".", 1)[0]: tuple(p.shape) for n, p, r in default_targets(model)
-                     if r == "weight"}
+    weight_shapes = {
+        n.rsplit(".", 1)[0]: tuple(p.shape) for n, p, r in default_targets(model) if r == "weight"
+    }
     targets = {n: (p, r) for n, p, r in default_targets(model, biases)}
     params = dict(model.named_parameters())
     for name in overrides:
@@ -185,11 +206,14 @@ def init(model: nn.Module, seed: int, scheme: SpecLike | Callable[[str, torch.Te
                 spec = scheme
             if spec is None:
                 continue
-            spec = _with(as_spec(spec if not isinstance(spec, Mapping) else dict(spec)),
-                         density, granularity)
+            spec = _with(
+                as_spec(spec if not isinstance(spec, Mapping) else dict(spec)), density, granularity
+            )
             if p.dtype not in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
-                raise PlanError(f"parameter {name!r} has dtype {p.dtype}; only floating point "
-                                "parameters can be seeded")
+                raise PlanError(
+                    f"parameter {name!r} has dtype {p.dtype}; only floating point "
+                    "parameters can be seeded"
+                )
             tp = plan.add(name, spec, tuple(p.shape))
             p.copy_(generate_torch(tp, tuple(p.shape), p.dtype, p.device))
     setattr(model, PLAN_ATTR, plan)
@@ -199,31 +223,45 @@ def init(model: nn.Module, seed: int, scheme: SpecLike | Callable[[str, torch.Te
 def _with(spec: InitSpec, density: float | None, granularity: str | None) -> InitSpec:
     if density is None and granularity is None:
         return spec
-    return InitSpec(spec.kind, density=spec.density if density is None else density,
-                    granularity=granularity or spec.granularity, **spec.params)
+    return InitSpec(
+        spec.kind,
+        density=spec.density if density is None else density,
+        granularity=granularity or spec.granularity,
+        **spec.params,
+    )
 
 
 # ---------------------------------------------------------------- save / load
 
-def _state_and_plan(model_or_state_dict: nn.Module | Mapping[str, torch.Tensor],
-                    plan: Plan | Mapping[str, Any] | None) -> tuple[dict[str, torch.Tensor], Plan]:
+
+def _state_and_plan(
+    model_or_state_dict: nn.Module | Mapping[str, torch.Tensor],
+    plan: Plan | Mapping[str, Any] | None,
+) -> tuple[dict[str, torch.Tensor], Plan]:
     if isinstance(model_or_state_dict, nn.Module):
         sd = model_or_state_dict.state_dict()
         plan = plan if plan is not None else getattr(model_or_state_dict, PLAN_ATTR, None)
     elif isinstance(model_or_state_dict, Mapping):
         sd = dict(model_or_state_dict)
     else:
-        raise TypeError(f"expected an nn.Module or a state dict, got {type(model_or_state_dict).__name__}")
+        raise TypeError(
+            f"expected an nn.Module or a state dict, got {type(model_or_state_dict).__name__}"
+        )
     if plan is None:
-        raise PlanError("no permcodec plan: initialize the model with permcodec.init(model, seed) "
-                        "or pass plan=")
+        raise PlanError(
+            "no permcodec plan: initialize the model with permcodec.init(model, seed) or pass plan="
+        )
     if not isinstance(plan, Plan):
         plan = Plan.from_dict(dict(plan))
     return sd, plan
 
 
-def save(model_or_state_dict: nn.Module | Mapping[str, torch.Tensor], path: str | os.PathLike[str],
-         plan: Plan | Mapping[str, Any] | None = None, metadata: Mapping[str, str] | None = None) -> None:
+def save(
+    model_or_state_dict: nn.Module | Mapping[str, torch.Tensor],
+    path: str | os.PathLike[str],
+    plan: Plan | Mapping[str, Any] | None = None,
+    metadata: Mapping[str, str] | None = None,
+) -> None:
     """Write a model (or state dict) to a `.perm` file, losslessly and atomically.
 
     Seeded tensors must be exact arrangements of their initialization (else
@@ -235,7 +273,9 @@ def save(model_or_state_dict: nn.Module | Mapping[str, torch.Tensor], path: str 
     def items():
         for name, t in sd.items():
             if not isinstance(t, torch.Tensor):
-                raise PermcodecError(f"state dict entry {name!r} is a {type(t).__name__}, not a tensor")
+                raise PermcodecError(
+                    f"state dict entry {name!r} is a {type(t).__name__}, not a tensor"
+                )
             a, dt = to_numpy(t)
             yield name, a, dt
 
@@ -254,8 +294,12 @@ def plan_from_header(header: Mapping[str, Any]) -> Plan | None:
     return plan
 
 
-def load(path: str | os.PathLike[str], model: nn.Module | None = None,
-         device: str | torch.device = "cpu", strict: bool = True) -> Any:
+def load(
+    path: str | os.PathLike[str],
+    model: nn.Module | None = None,
+    device: str | torch.device = "cpu",
+    strict: bool = True,
+) -> Any:
     """Decode a `.perm` file into a state dict of tensors on ``device``.
 
     With ``model``, load it into the model like ``load_state_dict`` (returning its
@@ -273,8 +317,9 @@ def load(path: str | os.PathLike[str], model: nn.Module | None = None,
     return result
 
 
-def save_checkpoint(model: nn.Module, path: str | os.PathLike[str],
-                    plan: Plan | Mapping[str, Any] | None = None) -> None:
+def save_checkpoint(
+    model: nn.Module, path: str | os.PathLike[str], plan: Plan | Mapping[str, Any] | None = None
+) -> None:
     """``torch.save({"state_dict": ..., "permcodec": plan}, path)``, atomically.
 
     The file loads with ``torch.load(path, weights_only=True)``.
@@ -298,7 +343,8 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tenso
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UnsafeCheckpointError(
             f"{os.fspath(path)} cannot be loaded with weights_only=True (it needs unpickling "
-            f"of code, or is not a torch file): {first}") from None
+            f"of code, or is not a torch file): {first}"
+        ) from None
     if not isinstance(obj, Mapping):
         raise PermcodecError(f"{os.fspath(path)} holds a {type(obj).__name__}, not a state dict")
     plan = Plan.from_dict(obj["permcodec"]) if "permcodec" in obj else None

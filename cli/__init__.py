@@ -1,0 +1,1 @@
+"""The ``permcodec`` command line (installed as the package ``permcodec_cli``)."""

@@ -1,0 +1,113 @@
+"""File-to-file operations behind the CLI: checkpoint -> `.perm` -> .pt/.safetensors/.npz.
+
+Each output is written atomically and, unless ``force`` is set, never over an existing
+file.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .atomic import atomic_path
+from .errors import PermcodecError, PlanError
+from .numpy import load as load_numpy
+
+OUTPUT_FORMATS = (".pt", ".safetensors", ".npz")
+
+
+class OutputExistsError(PermcodecError):
+    """The output file exists and overwriting was not asked for."""
+
+
+def _check_target(path: Path, force: bool) -> None:
+    if path.exists() and not force:
+        raise OutputExistsError(f"{path} exists; pass --force to overwrite it")
+    if not path.parent.is_dir():
+        raise PermcodecError(f"output folder {path.parent} does not exist")
+
+
+def encode_checkpoint(
+    src: str | os.PathLike[str], dst: str | os.PathLike[str], force: bool = False
+) -> dict[str, Any]:
+    """Encode a permcodec checkpoint (``save_checkpoint``) into a `.perm` file."""
+    from . import torch as pt
+
+    dst = Path(dst)
+    _check_target(dst, force)
+    sd, plan = pt.load_checkpoint(src)
+    if plan is None:
+        raise PlanError(
+            f"{src} has no permcodec plan; write it with "
+            "permcodec.save_checkpoint(model, path) after permcodec.init(model, seed)"
+        )
+    pt.save(sd, dst, plan=plan)
+    from .permfile import PermFile
+
+    with PermFile(dst) as pf:
+        return pf.info()
+
+
+def decode_file(
+    src: str | os.PathLike[str],
+    dst: str | os.PathLike[str],
+    device: str = "cpu",
+    force: bool = False,
+) -> int:
+    """Decode a `.perm` file into .pt, .safetensors or .npz (chosen by suffix).
+
+    Returns the number of tensors written. ``device`` is where decoding runs
+    (``cuda`` needs torch with a GPU); files always hold CPU tensors.
+    """
+    dst = Path(dst)
+    fmt = dst.suffix.lower()
+    if fmt not in OUTPUT_FORMATS:
+        raise PermcodecError(
+            f"cannot write {dst.name}: output must end in one of {', '.join(OUTPUT_FORMATS)}"
+        )
+    _check_target(dst, force)
+    if fmt == ".npz":
+        arrays = load_numpy(src)
+        arrays = {
+            k: (a.view(np.uint16) if a.dtype.name == "bfloat16" else a) for k, a in arrays.items()
+        }
+        with atomic_path(dst) as tmp, open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+        return len(arrays)
+    try:
+        from . import torch as pt
+    except ImportError:
+        pt = None
+    if pt is None:
+        if fmt == ".pt" or device != "cpu":
+            raise PermcodecError(
+                f"writing {fmt} files or decoding on {device} needs torch; "
+                "install it, or decode to .npz"
+            )
+        from safetensors.numpy import save_file as save_np
+
+        arrays = load_numpy(src)
+        if any(a.dtype.name == "bfloat16" for a in arrays.values()):
+            raise PermcodecError("bfloat16 tensors need torch to be written as .safetensors")
+        with atomic_path(dst) as tmp:
+            save_np(arrays, str(tmp))
+        return len(arrays)
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise PermcodecError("--device cuda was asked for, but torch sees no CUDA device")
+    sd = {k: v.cpu() for k, v in pt.load(src, device=device).items()}
+    with atomic_path(dst) as tmp:
+        if fmt == ".pt":
+            import torch
+
+            torch.save(sd, tmp)
+        else:
+            from safetensors.torch import save_file
+
+            save_file({k: v.contiguous() for k, v in sd.items()}, str(tmp))
+    return len(sd)
