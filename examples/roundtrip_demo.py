@@ -24,8 +24,14 @@ import permcodec
 
 
 def lenet300() -> nn.Module:
-    return nn.Sequential(nn.Flatten(), nn.Linear(784, 300), nn.ReLU(), nn.Linear(300, 100),
-                         nn.ReLU(), nn.Linear(100, 10))
+    return nn.Sequential(
+        nn.Flatten(),
+        nn.Linear(784, 300),
+        nn.ReLU(),
+        nn.Linear(300, 100),
+        nn.ReLU(),
+        nn.Linear(100, 10),
+    )
 
 
 def shuffle_rows(model: nn.Module, generator: torch.Generator) -> None:
@@ -67,8 +73,13 @@ def main() -> int:
     original = model.state_dict()
     from_cli = torch.load(work / "decoded.pt", weights_only=True)
     from_api = permcodec.load(work / "model.perm")
-    ok = all(torch.equal(original[k], from_cli[k]) and torch.equal(original[k], from_api[k])
-             for k in original) and original.keys() == from_cli.keys() == from_api.keys()
+    ok = (
+        all(
+            torch.equal(original[k], from_cli[k]) and torch.equal(original[k], from_api[k])
+            for k in original
+        )
+        and original.keys() == from_cli.keys() == from_api.keys()
+    )
     fp32 = sum(t.numel() for t in original.values()) * 4
     size = (work / "model.perm").stat().st_size
     print(f"float32 state dict: {fp32} bytes; .perm: {size} bytes ({fp32 / size:.2f}x smaller)")

@@ -2,7 +2,7 @@
 
 The core is written against :class:`NumpyOps`; `permcodec.torch` provides a twin that
 runs the same arithmetic on torch tensors (CPU or CUDA). Only operations that round
-identically everywhere are exposed: integer arithmetic, IEEE + - * / and sqrt, frexp.
+identically everywhere are exposed: integer arithmetic, IEEE + - * /, bit views.
 """
 
 from __future__ import annotations
@@ -35,12 +35,13 @@ class NumpyOps:
     def where(self, cond: Any, a: Any, b: Any) -> np.ndarray:
         return np.where(cond, a, b)
 
-    def sqrt(self, x: Any) -> np.ndarray:
-        return np.sqrt(x)
+    def bits(self, x: Any) -> np.ndarray:
+        """The IEEE bit patterns of float64 values, as int64."""
+        return np.ascontiguousarray(x, dtype=np.float64).view(np.int64)
 
-    def frexp(self, x: Any) -> tuple[np.ndarray, np.ndarray]:
-        mant, exp = np.frexp(x)
-        return mant, exp.astype(np.int64)
+    def from_bits(self, b: Any) -> np.ndarray:
+        """float64 values with the given int64 bit patterns."""
+        return np.ascontiguousarray(b, dtype=np.int64).view(np.float64)
 
     def abs(self, x: Any) -> np.ndarray:
         return np.abs(x)

@@ -16,10 +16,13 @@ from . import arrangement, rans
 from .container import section_digest
 from .dtypes import FLOAT_DTYPES, c_contiguous, from_float32, order_keys, storage_dtype
 from .errors import FormatError, IntegrityError, PlanError
-from .initializers import generate, row_shape
+from .initializers import check_resolved, fans, generate, row_shape
 from .plan import TensorPlan
+from .validate import is_int
 
 ZSTD_LEVEL = 10
+#: Longest row the 31-bit coder can model.
+MAX_ROW = rans.PROB_ONE
 
 
 def init_rows(
@@ -32,8 +35,9 @@ def init_rows(
 def _check_plan_fits(name: str, tp: TensorPlan, shape: tuple[int, ...], dtype: str) -> None:
     if dtype not in FLOAT_DTYPES:
         raise PlanError(f"tensor {name!r} has dtype {dtype}; only {FLOAT_DTYPES} can be seeded")
-    from .initializers import fans
-
+    check_resolved(tp.spec)
+    if row_shape(shape, tp.spec["granularity"])[1] > MAX_ROW:
+        raise PlanError(f"tensor {name!r} has rows longer than {MAX_ROW} values")
     if (tp.spec.get("fan_in"), tp.spec.get("fan_out")) != fans(shape):
         raise PlanError(
             f"tensor {name!r} has shape {list(shape)}, which does not match its "
@@ -93,23 +97,37 @@ def decode_tensor(entry: dict[str, Any], payload: bytes) -> np.ndarray:
             )
         out = np.frombuffer(payload, dtype=sdt).reshape(shape).copy()
     elif entry["coding"] == "raw-zstd":
-        try:
-            raw = zstandard.ZstdDecompressor().decompress(
-                payload, max_output_size=numel * sdt.itemsize
-            )
-        except zstandard.ZstdError as e:
-            raise IntegrityError(f"tensor {name!r}: zstd payload is corrupt ({e})", name) from None
-        if len(raw) != numel * sdt.itemsize:
-            raise IntegrityError(
-                f"tensor {name!r}: payload holds {len(raw)} bytes, expected {numel * sdt.itemsize}",
-                name,
-            )
-        out = np.frombuffer(raw, dtype=sdt).reshape(shape).copy()
+        out = np.frombuffer(_unzstd(payload, numel * sdt.itemsize, name), dtype=sdt)
+        out = out.reshape(shape).copy()
     else:
         out = _decode_perm(entry, payload, shape, dtype)
+    if dtype == "bool" and out.view(np.uint8).max(initial=0) > 1:
+        raise FormatError(f"tensor {name!r}: bool values other than 0 and 1")
     if section_digest(out.tobytes()) != entry["digest"]:
         raise IntegrityError(f"digest mismatch in decoded tensor {name!r}", name)
     return out
+
+
+def _unzstd(payload: bytes, expected: int, name: str) -> bytes:
+    """Decompress exactly one zstd frame that declares exactly ``expected`` bytes."""
+    try:
+        declared = zstandard.frame_content_size(payload)
+    except zstandard.ZstdError as e:
+        raise FormatError(f"tensor {name!r}: not a zstd frame ({e})") from None
+    if declared != expected:
+        raise FormatError(
+            f"tensor {name!r}: zstd frame declares {declared} bytes, the tensor needs {expected}"
+        )
+    dobj = zstandard.ZstdDecompressor().decompressobj()
+    try:
+        raw = dobj.decompress(payload)
+    except zstandard.ZstdError as e:
+        raise IntegrityError(f"tensor {name!r}: zstd payload is corrupt ({e})", name) from None
+    if len(raw) != expected or dobj.unused_data or not dobj.eof:
+        raise FormatError(
+            f"tensor {name!r}: zstd payload does not hold exactly one frame of {expected} bytes"
+        )
+    return raw
 
 
 def _decode_perm(
@@ -122,11 +140,11 @@ def _decode_perm(
     key = entry.get("key")
     if not (
         isinstance(spec, dict)
-        and isinstance(lanes, int)
+        and is_int(lanes)
         and lanes >= 1
         and isinstance(key, list)
         and len(key) == 2
-        and all(isinstance(k, int) and 0 <= k < 2**32 for k in key)
+        and all(is_int(k) and 0 <= k < 2**32 for k in key)
     ):
         raise FormatError(f"tensor {name!r}: malformed perm-rans entry")
     if 8 * lanes > len(payload) or (len(payload) - 8 * lanes) % 4:
@@ -134,10 +152,13 @@ def _decode_perm(
             f"tensor {name!r}: payload length {len(payload)} does not fit {lanes} lanes"
         )
     try:
-        rows, m = row_shape(shape, spec["granularity"])
-        init = init_rows(spec, (key[0], key[1]), shape, dtype)
-    except (KeyError, TypeError, ValueError) as e:
-        raise FormatError(f"tensor {name!r}: bad initializer spec ({e})") from None
+        check_resolved(spec, shape)
+    except PlanError as e:
+        raise FormatError(f"tensor {name!r}: bad initializer spec: {e}") from None
+    rows, m = row_shape(shape, spec["granularity"])
+    if m > MAX_ROW:
+        raise FormatError(f"tensor {name!r}: rows of {m} values exceed the limit {MAX_ROW}")
+    init = init_rows(spec, (key[0], key[1]), shape, dtype)
     if lanes > max(rows, 1):
         raise FormatError(f"tensor {name!r}: {lanes} lanes for {rows} rows")
     rc = arrangement.row_classes(init, order_keys(init, dtype))

@@ -23,6 +23,7 @@ from typing import Any, BinaryIO
 import msgpack
 
 from .errors import FormatError, IntegrityError, UnsupportedVersionError
+from .validate import is_int
 
 MAGIC = b"\x89PERM\r\n\x1a"
 FORMAT_VERSION = 1
@@ -119,7 +120,7 @@ def _validate(header: Any, start: int, file_size: int) -> None:
         shape = t.get("shape")
         _check(
             isinstance(shape, list)
-            and all(isinstance(d, int) and 0 <= d < 2**40 for d in shape)
+            and all(is_int(d) and 0 <= d < 2**40 for d in shape)
             and len(shape) <= 8,
             f"tensor {name!r} shape invalid",
         )
@@ -127,8 +128,8 @@ def _validate(header: Any, start: int, file_size: int) -> None:
         _check(isinstance(t.get("dtype"), str), f"tensor {name!r} dtype invalid")
         off, length = t.get("offset"), t.get("length")
         _check(
-            isinstance(off, int)
-            and isinstance(length, int)
+            is_int(off)
+            and is_int(length)
             and off >= end
             and length >= 0
             and off + length <= data_len,

@@ -1,8 +1,10 @@
-"""Math that rounds identically on every platform: only IEEE + - * / and sqrt.
+"""Math that rounds identically on every platform: only IEEE + - * / and bit operations.
 
-Library log/exp/erf may differ by an ulp between libm builds and GPUs, which would
-change stored initial values. These replacements use range reduction plus fixed
-series or rational approximations, so their results are fully determined.
+Library log/exp/erf, and even float64 sqrt in some vectorized builds (torch's CPU
+sqrt is off by one ulp for about 1% of inputs), may differ between libm builds and
+GPUs, which would change stored initial values. These replacements use exact
+exponent manipulation on the bit patterns plus fixed series, rational approximations
+or Newton steps, so their results are fully determined.
 """
 
 from __future__ import annotations
@@ -87,9 +89,37 @@ def _horner(coeffs: tuple[float, ...], x: Any) -> Any:
     return acc
 
 
+_EXP_MASK = 0x7FF << 52
+
+
+def frexp(x: Any, xp: NumpyOps = NUMPY) -> tuple[Any, Any]:
+    """(mantissa in [0.5, 1), exponent) of positive normal float64 values, exactly."""
+    b = xp.bits(x)
+    e = ((b >> 52) & 0x7FF) - 1022
+    return xp.from_bits((b & ~_EXP_MASK) | (1022 << 52)), e
+
+
+def pow2(e: Any, xp: NumpyOps = NUMPY) -> Any:
+    """2.0**e for integer arrays e in [-1022, 1023], exactly."""
+    return xp.from_bits((e + 1023) << 52)
+
+
+def sqrt(x: Any, xp: NumpyOps = NUMPY) -> Any:
+    """Square root of positive normal float64 values: exponent halving, a linear start
+    and five Newton steps (within an ulp; the same bits everywhere)."""
+    mant, e = frexp(x, xp)
+    odd = (e & 1) == 1
+    mant = xp.where(odd, mant * 2.0, mant)  # now in [0.5, 2), e even
+    e = xp.where(odd, e - 1, e)
+    y = 0.41731 + 0.59016 * mant
+    for _ in range(5):
+        y = 0.5 * (y + mant / y)
+    return y * pow2(e >> 1, xp)
+
+
 def log(x: Any, xp: NumpyOps = NUMPY) -> Any:
-    """Natural log of positive float64 values: frexp reduction and an atanh series."""
-    mant, e = xp.frexp(x)
+    """Natural log of positive normal float64 values: exact reduction, atanh series."""
+    mant, e = frexp(x, xp)
     small = mant < _SQRT_HALF
     mant = xp.where(small, mant * 2.0, mant)
     e = xp.float64(xp.where(small, e - 1, e))
@@ -105,7 +135,7 @@ def ndtri(u: Any, xp: NumpyOps = NUMPY) -> Any:
     r = 0.180625 - q * q
     central = q * _horner(_A, r) / _horner(_B, r)
     tail_p = xp.where(q < 0.0, u, 1.0 - u)
-    t = xp.sqrt(-log(tail_p, xp))
+    t = sqrt(-log(tail_p, xp), xp)
     near = _horner(_C, t - 1.6) / _horner(_D, t - 1.6)
     far = _horner(_E, t - 5.0) / _horner(_F, t - 5.0)
     tail = xp.where(t <= 5.0, near, far)

@@ -14,6 +14,7 @@ from typing import Any
 from . import detmath, philox
 from .backend import NUMPY, NumpyOps
 from .errors import PlanError
+from .validate import is_int
 
 SPEC_VERSION = 1
 GRANULARITIES = ("row", "tensor")
@@ -113,7 +114,60 @@ def resolve(spec: str | InitSpec | dict[str, Any], shape: tuple[int, ...]) -> di
     for k, v in s.params.items():
         out[k] = v if isinstance(v, (bool, str)) else float(v)
     out.update(density=s.density, granularity=s.granularity, fan_in=fan_in, fan_out=fan_out)
+    check_resolved(out, tuple(shape))
     return out
+
+
+_FLOAT_PARAMS = ("a", "b", "mean", "std", "gain", "value", "low", "high", "p")
+
+
+def check_resolved(spec: Any, shape: tuple[int, ...] | None = None) -> None:
+    """Raise :class:`PlanError` unless ``spec`` is a complete, sane resolved spec
+    (for ``shape``, when given). Readers call this before trusting a stored spec."""
+    if not isinstance(spec, dict) or spec.get("kind") not in KINDS:
+        raise PlanError(f"initializer spec has an unknown kind: {spec!r:.80}")
+    kind = spec["kind"]
+    expected = {"kind", "version", "density", "granularity", "fan_in", "fan_out", *KINDS[kind]}
+    if set(spec) != expected:
+        raise PlanError(f"{kind} spec must have exactly the fields {sorted(expected)}")
+    if not is_int(spec["version"]) or not 1 <= spec["version"] <= SPEC_VERSION:
+        raise PlanError(f"{kind} spec version {spec['version']!r} is not supported")
+    for k in _FLOAT_PARAMS:
+        if k in spec:
+            v = spec[k]
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise PlanError(f"{kind} spec parameter {k}={v!r} must be a finite number")
+    d = spec["density"]
+    if isinstance(d, bool) or not isinstance(d, (int, float)) or not 0.0 <= d <= 1.0:
+        raise PlanError(f"{kind} spec density {d!r} must be in [0, 1]")
+    if spec["granularity"] not in GRANULARITIES:
+        raise PlanError(f"{kind} spec granularity must be one of {GRANULARITIES}")
+    fi, fo = spec["fan_in"], spec["fan_out"]
+    if not (is_int(fi) and is_int(fo) and fi >= 0 and fo >= 0):
+        raise PlanError(f"{kind} spec fans must be non-negative integers")
+    if shape is not None and (fi, fo) != fans(shape):
+        raise PlanError(f"{kind} spec fans ({fi}, {fo}) do not match shape {list(shape)}")
+    if kind in ("normal", "trunc_normal") and not spec["std"] > 0:
+        raise PlanError(f"{kind} spec needs std > 0")
+    if kind == "trunc_normal" and not spec["a"] < spec["b"]:
+        raise PlanError("trunc_normal spec needs a < b")
+    if kind == "uniform" and not spec["a"] <= spec["b"]:
+        raise PlanError("uniform spec needs a <= b")
+    if kind == "two_value" and not 0.0 <= spec["p"] <= 1.0:
+        raise PlanError("two_value spec needs 0 <= p <= 1")
+    if kind in ("kaiming_uniform", "kaiming_normal"):
+        if spec["mode"] not in ("fan_in", "fan_out"):
+            raise PlanError(f"mode must be 'fan_in' or 'fan_out', got {spec['mode']!r}")
+        if spec[spec["mode"]] <= 0 and math.prod(shape or (1,)) > 0:
+            raise PlanError(f"{kind} needs a positive {spec['mode']}")
+    if (
+        kind in ("xavier_uniform", "xavier_normal")
+        and fi + fo <= 0
+        and math.prod(shape or (1,)) > 0
+    ):
+        raise PlanError(f"{kind} needs fan_in + fan_out > 0")
+    if kind == "constant" and not isinstance(spec["random_sign"], bool):
+        raise PlanError("constant spec random_sign must be true or false")
 
 
 def row_shape(shape: tuple[int, ...], granularity: str) -> tuple[int, int]:
@@ -197,6 +251,8 @@ def generate(
     """
     rows, m = row_shape(tuple(shape), spec["granularity"])
     n = rows * m
+    if n == 0:
+        return xp.float32(xp.full((rows, m), 0.0))
     values = _base_values(spec, key, n, xp).reshape(rows, m)
     if spec["density"] < 1.0 and n:
         k = kept_count(spec["density"], m)
@@ -205,5 +261,5 @@ def generate(
         ranks = xp.put_along(
             xp.zeros_like(mask_words), order, xp.arange(0, m).reshape(1, m) + 0 * order, axis=1
         )
-        values = xp.where(ranks < k, values, 0.0 * values)
+        values = xp.where(ranks < k, values, xp.abs(values) * 0.0)  # +0.0, never -0.0
     return xp.float32(values)

@@ -11,7 +11,8 @@ from typing import Any
 
 from . import philox
 from .errors import PlanError
-from .initializers import as_spec, resolve
+from .initializers import check_resolved, resolve
+from .validate import is_int
 
 PLAN_FORMAT = "permcodec-plan"
 PLAN_VERSION = 1
@@ -53,7 +54,7 @@ class Plan:
     def from_dict(cls, d: Any) -> Plan:
         if not isinstance(d, dict) or d.get("format") != PLAN_FORMAT:
             raise PlanError("not a permcodec plan (missing 'format': 'permcodec-plan')")
-        if d.get("version", 0) > PLAN_VERSION:
+        if not is_int(d.get("version")) or not 1 <= d["version"] <= PLAN_VERSION:
             raise PlanError(f"plan version {d.get('version')} is newer than this permcodec")
         seed = d.get("seed")
         if not isinstance(seed, int) or not 0 <= seed < 2**64:
@@ -62,11 +63,11 @@ class Plan:
         for name, t in dict(d.get("tensors", {})).items():
             try:
                 spec = dict(t["spec"])
-                as_spec(spec)  # validates kind and parameters
-                key = tuple(int(k) for k in t["key"])
+                key = tuple(t["key"])
             except (KeyError, TypeError, ValueError) as e:
                 raise PlanError(f"plan entry for {name!r} is malformed: {e}") from None
-            if len(key) != 2 or not all(0 <= k < 2**32 for k in key):
+            check_resolved(spec)
+            if len(key) != 2 or not all(is_int(k) and 0 <= k < 2**32 for k in key):
                 raise PlanError(f"plan entry for {name!r} has a bad stream key")
             plan.tensors[name] = TensorPlan(spec, key)  # type: ignore[arg-type]
         return plan

@@ -123,7 +123,11 @@ def decode(
     rows, n = counts.shape
     lanes = states.shape[0]
     if rows == 0 or m == 0:
+        if stream.shape[0] or (states != STATE_LOW).any():
+            raise IntegrityError(f"tensor {name!r}: an empty tensor has coded data", name)
         return np.zeros((rows, m), dtype=np.int64)
+    if ((states < STATE_LOW) | (states >= np.uint64(1 << 63))).any():
+        raise IntegrityError(f"tensor {name!r}: coder state out of range", name)
     words = stream.astype(np.int64)
     x = states.astype(np.int64)
     groups = -(-rows // lanes)

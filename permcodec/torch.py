@@ -70,12 +70,11 @@ class TorchOps:
     def where(self, cond: Any, a: Any, b: Any) -> torch.Tensor:
         return torch.where(cond, a, b)
 
-    def sqrt(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.sqrt(x)
+    def bits(self, x: torch.Tensor) -> torch.Tensor:
+        return x.to(torch.float64).contiguous().view(torch.int64)
 
-    def frexp(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mant, exp = torch.frexp(x)
-        return mant, exp.to(torch.int64)
+    def from_bits(self, b: torch.Tensor) -> torch.Tensor:
+        return b.contiguous().view(torch.float64)
 
     def abs(self, x: torch.Tensor) -> torch.Tensor:
         return torch.abs(x)
