@@ -142,6 +142,12 @@ def info(src: Path, as_json: bool) -> None:
         f"{data['bits_per_weight']:.3f} bits/weight; {data['ratio_vs_float32']:.2f}x smaller "
         f"than float32, {data['ratio_vs_float16']:.2f}x smaller than float16"
     )
+    if data["seeded_ratio_to_bound"]:
+        click.echo(
+            f"seeded tensors: {data['seeded_bits']:.0f} bits = "
+            f"{data['seeded_ratio_to_bound']:.4f} x their bound; other tensors "
+            f"{data['other_payload_bits']:.0f} bits; container {data['container_bits']:.0f} bits"
+        )
 
 
 @main.command()

@@ -137,9 +137,13 @@ class PermFile:
         return problems
 
     def info(self) -> dict[str, Any]:
-        """Per-tensor and total sizes, bits per weight and the bound."""
+        """Per-tensor and total sizes, bits per weight, and the seeded tensors' bound.
+
+        Totals split the file into seeded payloads (against their bound B), other
+        payloads (stored exactly) and the container itself (preamble, header, trailer).
+        """
         rows = []
-        total_bits = 0.0
+        payload_bits = seeded_bits = seeded_bound = 0.0
         numel_all = 0
         for e in self.header["tensors"]:
             numel = int(np.prod(e["shape"])) if e["shape"] else 1
@@ -154,13 +158,16 @@ class PermFile:
                 "bits_per_weight": bits / numel if numel else 0.0,
             }
             if e["coding"] == "perm-rans":
+                b = e.get("bound_bits")
+                b = float(b) if isinstance(b, (int, float)) and not isinstance(b, bool) else 0.0
                 row["spec"] = e.get("spec", {})
                 row["lanes"] = e.get("lanes")
-                b = float(e.get("bound_bits", 0.0))
                 row["bound_bits_per_weight"] = b / numel if numel else 0.0
                 row["ratio_to_bound"] = bits / b if b else None
+                seeded_bits += bits
+                seeded_bound += b
             rows.append(row)
-            total_bits += bits
+            payload_bits += bits
             numel_all += numel
         file_bits = 8 * self._size
         return {
@@ -174,6 +181,11 @@ class PermFile:
             "bits_per_weight": file_bits / numel_all if numel_all else 0.0,
             "ratio_vs_float32": 32 * numel_all / file_bits,
             "ratio_vs_float16": 16 * numel_all / file_bits,
+            "seeded_bits": seeded_bits,
+            "seeded_bound_bits": seeded_bound,
+            "seeded_ratio_to_bound": seeded_bits / seeded_bound if seeded_bound else None,
+            "other_payload_bits": payload_bits - seeded_bits,
+            "container_bits": file_bits - payload_bits,
         }
 
 
