@@ -27,6 +27,7 @@ from .permfile import open_file as open
 from .plan import Plan
 
 _TORCH_API = {"init", "save", "load", "save_checkpoint", "load_checkpoint"}
+_LAPERM_API = {"LaPerm"}
 
 __all__ = [
     "FormatError",
@@ -55,4 +56,8 @@ def __getattr__(name: str) -> Any:
         from . import torch as _torch_api
 
         return getattr(_torch_api, name)
+    if name in _LAPERM_API:
+        from . import laperm as _laperm
+
+        return getattr(_laperm, name)
     raise AttributeError(f"module 'permcodec' has no attribute {name!r}")

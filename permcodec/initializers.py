@@ -85,6 +85,28 @@ class InitSpec:
         object.__setattr__(self, "granularity", granularity)
 
 
+def parse_spec(text: str) -> InitSpec:
+    """Parse ``"kind"`` or ``"kind:key=value,key=value"`` (the CLI's ``--init``).
+
+    ``"he_uniform"``, ``"normal:std=0.02"``, ``"constant:value=0.08,random_sign=true"``.
+    """
+    kind, _, rest = text.strip().partition(":")
+    params: dict[str, Any] = {}
+    for item in filter(None, (s.strip() for s in rest.split(","))):
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise PlanError(f"cannot parse {item!r} in initializer {text!r}: expected key=value")
+        low = value.strip().lower()
+        if low in ("true", "false"):
+            params[key.strip()] = low == "true"
+        else:
+            try:
+                params[key.strip()] = float(value)
+            except ValueError:
+                params[key.strip()] = value.strip()
+    return InitSpec(kind.strip(), **params)
+
+
 def as_spec(spec: str | InitSpec | dict[str, Any]) -> InitSpec:
     """Accept a scheme name, an :class:`InitSpec` or a (possibly resolved) spec dict."""
     if isinstance(spec, InitSpec):

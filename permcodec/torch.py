@@ -179,6 +179,7 @@ def init(
     names to specs (``None`` leaves that parameter out). Returns the :class:`Plan`,
     also stored as ``model.permcodec_plan``.
     """
+    model = unwrap(model)
     plan = Plan(int(seed)) if isinstance(seed, (int, np.integer)) else None
     if plan is None:
         raise PlanError(f"seed must be an integer, got {type(seed).__name__}")
@@ -233,13 +234,24 @@ def _with(spec: InitSpec, density: float | None, granularity: str | None) -> Ini
 # ---------------------------------------------------------------- save / load
 
 
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module inside DistributedDataParallel / DataParallel wrappers."""
+    while isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+        model = model.module
+    return model
+
+
 def _state_and_plan(
     model_or_state_dict: nn.Module | Mapping[str, torch.Tensor],
     plan: Plan | Mapping[str, Any] | None,
 ) -> tuple[dict[str, torch.Tensor], Plan]:
     if isinstance(model_or_state_dict, nn.Module):
-        sd = model_or_state_dict.state_dict()
-        plan = plan if plan is not None else getattr(model_or_state_dict, PLAN_ATTR, None)
+        from .laperm import sync_pending
+
+        model = unwrap(model_or_state_dict)
+        sync_pending(model)
+        sd = model.state_dict()
+        plan = plan if plan is not None else getattr(model, PLAN_ATTR, None)
     elif isinstance(model_or_state_dict, Mapping):
         sd = dict(model_or_state_dict)
     else:
@@ -310,6 +322,7 @@ def load(
         plan = plan_from_header(pf.header)
     if model is None:
         return sd
+    model = unwrap(model)
     result = model.load_state_dict(sd, strict=strict)
     if plan is not None:
         setattr(model, PLAN_ATTR, plan)

@@ -1,0 +1,198 @@
+"""LaPerm: train a network by reconnecting its seeded random weights.
+
+A wrapper around any torch optimizer. The inner optimizer trains as usual; every k
+steps each permuted row is synchronized: its weights are ranked and each one is
+replaced by the initial value of the same rank. After a sync every row holds exactly
+its initial multiset, so the model is losslessly storable by :func:`permcodec.save`.
+Qiu & Suda, "Train-by-Reconnect", NeurIPS 2020.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.optim import Optimizer
+
+from .errors import PlanError
+from .initializers import row_shape
+from .plan import Plan
+from .torch import PLAN_ATTR, generate_torch, unwrap
+
+SyncPeriod = int | Callable[[int], int]
+
+_ACTIVE: weakref.WeakKeyDictionary[nn.Module, weakref.ref[LaPerm]] = weakref.WeakKeyDictionary()
+
+
+@dataclass
+class _Target:
+    """A permuted parameter and its initial values, sorted per row."""
+
+    name: str
+    param: nn.Parameter
+    sorted_init: torch.Tensor  # (rows, m) in the parameter's dtype and device
+    rows: int
+    m: int
+
+
+class LaPerm(Optimizer):
+    """Lookahead permutation around an inner optimizer (Adam, AdamW, SGD, ...).
+
+    ``LaPerm(model, torch.optim.Adam(model.parameters(), 1e-3), sync_period=20)``.
+    ``sync_period`` is an int k, or a callable giving k from the epoch
+    (``schedule_by="epoch"``, set with :meth:`set_epoch`) or from the step count
+    (``schedule_by="step"``). Parameters outside the model's plan (norm layers,
+    biases unless seeded) train normally. ``reset_state=True`` clears the inner
+    optimizer's state of permuted parameters at each sync (kept by default, as the
+    reference implementation does). ``param_groups``, ``zero_grad``, ``state_dict``
+    and ``load_state_dict`` behave like a torch optimizer's, so LR schedulers and
+    resumable checkpoints work.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        inner: Optimizer,
+        sync_period: SyncPeriod = 20,
+        *,
+        schedule_by: str = "epoch",
+        reset_state: bool = False,
+        plan: Plan | None = None,
+    ) -> None:
+        if not isinstance(inner, Optimizer):
+            raise TypeError(f"inner must be a torch.optim.Optimizer, got {type(inner).__name__}")
+        if schedule_by not in ("epoch", "step"):
+            raise ValueError("schedule_by must be 'epoch' or 'step'")
+        if not callable(sync_period) and (not isinstance(sync_period, int) or sync_period < 1):
+            raise ValueError(
+                f"sync_period must be a positive int or a callable, got {sync_period!r}"
+            )
+        base = unwrap(model)
+        plan = plan if plan is not None else getattr(base, PLAN_ATTR, None)
+        if plan is None:
+            raise PlanError(
+                "the model has no permcodec plan: call permcodec.init(model, seed) "
+                "before creating LaPerm"
+            )
+        self.inner = inner
+        self.sync_period = sync_period
+        self.schedule_by = schedule_by
+        self.reset_state = reset_state
+        self.plan = plan
+        self.epoch = 0
+        self.steps = 0
+        self.steps_since_sync = 0
+        self.syncs = 0
+        self._targets = self._build_targets(base, plan, inner)
+        params = [p for g in inner.param_groups for p in g["params"]]
+        super().__init__(params, dict(inner.defaults))
+        self._alias_inner()
+        _ACTIVE[base] = weakref.ref(self)
+
+    @staticmethod
+    def _build_targets(model: nn.Module, plan: Plan, inner: Optimizer) -> list[_Target]:
+        named = dict(model.named_parameters())
+        in_inner = {id(p) for g in inner.param_groups for p in g["params"]}
+        targets = []
+        for name, tp in plan.tensors.items():
+            p = named.get(name)
+            if p is None:
+                raise PlanError(f"plan names {name!r}, which is not a parameter of the model")
+            if id(p) not in in_inner:
+                raise PlanError(f"parameter {name!r} is in the plan but not in the inner optimizer")
+            shape = tuple(p.shape)
+            rows, m = row_shape(shape, tp.spec["granularity"])
+            with torch.no_grad():
+                init = generate_torch(tp, shape, p.dtype, p.device).reshape(rows, m)
+                sorted_init = torch.sort(init, dim=1).values
+            targets.append(_Target(name, p, sorted_init, rows, m))
+        return targets
+
+    def _alias_inner(self) -> None:
+        """Share the inner optimizer's groups and state, so schedulers reach it."""
+        self.param_groups = self.inner.param_groups
+        self.state = self.inner.state
+        self.defaults = self.inner.defaults
+
+    def set_epoch(self, epoch: int) -> None:
+        """Tell an epoch-based ``sync_period`` schedule which epoch is running."""
+        self.epoch = int(epoch)
+
+    def current_period(self) -> int:
+        """The sync period k in force now."""
+        if not callable(self.sync_period):
+            return self.sync_period
+        k = self.sync_period(self.epoch if self.schedule_by == "epoch" else self.steps)
+        if not isinstance(k, int) or k < 1:
+            raise ValueError(f"sync_period schedule returned {k!r}; it must be a positive int")
+        return k
+
+    @torch.no_grad()
+    def sync(self) -> None:
+        """Put the same-rank initial value into every weight of every permuted row."""
+        for t in self._targets:
+            p = t.param
+            w = p.detach().reshape(t.rows, t.m)
+            order = torch.argsort(w, dim=1, stable=True)
+            synced = torch.empty_like(t.sorted_init).scatter_(1, order, t.sorted_init)
+            p.copy_(synced.reshape(p.shape))
+            if self.reset_state:
+                self.inner.state.pop(p, None)
+        self.steps_since_sync = 0
+        self.syncs += 1
+
+    @property
+    def in_sync(self) -> bool:
+        """True when every permuted row holds exactly its initial values."""
+        return self.steps_since_sync == 0
+
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
+        """One inner step; a sync when k steps have passed since the last one."""
+        loss = self.inner.step(closure)
+        self.steps += 1
+        self.steps_since_sync += 1
+        if self.steps_since_sync >= self.current_period():
+            self.sync()
+        return loss
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.inner.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self) -> dict[str, Any]:  # type: ignore[override]
+        return {
+            "inner": self.inner.state_dict(),
+            "laperm": {
+                "steps": self.steps,
+                "steps_since_sync": self.steps_since_sync,
+                "syncs": self.syncs,
+                "epoch": self.epoch,
+            },
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:  # type: ignore[override]
+        if set(state_dict) != {"inner", "laperm"}:
+            raise ValueError("not a LaPerm state dict (expected keys 'inner' and 'laperm')")
+        self.inner.load_state_dict(state_dict["inner"])
+        lp = state_dict["laperm"]
+        self.steps, self.steps_since_sync = int(lp["steps"]), int(lp["steps_since_sync"])
+        self.syncs, self.epoch = int(lp["syncs"]), int(lp["epoch"])
+        self._alias_inner()
+
+    def __repr__(self) -> str:
+        k = self.sync_period if not callable(self.sync_period) else "schedule"
+        return f"LaPerm(sync_period={k}, tensors={len(self._targets)}, inner={self.inner!r})"
+
+
+def sync_pending(model: nn.Module) -> None:
+    """Sync ``model`` if a LaPerm optimizer has stepped it since its last sync.
+
+    Called by :func:`permcodec.save` so that saving a LaPerm-trained model is lossless.
+    """
+    ref = _ACTIVE.get(unwrap(model))
+    opt = ref() if ref is not None else None
+    if opt is not None and not opt.in_sync:
+        opt.sync()
