@@ -170,5 +170,151 @@ def verify(src: Path) -> None:
     click.echo(f"ok: {src}: {n} tensors decoded, all digests match")
 
 
+@main.command()
+@click.option(
+    "--model",
+    default="lenet300",
+    show_default=True,
+    help="lenet300, lenet5, conv2/conv4/conv6 (+ -bn), resnet20.",
+)
+@click.option(
+    "--dataset",
+    default="digits",
+    show_default=True,
+    help="digits (embedded), fashion-mnist, mnist, cifar10, idx.",
+)
+@click.option("--data-dir", default=None, help="Folder of the dataset files.")
+@click.option("--epochs", default=10, show_default=True, type=click.IntRange(min=1))
+@click.option("--batch-size", default=128, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--sync-period",
+    "-k",
+    default=20,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="LaPerm sync period k (steps between syncs).",
+)
+@click.option(
+    "--optimizer",
+    type=click.Choice(["adam", "adamw", "sgd"]),
+    default="adam",
+    show_default=True,
+    help="Inner optimizer.",
+)
+@click.option("--lr", default=1e-3, show_default=True, type=float, help="Learning rate.")
+@click.option("--momentum", default=0.9, show_default=True, type=float, help="SGD momentum.")
+@click.option("--weight-decay", default=0.0, show_default=True, type=float)
+@click.option(
+    "--density",
+    default=None,
+    type=click.FloatRange(0.0, 1.0),
+    help="Fraction of non-zeros kept in every row (sparse init).",
+)
+@click.option(
+    "--init",
+    "init_spec",
+    default="he_uniform",
+    show_default=True,
+    help='Initializer, e.g. he_normal, "normal:std=0.02", "constant:value=0.08".',
+)
+@click.option("--biases", is_flag=True, help="Seed and permute biases too.")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**63 - 1))
+@click.option(
+    "--baseline",
+    is_flag=True,
+    help="Train the same seeded model with the plain inner optimizer (writes .pt).",
+)
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Output .perm (a .jsonl log and a .png of the curves go beside it).",
+)
+@click.option("-f", "--force", is_flag=True, help="Overwrite the output if it exists.")
+@reports_errors
+def train(output: Path, force: bool, no_progress: bool, init_spec: str, **opts: Any) -> None:
+    """Train a built-in model by LaPerm (or --baseline) and write it as .perm."""
+    from permcodec.convert import check_target
+    from permcodec.train import TrainConfig, run
+
+    check_target(output.with_suffix(".pt") if opts["baseline"] else output, force)
+    cfg = TrainConfig(init=init_spec, **opts)
+    result = run(cfg, output, progress=not no_progress)
+    last = result.epochs[-1]
+    click.echo(
+        f"final test accuracy {result.final_test_acc:.2f}% (train {last.train_acc:.2f}%), "
+        f"{result.seconds_per_epoch:.1f} s/epoch; wrote {result.output}"
+    )
+
+
+@main.command()
+@click.argument(
+    "src", metavar="MODEL.perm", type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+@click.option("--dataset", default=None, help="Dataset [default: the one it was trained on].")
+@click.option("--data-dir", default=None, help="Folder of the dataset files.")
+@click.option("--device", default="cpu", show_default=True)
+@reports_errors
+def evaluate(src: Path, dataset: str | None, data_dir: str | None, device: str) -> None:
+    """Test accuracy of the model decoded from MODEL.perm (written by `permcodec train`)."""
+    from permcodec.train import evaluate as evaluate_file
+
+    acc, meta = evaluate_file(src, dataset, data_dir, device)
+    recorded = (
+        f" (recorded at the end of training: {meta['test_acc']}%)" if "test_acc" in meta else ""
+    )
+    click.echo(f"test accuracy {acc:.4f}%{recorded}")
+
+
+@main.command()
+@click.argument(
+    "src", metavar="MODEL.perm", type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="PNG to write [default: MODEL.profile.png].",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the table as JSON.")
+@reports_errors
+def profile(src: Path, output: Path | None, as_json: bool) -> None:
+    """Plot each layer's weight profile and how far its ranks moved from the init."""
+    from permcodec.profile import RANDOM_SHIFT_STD, plot_profiles, weight_profiles
+
+    profiles = weight_profiles(src)
+    output = output or src.with_suffix(".profile.png")
+    plot_profiles(profiles, output, title=src.name)
+    rows = [
+        {
+            "name": p.name,
+            "shape": p.shape,
+            "row_length": p.m,
+            "rank_shift_std": p.shift_std,
+            "mean_abs_rank_shift": p.mean_abs_shift,
+            "unmoved": p.unmoved,
+        }
+        for p in profiles
+    ]
+    if as_json:
+        click.echo(
+            json.dumps(
+                {"layers": rows, "random_shift_std": RANDOM_SHIFT_STD, "plot": str(output)},
+                indent=2,
+            )
+        )
+        return
+    click.echo(f"{'tensor':28} {'row':>6} {'shift std':>10} {'mean |shift|':>13} {'unmoved':>8}")
+    for r in rows:
+        click.echo(
+            f"{r['name'][:28]:28} {r['row_length']:6d} {r['rank_shift_std']:10.4f} "
+            f"{r['mean_abs_rank_shift']:13.4f} {r['unmoved']:8.4f}"
+        )
+    click.echo(f"(unrelated arrangements: shift std {RANDOM_SHIFT_STD:.4f}); plot: {output}")
+
+
 if __name__ == "__main__":
     main()

@@ -35,8 +35,9 @@ def main() -> None:
     model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4))
     permcodec.init(model, seed=11)
     ddp = DDP(model)
-    opt = permcodec.LaPerm(ddp, torch.optim.Adam(ddp.parameters(), lr=1e-2),
-                           sync_period=args.sync_period)
+    opt = permcodec.LaPerm(
+        ddp, torch.optim.Adam(ddp.parameters(), lr=1e-2), sync_period=args.sync_period
+    )
     g = torch.Generator().manual_seed(100 + rank)  # a different data shard per rank
     w_true = torch.randn(16, 4, generator=torch.Generator().manual_seed(5))
     for _ in range(args.steps):

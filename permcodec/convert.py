@@ -23,7 +23,7 @@ class OutputExistsError(PermcodecError):
     """The output file exists and overwriting was not asked for."""
 
 
-def _check_target(path: Path, force: bool) -> None:
+def check_target(path: Path, force: bool) -> None:
     if path.exists() and not force:
         raise OutputExistsError(f"{path} exists; pass --force to overwrite it")
     if not path.parent.is_dir():
@@ -37,7 +37,7 @@ def encode_checkpoint(
     from . import torch as pt
 
     dst = Path(dst)
-    _check_target(dst, force)
+    check_target(dst, force)
     sd, plan = pt.load_checkpoint(src)
     if plan is None:
         raise PlanError(
@@ -68,7 +68,7 @@ def decode_file(
         raise PermcodecError(
             f"cannot write {dst.name}: output must end in one of {', '.join(OUTPUT_FORMATS)}"
         )
-    _check_target(dst, force)
+    check_target(dst, force)
     if fmt == ".npz":
         arrays = load_numpy(src)
         arrays = {

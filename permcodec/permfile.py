@@ -88,6 +88,9 @@ class PermFile:
     def keys(self) -> list[str]:
         return list(self._entries)
 
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
     def __contains__(self, name: object) -> bool:
         return name in self._entries
 
