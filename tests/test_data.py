@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from idx_files import fake_mnist, idx_bytes, write_idx
 
 from permcodec.data import (
     FASHION_MNIST_DIR,
-    IDX_TYPES,
     Dataset,
     batches,
     load_cifar10_folder,
@@ -26,37 +26,6 @@ from permcodec.data import (
     read_idx,
 )
 from permcodec.errors import PermcodecError
-
-_CODE = {np.dtype(v).newbyteorder("="): k for k, v in IDX_TYPES.items()}
-
-
-def idx_bytes(a: np.ndarray) -> bytes:
-    """``a`` as an IDX file: zero bytes, type code, ndim, big-endian dims and values."""
-    code = _CODE[a.dtype.newbyteorder("=")]
-    header = bytes([0, 0, code, a.ndim]) + b"".join(d.to_bytes(4, "big") for d in a.shape)
-    return header + a.astype(a.dtype.newbyteorder(">")).tobytes()
-
-
-def write_idx(path: Path, a: np.ndarray, *, gz: bool = False) -> Path:
-    data = idx_bytes(a)
-    path.write_bytes(gzip.compress(data) if gz else data)
-    return path
-
-
-def fake_mnist(folder: Path, rng: np.random.Generator, *, gz: bool, dotted: bool = False) -> dict:
-    folder.mkdir(parents=True, exist_ok=True)
-    arrays = {
-        "train-images": rng.integers(0, 256, (20, 6, 6), dtype=np.uint8),
-        "train-labels": np.arange(20, dtype=np.uint8) % 10,
-        "t10k-images": rng.integers(0, 256, (7, 6, 6), dtype=np.uint8),
-        "t10k-labels": np.arange(7, dtype=np.uint8)[::-1].copy(),
-    }
-    for stem, a in arrays.items():
-        suffix = "idx3-ubyte" if "images" in stem else "idx1-ubyte"
-        name = f"{stem}{'.' if dotted else '-'}{suffix}" + (".gz" if gz else "")
-        write_idx(folder / name, a, gz=gz)
-    return arrays
-
 
 # ---------------------------------------------------------------- IDX
 
