@@ -175,7 +175,7 @@ def verify(src: Path) -> None:
     "--model",
     default="lenet300",
     show_default=True,
-    help="lenet300, lenet5, conv2/conv4/conv6 (+ -bn), resnet20.",
+    help="lenet300, lenet5, conv2/conv4/conv6 (+ -bn), resnet20, logreg (784-10), mlp128 (784-128-64-10).",
 )
 @click.option(
     "--dataset",
