@@ -9,8 +9,9 @@ Qiu & Suda, "Train-by-Reconnect", NeurIPS 2020.
 
 from __future__ import annotations
 
+import contextlib
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -132,18 +133,38 @@ class LaPerm(Optimizer):
         return k
 
     @torch.no_grad()
-    def sync(self) -> None:
+    def _snap(self) -> None:
         """Put the same-rank initial value into every weight of every permuted row."""
         for t in self._targets:
             p = t.param
-            w = p.detach().reshape(t.rows, t.m)
-            order = torch.argsort(w, dim=1, stable=True)
+            order = torch.argsort(p.detach().reshape(t.rows, t.m), dim=1, stable=True)
             synced = torch.empty_like(t.sorted_init).scatter_(1, order, t.sorted_init)
             p.copy_(synced.reshape(p.shape))
-            if self.reset_state:
-                self.inner.state.pop(p, None)
+
+    def sync(self) -> None:
+        """Synchronize now: every permuted row becomes its init, rearranged by rank."""
+        self._snap()
+        if self.reset_state:
+            for t in self._targets:
+                self.inner.state.pop(t.param, None)
         self.steps_since_sync = 0
         self.syncs += 1
+
+    @contextlib.contextmanager
+    def synced(self) -> Iterator[None]:
+        """Temporarily show the model as a sync would leave it (e.g. to evaluate the
+        network that would be stored), then restore the weights being trained."""
+        if self.in_sync:
+            yield
+            return
+        saved = [t.param.detach().clone() for t in self._targets]
+        self._snap()
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for t, w in zip(self._targets, saved, strict=True):
+                    t.param.copy_(w)
 
     @property
     def in_sync(self) -> bool:

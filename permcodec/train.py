@@ -8,6 +8,7 @@ accuracy by rebuilding its model from the file's metadata.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -57,6 +58,9 @@ class TrainConfig:
 
 @dataclass
 class EpochLog:
+    """One epoch. ``test_*`` is measured on the model as stored (for LaPerm: synced);
+    ``fast_test_acc`` on the weights being trained (they differ between syncs)."""
+
     epoch: int
     train_loss: float
     train_acc: float
@@ -64,6 +68,7 @@ class EpochLog:
     test_acc: float
     seconds: float
     syncs: int = 0
+    fast_test_acc: float = math.nan
 
 
 @dataclass
@@ -168,7 +173,12 @@ def run(
                     acc=f"{100 * correct / seen:.1f}",
                 )
         seconds = time.perf_counter() - t0
-        test_loss, test_acc = evaluate_model(model, data.x_test, data.y_test, cfg.device)
+        laperm = isinstance(opt, LaPerm)
+        with opt.synced() if laperm else contextlib.nullcontext():
+            test_loss, test_acc = evaluate_model(model, data.x_test, data.y_test, cfg.device)
+        fast_acc = test_acc
+        if laperm and not opt.in_sync:
+            fast_acc = evaluate_model(model, data.x_test, data.y_test, cfg.device)[1]
         entry = EpochLog(
             epoch + 1,
             loss_sum / seen,
@@ -176,7 +186,8 @@ def run(
             test_loss,
             test_acc,
             seconds,
-            opt.syncs if isinstance(opt, LaPerm) else 0,
+            opt.syncs if laperm else 0,
+            fast_acc,
         )
         result.epochs.append(entry)
         if log_path is not None:

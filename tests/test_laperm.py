@@ -240,3 +240,20 @@ def test_ddp_two_processes_identical_weights_and_bytes(tmp_path: Path) -> None:
     assert a == b
     sd = permcodec.load(tmp_path / "rank0.perm")
     assert set(sd) == {"0.weight", "0.bias", "2.weight", "2.bias"}
+
+
+def test_synced_view_shows_the_stored_model_and_restores_training_weights() -> None:
+    model = small_model()
+    permcodec.init(model, 9)
+    opt = permcodec.LaPerm(model, torch.optim.Adam(model.parameters(), 1e-2), sync_period=50)
+    train(model, opt, 7)
+    fast = {k: v.clone() for k, v in model.state_dict().items()}
+    with opt.synced():
+        assert_rows_are_arrangements(model)
+        viewed = {k: v.clone() for k, v in model.state_dict().items()}
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, fast[k]), k
+    assert opt.steps_since_sync == 7 and opt.syncs == 0
+    opt.sync()
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, viewed[k]), k
