@@ -46,6 +46,18 @@ def reports_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def perm_file(metavar: str = "IN.perm") -> Callable[..., Any]:
+    """The input-file argument of the commands that read a .perm file."""
+    return click.argument(
+        "src", metavar=metavar, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+    )
+
+
+force_option = click.option(
+    "-f", "--force", is_flag=True, help="Overwrite the output if it exists."
+)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(permcodec.__version__, prog_name="permcodec")
 def main() -> None:
@@ -64,7 +76,7 @@ def main() -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Output .perm file [default: MODEL with suffix .perm].",
 )
-@click.option("-f", "--force", is_flag=True, help="Overwrite the output if it exists.")
+@force_option
 @reports_errors
 def encode(model: Path, output: Path | None, force: bool) -> None:
     """Encode a checkpoint written by permcodec.save_checkpoint into a .perm file.
@@ -81,9 +93,7 @@ def encode(model: Path, output: Path | None, force: bool) -> None:
 
 
 @main.command()
-@click.argument(
-    "src", metavar="IN.perm", type=click.Path(exists=True, dir_okay=False, path_type=Path)
-)
+@perm_file("IN.perm")
 @click.option(
     "-o",
     "--output",
@@ -94,7 +104,7 @@ def encode(model: Path, output: Path | None, force: bool) -> None:
 @click.option(
     "--device", default="cpu", show_default=True, help="Where to decode: cpu or cuda (needs torch)."
 )
-@click.option("-f", "--force", is_flag=True, help="Overwrite the output if it exists.")
+@force_option
 @reports_errors
 def decode(src: Path, output: Path, device: str, force: bool) -> None:
     """Rebuild the exact weights of IN.perm and write them as .pt, .safetensors or .npz."""
@@ -112,9 +122,7 @@ def _spec_text(spec: dict[str, Any]) -> str:
 
 
 @main.command()
-@click.argument(
-    "src", metavar="IN.perm", type=click.Path(exists=True, dir_okay=False, path_type=Path)
-)
+@perm_file("IN.perm")
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 @reports_errors
 def info(src: Path, as_json: bool) -> None:
@@ -151,9 +159,7 @@ def info(src: Path, as_json: bool) -> None:
 
 
 @main.command()
-@click.argument(
-    "src", metavar="IN.perm", type=click.Path(exists=True, dir_okay=False, path_type=Path)
-)
+@perm_file("IN.perm")
 @reports_errors
 def verify(src: Path) -> None:
     """Decode every tensor and check every checksum and digest.
@@ -233,7 +239,7 @@ def verify(src: Path) -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Output .perm (a .jsonl log and a .png of the curves go beside it).",
 )
-@click.option("-f", "--force", is_flag=True, help="Overwrite the output if it exists.")
+@force_option
 @reports_errors
 def train(output: Path, force: bool, no_progress: bool, init_spec: str, **opts: Any) -> None:
     """Train a built-in model by LaPerm (or --baseline) and write it as .perm."""
@@ -251,9 +257,7 @@ def train(output: Path, force: bool, no_progress: bool, init_spec: str, **opts: 
 
 
 @main.command()
-@click.argument(
-    "src", metavar="MODEL.perm", type=click.Path(exists=True, dir_okay=False, path_type=Path)
-)
+@perm_file("MODEL.perm")
 @click.option("--dataset", default=None, help="Dataset [default: the one it was trained on].")
 @click.option("--data-dir", default=None, help="Folder of the dataset files.")
 @click.option("--device", default="cpu", show_default=True)
@@ -270,9 +274,7 @@ def evaluate(src: Path, dataset: str | None, data_dir: str | None, device: str) 
 
 
 @main.command()
-@click.argument(
-    "src", metavar="MODEL.perm", type=click.Path(exists=True, dir_okay=False, path_type=Path)
-)
+@perm_file("MODEL.perm")
 @click.option(
     "-o",
     "--output",
