@@ -223,6 +223,13 @@ def verify(src: Path) -> None:
     show_default=True,
     help='Initializer, e.g. he_normal, "normal:std=0.02", "constant:value=0.08".',
 )
+@click.option(
+    "--min-row",
+    default=0,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Leave layers whose rows are shorter unseeded (trained normally, stored exactly).",
+)
 @click.option("--biases", is_flag=True, help="Seed and permute biases too.")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**63 - 1))
 @click.option(

@@ -22,7 +22,7 @@ from . import __version__
 from .atomic import atomic_path
 from .dtypes import c_contiguous
 from .errors import PermcodecError, PlanError, UnsafeCheckpointError
-from .initializers import InitSpec, as_spec, fans, generate
+from .initializers import InitSpec, as_spec, fans, generate, row_shape
 from .permfile import PermFile, write_file
 from .plan import Plan, TensorPlan
 
@@ -169,6 +169,7 @@ def init(
     density: float | None = None,
     granularity: str | None = None,
     overrides: Mapping[str, SpecLike | None] | None = None,
+    min_row: int = 0,
 ) -> Plan:
     """Re-initialize ``model``'s permutable weights from ``seed`` and record the plan.
 
@@ -176,8 +177,11 @@ def init(
     :class:`InitSpec`, or a callable ``(name, param) -> spec | None``. ``density`` makes
     every row keep exactly that fraction of non-zeros; ``granularity`` is ``"row"``
     (default, ``weight.flatten(1)[o]``) or ``"tensor"``. ``overrides`` maps parameter
-    names to specs (``None`` leaves that parameter out). Returns the :class:`Plan`,
-    also stored as ``model.permcodec_plan``.
+    names to specs (``None`` leaves that parameter out). ``min_row`` leaves out
+    parameters whose rows hold fewer values (they train normally and are stored
+    exactly): very short rows, such as a 1x5x5 first conv, have too few arrangements
+    to learn by permutation. Returns the :class:`Plan`, also stored as
+    ``model.permcodec_plan``.
     """
     model = unwrap(model)
     plan = Plan(int(seed)) if isinstance(seed, (int, np.integer)) else None
@@ -209,6 +213,8 @@ def init(
             spec = _with(
                 as_spec(spec if not isinstance(spec, Mapping) else dict(spec)), density, granularity
             )
+            if name not in overrides and row_shape(tuple(p.shape), spec.granularity)[1] < min_row:
+                continue
             if p.dtype not in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
                 raise PlanError(
                     f"parameter {name!r} has dtype {p.dtype}; only floating point "

@@ -50,6 +50,7 @@ class TrainConfig:
     sync_period: int = 20
     init: str = "he_uniform"
     density: float | None = None
+    min_row: int = 0
     biases: bool = False
     seed: int = 0
     baseline: bool = False
@@ -120,7 +121,14 @@ def build(cfg: TrainConfig, data: Dataset) -> tuple[nn.Module, torch.optim.Optim
         image_size=data.image_size,
         num_classes=data.num_classes,
     ).to(cfg.device)
-    init(model, cfg.seed, parse_spec(cfg.init), biases=cfg.biases, density=cfg.density)
+    init(
+        model,
+        cfg.seed,
+        parse_spec(cfg.init),
+        biases=cfg.biases,
+        density=cfg.density,
+        min_row=cfg.min_row,
+    )
     inner = make_optimizer(model, cfg)
     if cfg.baseline:
         return model, inner

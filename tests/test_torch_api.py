@@ -366,3 +366,16 @@ def test_cuda_generation_and_load_match_cpu(tmp_path, spec_cases, spec_of, stora
     for k in cpu:
         assert gpu[k].device.type == "cuda"
         assert torch.equal(gpu[k].cpu(), cpu[k]), k
+
+
+def test_min_row_leaves_short_rowed_layers_unseeded() -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 6, 5), torch.nn.Flatten(), torch.nn.Linear(6 * 4 * 4, 10)
+    )
+    before = model[0].weight.detach().clone()
+    plan = permcodec.init(model, 0, min_row=32)
+    assert set(plan.tensors) == {"2.weight"}  # conv rows hold 25 values, linear 96
+    assert torch.equal(model[0].weight, before)
+    plan = permcodec.init(model, 0, min_row=32, overrides={"0.weight": "he_uniform"})
+    assert set(plan.tensors) == {"0.weight", "2.weight"}  # an override always seeds
