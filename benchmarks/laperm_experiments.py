@@ -7,8 +7,8 @@ Each run is one `permcodec.train.run` (same seed, data order, init and schedule 
 LaPerm and the baseline). Results append to a JSON-lines file, so an interrupted run
 resumes where it stopped; the summary table (mean and std over seeds of the final
 test accuracy, measured after the final sync; the best epoch, also measured on the
-synced model) is printed and written as Markdown and
-JSON next to it.
+synced model) is printed and written as Markdown next to it
+(``<results>_<epochs>ep.md``).
 """
 
 from __future__ import annotations
@@ -104,6 +104,10 @@ GROUPS: dict[str, list[tuple[str, dict]]] = {
     "conv": [
         ("conv2 Adam", dict(model="conv2", baseline=True)),
         ("conv2 LaPerm k=20", dict(model="conv2", sync_period=20)),
+        (
+            "conv2 LaPerm k=20, conv1 (9-value rows) not seeded",
+            dict(model="conv2", sync_period=20, min_row=32),
+        ),
     ],
 }
 
@@ -168,7 +172,8 @@ def main() -> int:
                 )
     table = summarize(done.values(), groups, seeds, args.epochs)
     print(table)
-    args.results.with_suffix(".md").write_text(table + "\n")
+    summary = args.results.with_name(f"{args.results.stem}_{args.epochs}ep.md")
+    summary.write_text(table + "\n")
     return 0
 
 
