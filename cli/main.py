@@ -18,6 +18,7 @@ import click
 
 import permcodec
 from permcodec import FormatError, PermcodecError
+from permcodec.buckets import MAX_BITS
 from permcodec.convert import decode_file, encode_checkpoint
 from permcodec.permfile import PermFile
 
@@ -53,6 +54,16 @@ def perm_file(metavar: str = "IN.perm") -> Callable[..., Any]:
     )
 
 
+def bits_option(help_text: str) -> Callable[..., Any]:
+    return click.option(
+        "--bits",
+        default=None,
+        type=click.IntRange(1, MAX_BITS),
+        metavar="B",
+        help=help_text,
+    )
+
+
 force_option = click.option(
     "-f", "--force", is_flag=True, help="Overwrite the output if it exists."
 )
@@ -76,20 +87,33 @@ def main() -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Output .perm file [default: MODEL with suffix .perm].",
 )
+@bits_option("Store only each weight's rank bucket (2**BITS per row): lossy, reported.")
 @force_option
 @reports_errors
-def encode(model: Path, output: Path | None, force: bool) -> None:
+def encode(model: Path, output: Path | None, bits: int | None, force: bool) -> None:
     """Encode a checkpoint written by permcodec.save_checkpoint into a .perm file.
 
     Every seeded tensor must be an exact rearrangement of its initialization;
     everything else (biases, norm layers, buffers) is stored exactly with zstd.
+    With --bits the seeded tensors keep only their rank buckets; each tensor this
+    changes is listed with its relative L2 error.
     """
     output = output or model.with_suffix(".perm")
-    info = encode_checkpoint(model, output, force=force)
+    info = encode_checkpoint(model, output, force=force, bits=bits)
     click.echo(
         f"wrote {output}: {info['file_bytes']} bytes, {info['bits_per_weight']:.3f} "
         f"bits/weight, {info['ratio_vs_float32']:.2f}x smaller than float32"
     )
+    _report_lossy(info)
+
+
+def _report_lossy(info: dict[str, Any]) -> None:
+    for t in info["tensors"]:
+        if t.get("rel_error"):
+            click.echo(
+                f"lossy: {t['name']} at {t.get('bits')} bits: relative L2 error "
+                f"{t['rel_error']:.4f}"
+            )
 
 
 @main.command()
@@ -133,7 +157,7 @@ def info(src: Path, as_json: bool) -> None:
         click.echo(json.dumps(data, indent=2))
         return
     click.echo(f"{data['path']}  (format {data['format_version']}, seed {data['seed']})")
-    head = f"{'tensor':32} {'shape':>16} {'dtype':>8} {'coding':>9} {'spec':>22} {'bits/w':>7} {'bound':>7} {'ratio':>6}"
+    head = f"{'tensor':32} {'shape':>16} {'dtype':>8} {'coding':>11} {'spec':>22} {'bits/w':>7} {'bound':>7} {'ratio':>6}"
     click.echo(head)
     click.echo("-" * len(head))
     for t in data["tensors"]:
@@ -142,7 +166,7 @@ def info(src: Path, as_json: bool) -> None:
         bound = f"{t['bound_bits_per_weight']:.3f}" if "bound_bits_per_weight" in t else "-"
         ratio = f"{t['ratio_to_bound']:.4f}" if t.get("ratio_to_bound") else "-"
         click.echo(
-            f"{t['name'][:32]:32} {shape:>16} {t['dtype']:>8} {t['coding']:>9} "
+            f"{t['name'][:32]:32} {shape:>16} {t['dtype']:>8} {t['coding']:>11} "
             f"{spec:>22} {t['bits_per_weight']:7.3f} {bound:>7} {ratio:>6}"
         )
     click.echo(
@@ -150,6 +174,7 @@ def info(src: Path, as_json: bool) -> None:
         f"{data['bits_per_weight']:.3f} bits/weight; {data['ratio_vs_float32']:.2f}x smaller "
         f"than float32, {data['ratio_vs_float16']:.2f}x smaller than float16"
     )
+    _report_lossy(data)
     if data["seeded_ratio_to_bound"]:
         click.echo(
             f"seeded tensors: {data['seeded_bits']:.0f} bits = "
@@ -230,6 +255,7 @@ def verify(src: Path) -> None:
     type=click.IntRange(min=0),
     help="Leave layers whose rows are shorter unseeded (trained normally, stored exactly).",
 )
+@bits_option("Train at 2**B rank buckets per row; the .perm then costs about B bits/weight.")
 @click.option("--biases", is_flag=True, help="Seed and permute biases too.")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**63 - 1))
 @click.option(

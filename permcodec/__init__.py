@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 from .errors import (
     FormatError,
     IntegrityError,
+    LossyWarning,
     NotAnArrangementError,
     PermcodecError,
     PlanError,
@@ -33,6 +34,8 @@ __all__ = [
     "FormatError",
     "InitSpec",
     "IntegrityError",
+    "LaPerm",
+    "LossyWarning",
     "NotAnArrangementError",
     "PermFile",
     "PermcodecError",

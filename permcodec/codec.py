@@ -12,9 +12,9 @@ from typing import Any
 import numpy as np
 import zstandard
 
-from . import arrangement, rans
+from . import arrangement, buckets, rans
 from .container import section_digest
-from .dtypes import FLOAT_DTYPES, c_contiguous, from_float32, order_keys, storage_dtype
+from .dtypes import FLOAT_DTYPES, as_float64, c_contiguous, from_float32, order_keys, storage_dtype
 from .errors import FormatError, IntegrityError, PlanError
 from .initializers import check_resolved, fans, generate, row_shape
 from .plan import TensorPlan
@@ -23,6 +23,10 @@ from .validate import is_int
 ZSTD_LEVEL = 10
 #: Longest row the 31-bit coder can model.
 MAX_ROW = rans.PROB_ONE
+#: Bucket depths tried for lossless context coding, and the least gain (as a fraction
+#: of the bound) that makes it worth a second coding layer.
+REFINE_BITS = (2, 3, 4, 5, 6)
+REFINE_MIN_GAIN = 0.01
 
 
 def init_rows(
@@ -46,17 +50,25 @@ def _check_plan_fits(name: str, tp: TensorPlan, shape: tuple[int, ...], dtype: s
 
 
 def encode_tensor(
-    name: str, array: np.ndarray, dtype: str, tp: TensorPlan | None
+    name: str,
+    array: np.ndarray,
+    dtype: str,
+    tp: TensorPlan | None,
+    bits: int | None = None,
+    original: np.ndarray | None = None,
 ) -> tuple[dict[str, Any], bytes]:
-    """Header entry (without offset) and payload bytes of one tensor."""
+    """Header entry (without offset) and payload bytes of one tensor.
+
+    A seeded tensor is coded losslessly (``perm-rans``, or ``bucket-rans`` with
+    ``exact`` when its bucket moves are predictable enough to pay), or, with ``bits``,
+    as its rank buckets only (lossy unless the rows are already in bucketed form).
+    A lossy entry records ``rel_error``, the relative L2 error against ``original``
+    (default: ``array``).
+    """
     array = c_contiguous(array, storage_dtype(dtype))
     shape = tuple(int(d) for d in array.shape)
-    entry: dict[str, Any] = {
-        "name": name,
-        "shape": list(shape),
-        "dtype": dtype,
-        "digest": section_digest(array.tobytes()),
-    }
+    entry: dict[str, Any] = {"name": name, "shape": list(shape), "dtype": dtype}
+    decoded = array
     if tp is None:
         raw = array.tobytes()
         payload = zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(raw)
@@ -69,15 +81,107 @@ def encode_tensor(
         init = init_rows(tp.spec, tp.key, shape, dtype)
         rc = arrangement.row_classes(init, order_keys(init, dtype))
         cls = arrangement.classes_of(order_keys(array.reshape(rows, m), dtype), rc, name)
-        bound = arrangement.bound_bits(rc.counts)
-        lanes = rans.choose_lanes(rows, bound)
-        states, words = rans.encode(cls, rc.counts, lanes)
-        payload = states.astype("<u8").tobytes() + words.astype("<u4").tobytes()
-        entry.update(
-            coding="perm-rans", spec=dict(tp.spec), key=list(tp.key), lanes=lanes, bound_bits=bound
-        )
+        entry.update(spec=dict(tp.spec), key=list(tp.key))
+        init_cls = arrangement.classes_of(order_keys(init, dtype), rc, name)
+        if bits is not None and rows * m:
+            extra, payload, cls = _encode_lossy(cls, rc, init_cls, bits)
+            decoded = arrangement.rebuild(cls, rc).reshape(shape)
+        else:
+            extra, payload = _encode_lossless(cls, rc, init_cls)
+        entry.update(extra)
+    entry["digest"] = section_digest(decoded.tobytes())
+    if decoded is not array or original is not None:
+        ref = original if original is not None else array
+        entry["rel_error"] = relative_error(ref, decoded, dtype)
     entry["payload_digest"] = section_digest(payload)
     return entry, payload
+
+
+def relative_error(reference: np.ndarray, approx: np.ndarray, dtype: str) -> float:
+    """||reference - approx|| / ||reference|| (0.0 when both are zero)."""
+    ref, app = as_float64(reference, dtype), as_float64(approx, dtype)
+    diff = float(np.linalg.norm((ref - app).ravel()))
+    norm = float(np.linalg.norm(ref.ravel()))
+    return diff / norm if norm else (0.0 if diff == 0 else math.inf)
+
+
+def _rans_bytes(states: np.ndarray, words: np.ndarray) -> bytes:
+    return states.astype("<u8").tobytes() + words.astype("<u4").tobytes()
+
+
+def _encode_lossless(
+    cls: np.ndarray, rc: arrangement.RowClasses, init_cls: np.ndarray
+) -> tuple[dict[str, Any], bytes]:
+    """``perm-rans``, or exact ``bucket-rans`` when the context model saves bits."""
+    rows = cls.shape[0]
+    bound = arrangement.bound_bits(rc.counts)
+    choice = _choose_refine_bits(cls, rc, init_cls, bound)
+    if choice is None:
+        lanes = rans.choose_lanes(rows, bound)
+        payload = _rans_bytes(*rans.encode(cls, rc.counts, lanes))
+        return {"coding": "perm-rans", "lanes": lanes, "bound_bits": bound}, payload
+    bk, sym, weights = choice
+    extra, head = _encode_bucket_layer(sym, bk, weights)
+    seq, totals = buckets.refinement(cls, sym, bk)
+    refine_lanes = rans.choose_lanes(rows, bound - arrangement.bound_bits(bk.counts))
+    tail = _rans_bytes(*rans.encode(seq, rc.counts, refine_lanes, totals))
+    extra.update(exact=True, refine_lanes=refine_lanes, bound_bits=bound)
+    return extra, head + tail
+
+
+def _choose_refine_bits(
+    cls: np.ndarray, rc: arrangement.RowClasses, init_cls: np.ndarray, bound: float
+) -> tuple[buckets.Buckets, np.ndarray, np.ndarray] | None:
+    """The bucket depth whose context model saves most over ``bound``, if it saves at
+    least ``REFINE_MIN_GAIN`` of it (estimated with the static model)."""
+    m = cls.shape[1]
+    best, best_gain = None, REFINE_MIN_GAIN * bound
+    for bits in REFINE_BITS:
+        if (1 << bits) > m:
+            break
+        bk = buckets.bucketize(rc, init_cls, bits)
+        sym = buckets.symbols(cls, bk)
+        weights = buckets.fit_weights(sym, bk.init_ctx, bits)
+        est = buckets.ctx_cost_estimate(sym, bk.init_ctx, weights, bk.k)
+        gain = arrangement.bound_bits(bk.counts) - est - buckets.table_bits(weights)
+        if gain > best_gain:
+            best, best_gain = (bk, sym, weights), gain
+    return best
+
+
+def _encode_bucket_layer(
+    sym: np.ndarray, bk: buckets.Buckets, weights: np.ndarray | None
+) -> tuple[dict[str, Any], bytes]:
+    """Entry keys and bytes of the bucket layer (context-coded bucket symbols)."""
+    rows = sym.shape[0]
+    w = weights if weights is not None else np.ones(2 * bk.k - 1, dtype=np.int64)
+    est = buckets.ctx_cost_estimate(sym, bk.init_ctx, w, bk.k)
+    lanes = rans.choose_lanes(rows, est)
+    states, words = rans.encode_ctx(sym, bk.init_ctx, bk.counts, w, lanes)
+    extra = {
+        "coding": "bucket-rans",
+        "bits": bk.bits,
+        "exact": False,
+        "weights": None if weights is None else [int(v) for v in weights],
+        "lanes": lanes,
+        "words": int(words.shape[0]),
+    }
+    return extra, _rans_bytes(states, words)
+
+
+def _encode_lossy(
+    cls: np.ndarray, rc: arrangement.RowClasses, init_cls: np.ndarray, bits: int
+) -> tuple[dict[str, Any], bytes, np.ndarray]:
+    """Bucket layer only; returns the classes the decoder will rebuild too. The context
+    table is kept only when it pays for itself."""
+    bk = buckets.bucketize(rc, init_cls, bits)
+    sym = buckets.symbols(cls, bk)
+    weights = buckets.fit_weights(sym, bk.init_ctx, bits)
+    est = buckets.ctx_cost_estimate(sym, bk.init_ctx, weights, bk.k)
+    if est + buckets.table_bits(weights) >= arrangement.bound_bits(bk.counts):
+        weights = None
+    extra, payload = _encode_bucket_layer(sym, bk, weights)
+    return extra, payload, buckets.rebuild_lossy_cls(sym, bk, rc)
 
 
 def decode_tensor(entry: dict[str, Any], payload: bytes) -> np.ndarray:
@@ -130,27 +234,24 @@ def _unzstd(payload: bytes, expected: int, name: str) -> bytes:
     return raw
 
 
-def _decode_perm(
-    entry: dict[str, Any], payload: bytes, shape: tuple[int, ...], dtype: str
-) -> np.ndarray:
+SEEDED_CODINGS = ("perm-rans", "bucket-rans")
+
+
+def _seeded_init(
+    entry: dict[str, Any], shape: tuple[int, ...], dtype: str
+) -> tuple[np.ndarray, arrangement.RowClasses, int, int]:
+    """Validate the seed fields of an entry; regenerate the init and its classes."""
     name = entry["name"]
     if dtype not in FLOAT_DTYPES:
         raise FormatError(f"tensor {name!r}: seeded tensors must be floating point, not {dtype}")
-    spec, lanes = entry.get("spec"), entry.get("lanes")
-    key = entry.get("key")
+    spec, key = entry.get("spec"), entry.get("key")
     if not (
         isinstance(spec, dict)
-        and is_int(lanes)
-        and lanes >= 1
         and isinstance(key, list)
         and len(key) == 2
         and all(is_int(k) and 0 <= k < 2**32 for k in key)
     ):
-        raise FormatError(f"tensor {name!r}: malformed perm-rans entry")
-    if 8 * lanes > len(payload) or (len(payload) - 8 * lanes) % 4:
-        raise FormatError(
-            f"tensor {name!r}: payload length {len(payload)} does not fit {lanes} lanes"
-        )
+        raise FormatError(f"tensor {name!r}: malformed {entry['coding']} entry")
     try:
         check_resolved(spec, shape)
     except PlanError as e:
@@ -159,10 +260,81 @@ def _decode_perm(
     if m > MAX_ROW:
         raise FormatError(f"tensor {name!r}: rows of {m} values exceed the limit {MAX_ROW}")
     init = init_rows(spec, (key[0], key[1]), shape, dtype)
-    if lanes > max(rows, 1):
-        raise FormatError(f"tensor {name!r}: {lanes} lanes for {rows} rows")
-    rc = arrangement.row_classes(init, order_keys(init, dtype))
-    states = np.frombuffer(payload, dtype="<u8", count=lanes)
-    words = np.frombuffer(payload, dtype="<u4", offset=8 * lanes)
-    cls = rans.decode(states, words, rc.counts, m, name)
+    return init, arrangement.row_classes(init, order_keys(init, dtype)), rows, m
+
+
+def _split_rans(
+    name: str, payload: bytes, offset: int, lanes: Any, n_words: Any, rows: int
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """(states, words, end offset) of one rANS stream at ``offset``; ``n_words`` None
+    means the stream runs to the end of the payload."""
+    if not is_int(lanes) or not 1 <= lanes <= max(rows, 1):
+        raise FormatError(f"tensor {name!r}: {lanes!r} lanes for {rows} rows")
+    rest = len(payload) - offset - 8 * lanes
+    if n_words is None:
+        if rest < 0 or rest % 4:
+            raise FormatError(
+                f"tensor {name!r}: payload length {len(payload)} does not fit {lanes} lanes"
+            )
+        n_words = rest // 4
+    elif not is_int(n_words) or n_words < 0 or 4 * n_words > rest:
+        raise FormatError(f"tensor {name!r}: payload too short for {n_words!r} words")
+    states = np.frombuffer(payload, dtype="<u8", count=lanes, offset=offset)
+    words = np.frombuffer(payload, dtype="<u4", count=n_words, offset=offset + 8 * lanes)
+    return states, words, offset + 8 * lanes + 4 * n_words
+
+
+def _decode_perm(
+    entry: dict[str, Any], payload: bytes, shape: tuple[int, ...], dtype: str
+) -> np.ndarray:
+    name = entry["name"]
+    init, rc, rows, m = _seeded_init(entry, shape, dtype)
+    if entry["coding"] == "bucket-rans":
+        cls = _decode_buckets(entry, payload, init, rc, rows, m)
+    else:
+        states, words, _ = _split_rans(name, payload, 0, entry.get("lanes"), None, rows)
+        cls = rans.decode(states, words, rc.counts, m, name)
     return arrangement.rebuild(cls, rc).reshape(shape)
+
+
+def _decode_buckets(
+    entry: dict[str, Any],
+    payload: bytes,
+    init: np.ndarray,
+    rc: arrangement.RowClasses,
+    rows: int,
+    m: int,
+) -> np.ndarray:
+    """Classes of a ``bucket-rans`` tensor: bucket layer, then refinement or the
+    initial-rank rule."""
+    name = entry["name"]
+    bits, exact, weights = entry.get("bits"), entry.get("exact"), entry.get("weights")
+    if not (is_int(bits) and 1 <= bits <= buckets.MAX_BITS and isinstance(exact, bool)):
+        raise FormatError(f"tensor {name!r}: malformed bucket-rans entry")
+    k = 1 << bits
+    if weights is None:
+        w = np.ones(2 * k - 1, dtype=np.int64)
+    elif (
+        isinstance(weights, list)
+        and len(weights) == 2 * k - 1
+        and all(is_int(v) and 1 <= v <= buckets.max_weight(m) for v in weights)
+    ):
+        w = np.asarray(weights, dtype=np.int64)
+    else:
+        raise FormatError(f"tensor {name!r}: bad context weights for {bits} bits")
+    n_words = entry.get("words")
+    states, words, end = _split_rans(name, payload, 0, entry.get("lanes"), n_words, rows)
+    if rows * m == 0:
+        rans.decode_ctx(states, words, np.zeros((rows, m), np.int64), np.zeros((rows, k)), w)
+        return np.zeros((rows, m), dtype=np.int64)
+    init_cls = arrangement.classes_of(order_keys(init, entry["dtype"]), rc, name)
+    bk = buckets.bucketize(rc, init_cls, bits)
+    sym = rans.decode_ctx(states, words, bk.init_ctx, bk.counts, w, name)
+    if not exact:
+        if end != len(payload):
+            raise FormatError(f"tensor {name!r}: {len(payload) - end} bytes after the stream")
+        return buckets.rebuild_lossy_cls(sym, bk, rc)
+    states, words, _ = _split_rans(name, payload, end, entry.get("refine_lanes"), None, rows)
+    totals = buckets.segment_totals(np.sort(sym, axis=1), bk)
+    seq = rans.decode(states, words, rc.counts, m, name, totals)
+    return buckets.unrefine(seq, sym)

@@ -26,12 +26,23 @@ from .errors import FormatError, IntegrityError, UnsupportedVersionError
 from .validate import is_int
 
 MAGIC = b"\x89PERM\r\n\x1a"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 PREAMBLE = struct.Struct("<8sIIQ")
 ALIGN = 64
 TRAILER = 32
 MAX_HEADER = 64 * 1024 * 1024
-CODINGS = ("perm-rans", "raw-zstd", "raw")
+#: The codings of each format version (version 2 added bucket-rans).
+CODINGS_OF = {
+    1: ("perm-rans", "raw-zstd", "raw"),
+    2: ("perm-rans", "bucket-rans", "raw-zstd", "raw"),
+}
+CODINGS = CODINGS_OF[FORMAT_VERSION]
+
+
+def version_for(header: dict[str, Any]) -> int:
+    """The lowest format version that holds every coding of ``header``."""
+    used = {t["coding"] for t in header["tensors"]}
+    return min(v for v, codings in CODINGS_OF.items() if used <= set(codings))
 
 
 def section_digest(data: bytes) -> bytes:
@@ -55,7 +66,7 @@ def write(stream: BinaryIO, header: dict[str, Any], payloads: list[bytes]) -> in
         stream.write(b)
         size += len(b)
 
-    put(PREAMBLE.pack(MAGIC, FORMAT_VERSION, 0, len(hbytes)))
+    put(PREAMBLE.pack(MAGIC, version_for(header), 0, len(hbytes)))
     put(hbytes)
     put(b"\0" * _padding(PREAMBLE.size + len(hbytes)))
     for p in payloads:
@@ -69,7 +80,7 @@ def data_start(header_len: int) -> int:
     return base + _padding(base)
 
 
-def read_header(f: BinaryIO, file_size: int) -> tuple[dict[str, Any], int]:
+def read_header(f: BinaryIO, file_size: int) -> tuple[dict[str, Any], int, int]:
     """Read and validate the preamble and header; returns (header, data start offset)."""
     f.seek(0)
     pre = f.read(PREAMBLE.size)
@@ -93,8 +104,8 @@ def read_header(f: BinaryIO, file_size: int) -> tuple[dict[str, Any], int]:
     except Exception as e:  # msgpack raises several unrelated types
         raise FormatError(f"header is not valid msgpack: {e}") from None
     start = data_start(hlen)
-    _validate(header, start, file_size)
-    return header, start
+    _validate(header, start, file_size, version)
+    return header, start, version
 
 
 def _check(cond: bool, msg: str) -> None:
@@ -102,7 +113,7 @@ def _check(cond: bool, msg: str) -> None:
         raise FormatError(f"bad header: {msg}")
 
 
-def _validate(header: Any, start: int, file_size: int) -> None:
+def _validate(header: Any, start: int, file_size: int, version: int) -> None:
     """Check types, ranges and offsets of the header before anything trusts them."""
     _check(isinstance(header, dict), "not a map")
     _check(header.get("byteorder") == "little", "byteorder must be 'little'")
@@ -124,7 +135,10 @@ def _validate(header: Any, start: int, file_size: int) -> None:
             and len(shape) <= 8,
             f"tensor {name!r} shape invalid",
         )
-        _check(t.get("coding") in CODINGS, f"tensor {name!r} coding {t.get('coding')!r} unknown")
+        _check(
+            t.get("coding") in CODINGS_OF[version],
+            f"tensor {name!r} coding {t.get('coding')!r} unknown in format version {version}",
+        )
         _check(isinstance(t.get("dtype"), str), f"tensor {name!r} dtype invalid")
         off, length = t.get("offset"), t.get("length")
         _check(

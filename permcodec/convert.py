@@ -7,13 +7,14 @@ file.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .atomic import atomic_path
-from .errors import PermcodecError, PlanError
+from .errors import LossyWarning, PermcodecError, PlanError
 from .numpy import load as load_numpy
 
 OUTPUT_FORMATS = (".pt", ".safetensors", ".npz")
@@ -31,9 +32,13 @@ def check_target(path: Path, force: bool) -> None:
 
 
 def encode_checkpoint(
-    src: str | os.PathLike[str], dst: str | os.PathLike[str], force: bool = False
+    src: str | os.PathLike[str],
+    dst: str | os.PathLike[str],
+    force: bool = False,
+    bits: int | None = None,
 ) -> dict[str, Any]:
-    """Encode a permcodec checkpoint (``save_checkpoint``) into a `.perm` file."""
+    """Encode a permcodec checkpoint (``save_checkpoint``) into a `.perm` file
+    (rank buckets only with ``bits``); returns the file's :meth:`PermFile.info`."""
     from . import torch as pt
 
     dst = Path(dst)
@@ -44,7 +49,9 @@ def encode_checkpoint(
             f"{src} has no permcodec plan; write it with "
             "permcodec.save_checkpoint(model, path) after permcodec.init(model, seed)"
         )
-    pt.save(sd, dst, plan=plan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", LossyWarning)  # the caller reports from info
+        pt.save(sd, dst, plan=plan, bits=bits)
     from .permfile import PermFile
 
     with PermFile(dst) as pf:

@@ -56,6 +56,17 @@ def from_float32(values: np.ndarray, name: str) -> np.ndarray:
     raise FormatError(f"dtype {name!r} cannot hold seeded values; use one of {FLOAT_DTYPES}")
 
 
+def as_float64(values: np.ndarray, name: str) -> np.ndarray:
+    """Values of a float dtype ``name`` (in storage form) as float64."""
+    if name == "bfloat16":
+        return (
+            (np.asarray(values, dtype=np.uint16).astype(np.uint32) << 16)
+            .view(np.float32)
+            .astype(np.float64)
+        )
+    return np.asarray(values).astype(np.float64)
+
+
 def c_contiguous(a: np.ndarray, dtype: np.dtype | None = None) -> np.ndarray:
     """``a`` as a C-contiguous array, keeping 0-d arrays 0-d (unlike np.ascontiguousarray)."""
     return np.require(np.asarray(a, dtype=dtype), requirements="C")

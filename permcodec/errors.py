@@ -43,3 +43,7 @@ class PlanError(PermcodecError):
 
 class UnsafeCheckpointError(PermcodecError):
     """A `.pt` file needs unpickling of code, which permcodec refuses to do."""
+
+
+class LossyWarning(UserWarning):
+    """Some tensors were stored lossily (rank buckets); the message says how much."""

@@ -15,14 +15,19 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.optim import Optimizer
 
+from . import arrangement, buckets
+from .buckets import MAX_BITS
+from .codec import init_rows
+from .dtypes import order_keys
 from .errors import PlanError
 from .initializers import row_shape
-from .plan import Plan
-from .torch import PLAN_ATTR, generate_torch, unwrap
+from .plan import Plan, TensorPlan
+from .torch import PLAN_ATTR, format_dtype, generate_torch, unwrap
 
 SyncPeriod = int | Callable[[int], int]
 
@@ -38,6 +43,9 @@ class _Target:
     sorted_init: torch.Tensor  # (rows, m) in the parameter's dtype and device
     rows: int
     m: int
+    bucket_of_rank: torch.Tensor | None = None  # (rows, m) with bits: bucket of each rank
+    init_rank: torch.Tensor | None = None  # (rows, m) with bits: rank of each init value
+    latent: torch.Tensor | None = None  # with bits: the weights being trained
 
 
 class LaPerm(Optimizer):
@@ -63,6 +71,7 @@ class LaPerm(Optimizer):
         schedule_by: str = "epoch",
         reset_state: bool = False,
         plan: Plan | None = None,
+        bits: int | None = None,
     ) -> None:
         if not isinstance(inner, Optimizer):
             raise TypeError(f"inner must be a torch.optim.Optimizer, got {type(inner).__name__}")
@@ -72,6 +81,8 @@ class LaPerm(Optimizer):
             raise ValueError(
                 f"sync_period must be a positive int or a callable, got {sync_period!r}"
             )
+        if bits is not None and not (isinstance(bits, int) and 1 <= bits <= MAX_BITS):
+            raise ValueError(f"bits must be None or an int in 1..{MAX_BITS}, got {bits!r}")
         base = unwrap(model)
         plan = plan if plan is not None else getattr(base, PLAN_ATTR, None)
         if plan is None:
@@ -79,6 +90,9 @@ class LaPerm(Optimizer):
                 "the model has no permcodec plan: call permcodec.init(model, seed) "
                 "before creating LaPerm"
             )
+        if bits is not None:
+            plan.bits = bits  # saving then codes the buckets, which loses nothing
+        self.bits = bits
         self.inner = inner
         self.sync_period = sync_period
         self.schedule_by = schedule_by
@@ -88,14 +102,16 @@ class LaPerm(Optimizer):
         self.steps = 0
         self.steps_since_sync = 0
         self.syncs = 0
-        self._targets = self._build_targets(base, plan, inner)
+        self._targets = self._build_targets(base, plan, inner, bits)
         params = [p for g in inner.param_groups for p in g["params"]]
         super().__init__(params, dict(inner.defaults))
         self._alias_inner()
         _ACTIVE[base] = weakref.ref(self)
 
     @staticmethod
-    def _build_targets(model: nn.Module, plan: Plan, inner: Optimizer) -> list[_Target]:
+    def _build_targets(
+        model: nn.Module, plan: Plan, inner: Optimizer, bits: int | None
+    ) -> list[_Target]:
         named = dict(model.named_parameters())
         in_inner = {id(p) for g in inner.param_groups for p in g["params"]}
         targets = []
@@ -110,7 +126,11 @@ class LaPerm(Optimizer):
             with torch.no_grad():
                 init = generate_torch(tp, shape, p.dtype, p.device).reshape(rows, m)
                 sorted_init = torch.sort(init, dim=1).values
-            targets.append(_Target(name, p, sorted_init, rows, m))
+            target = _Target(name, p, sorted_init, rows, m)
+            if bits is not None:
+                target.bucket_of_rank, target.init_rank = _bucket_tables(tp, shape, p, bits)
+                target.latent = p.detach().clone()
+            targets.append(target)
         return targets
 
     def _alias_inner(self) -> None:
@@ -132,14 +152,28 @@ class LaPerm(Optimizer):
             raise ValueError(f"sync_period schedule returned {k!r}; it must be a positive int")
         return k
 
+    @staticmethod
+    def _placed(t: _Target, w: torch.Tensor, buckets_only: bool) -> torch.Tensor:
+        """Row-wise rank sync of ``w``: the same-rank initial value in every weight, or
+        with ``buckets_only`` the bucketed form (bucket by rank, then initial-rank
+        order inside each bucket, as the decoder rebuilds it)."""
+        order = torch.argsort(w.detach().reshape(t.rows, t.m), dim=1, stable=True)
+        if buckets_only and t.bucket_of_rank is not None and t.init_rank is not None:
+            bucket = torch.empty_like(order).scatter_(1, order, t.bucket_of_rank)
+            order = torch.argsort(bucket * t.m + t.init_rank, dim=1)
+        placed = torch.empty_like(t.sorted_init).scatter_(1, order, t.sorted_init)
+        return placed.reshape(t.param.shape)
+
     @torch.no_grad()
     def _snap(self) -> None:
-        """Put the same-rank initial value into every weight of every permuted row."""
+        """Sync every permuted row; with bits, sync the latent weights and show the
+        network their bucketed form."""
         for t in self._targets:
-            p = t.param
-            order = torch.argsort(p.detach().reshape(t.rows, t.m), dim=1, stable=True)
-            synced = torch.empty_like(t.sorted_init).scatter_(1, order, t.sorted_init)
-            p.copy_(synced.reshape(p.shape))
+            if t.latent is None:
+                t.param.copy_(self._placed(t, t.param, False))
+            else:
+                t.latent.copy_(self._placed(t, t.latent, False))
+                t.param.copy_(self._placed(t, t.latent, True))
 
     def sync(self) -> None:
         """Synchronize now: every permuted row becomes its init, rearranged by rank."""
@@ -158,7 +192,10 @@ class LaPerm(Optimizer):
             yield
             return
         saved = [t.param.detach().clone() for t in self._targets]
-        self._snap()
+        with torch.no_grad():
+            for t in self._targets:
+                src = t.param if t.latent is None else t.latent
+                t.param.copy_(self._placed(t, src, t.latent is not None))
         try:
             yield
         finally:
@@ -172,12 +209,27 @@ class LaPerm(Optimizer):
         return self.steps_since_sync == 0
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
-        """One inner step; a sync when k steps have passed since the last one."""
-        loss = self.inner.step(closure)
+        """One inner step; a sync when k steps have passed since the last one.
+
+        With bits, the gradient was taken at the bucketed weights the network shows;
+        the step updates the latent weights, and the network keeps showing the last
+        sync's bucketed form until the next sync (a straight-through estimate).
+        """
+        loss = self.inner.step(closure) if self.bits is None else self._latent_step(closure)
         self.steps += 1
         self.steps_since_sync += 1
         if self.steps_since_sync >= self.current_period():
             self.sync()
+        return loss
+
+    @torch.no_grad()
+    def _latent_step(self, closure: Callable[[], Any] | None) -> Any:
+        for t in self._targets:
+            t.param.copy_(t.latent)
+        loss = self.inner.step(closure)
+        for t in self._targets:
+            t.latent.copy_(t.param)
+            t.param.copy_(self._placed(t, t.latent, True))
         return loss
 
     def zero_grad(self, set_to_none: bool = True) -> None:
@@ -191,6 +243,8 @@ class LaPerm(Optimizer):
                 "steps_since_sync": self.steps_since_sync,
                 "syncs": self.syncs,
                 "epoch": self.epoch,
+                "bits": self.bits,
+                "latent": [t.latent.clone() for t in self._targets if t.latent is not None],
             },
         }
 
@@ -201,11 +255,40 @@ class LaPerm(Optimizer):
         lp = state_dict["laperm"]
         self.steps, self.steps_since_sync = int(lp["steps"]), int(lp["steps_since_sync"])
         self.syncs, self.epoch = int(lp["syncs"]), int(lp["epoch"])
+        if lp.get("bits") != self.bits:
+            raise ValueError(
+                f"state dict is for bits={lp.get('bits')}, this LaPerm has {self.bits}"
+            )
+        latent = list(lp.get("latent", []))
+        if self.bits is not None:
+            if len(latent) != len(self._targets):
+                raise ValueError("state dict holds no latent weights for every permuted tensor")
+            with torch.no_grad():
+                for t, w in zip(self._targets, latent, strict=True):
+                    t.latent.copy_(w)
         self._alias_inner()
 
     def __repr__(self) -> str:
         k = self.sync_period if not callable(self.sync_period) else "schedule"
-        return f"LaPerm(sync_period={k}, tensors={len(self._targets)}, inner={self.inner!r})"
+        bits = f", bits={self.bits}" if self.bits is not None else ""
+        return f"LaPerm(sync_period={k}{bits}, tensors={len(self._targets)}, inner={self.inner!r})"
+
+
+def _bucket_tables(
+    tp: TensorPlan, shape: tuple[int, ...], p: torch.Tensor, bits: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bucket of each sorted rank and initial rank of each position, from the numpy
+    core (the same tables the decoder derives), on the parameter's device."""
+    dtype = format_dtype(p.dtype)
+    init = init_rows(tp.spec, tp.key, shape, dtype)
+    rc = arrangement.row_classes(init, order_keys(init, dtype))
+    init_cls = arrangement.classes_of(order_keys(init, dtype), rc)
+    bk = buckets.bucketize(rc, init_cls, bits)
+    bucket_of_rank = np.take_along_axis(bk.class_bucket, rc.class_of_sorted, axis=1)
+    return (
+        torch.from_numpy(bucket_of_rank).to(p.device),
+        torch.from_numpy(bk.init_rank).to(p.device),
+    )
 
 
 def sync_pending(model: nn.Module) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterable, Iterator
 from typing import Any, BinaryIO
 
@@ -10,8 +11,8 @@ import numpy as np
 
 from . import container
 from .atomic import atomic_path
-from .codec import decode_tensor, encode_tensor
-from .errors import FormatError, IntegrityError, PermcodecError
+from .codec import SEEDED_CODINGS, decode_tensor, encode_tensor
+from .errors import FormatError, IntegrityError, LossyWarning, PermcodecError
 from .plan import Plan
 
 #: (name, array in its storage dtype, dtype name)
@@ -23,18 +24,27 @@ def write_file(
     tensors: Iterable[TensorItem],
     plan: Plan | None,
     metadata: dict[str, str] | None = None,
+    bits: int | None = None,
+    originals: dict[str, np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """Encode ``tensors`` (seeded ones per ``plan``) into a `.perm` file, atomically.
 
+    ``bits`` (default: the plan's) stores seeded tensors as rank buckets only; entries
+    that are lossy then carry ``rel_error`` (against ``originals[name]`` when given).
     Returns the header that was written.
     """
     seeded = plan.tensors if plan is not None else {}
+    if bits is None and plan is not None:
+        bits = plan.bits
+    originals = originals or {}
     entries: list[dict[str, Any]] = []
     payloads: list[bytes] = []
     offset = 0
     seen = set()
     for name, array, dtype in tensors:
-        entry, payload = encode_tensor(name, array, dtype, seeded.get(name))
+        entry, payload = encode_tensor(
+            name, array, dtype, seeded.get(name), bits, originals.get(name)
+        )
         entry["offset"], entry["length"] = offset, len(payload)
         offset += len(payload)
         entries.append(entry)
@@ -52,7 +62,23 @@ def write_file(
     }
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         container.write(f, header, payloads)
+    _warn_if_lossy(header)
     return header
+
+
+def _warn_if_lossy(header: dict[str, Any]) -> None:
+    """Never silently lossy: warn, naming the tensors a written file does not hold
+    exactly."""
+    lossy = [(e["name"], e["rel_error"]) for e in header["tensors"] if e.get("rel_error")]
+    if lossy:
+        worst = max(err for _, err in lossy)
+        names = ", ".join(name for name, _ in lossy[:4]) + (" ..." if len(lossy) > 4 else "")
+        warnings.warn(
+            f"{len(lossy)} tensor(s) stored lossily ({names}); largest relative L2 error "
+            f"{worst:.4g}",
+            LossyWarning,
+            stacklevel=3,
+        )
 
 
 class PermFile:
@@ -70,7 +96,7 @@ class PermFile:
             raise FileNotFoundError(f"cannot open {self.path}: {e.strerror}") from None
         try:
             self._size = container.file_size(self._f)
-            self.header, self._start = container.read_header(self._f, self._size)
+            self.header, self._start, self.version = container.read_header(self._f, self._size)
         except BaseException:
             self._f.close()
             raise
@@ -146,7 +172,7 @@ class PermFile:
         payloads (stored exactly) and the container itself (preamble, header, trailer).
         """
         rows = []
-        payload_bits = seeded_bits = seeded_bound = 0.0
+        payload_bits = seeded_bits = seeded_bound = lossy_bits = 0.0
         numel_all = 0
         for e in self.header["tensors"]:
             numel = int(np.prod(e["shape"])) if e["shape"] else 1
@@ -160,22 +186,30 @@ class PermFile:
                 "bytes": e["length"],
                 "bits_per_weight": bits / numel if numel else 0.0,
             }
-            if e["coding"] == "perm-rans":
-                b = e.get("bound_bits")
-                b = float(b) if isinstance(b, (int, float)) and not isinstance(b, bool) else 0.0
+            if e["coding"] in SEEDED_CODINGS:
                 row["spec"] = e.get("spec", {})
                 row["lanes"] = e.get("lanes")
-                row["bound_bits_per_weight"] = b / numel if numel else 0.0
-                row["ratio_to_bound"] = bits / b if b else None
-                seeded_bits += bits
-                seeded_bound += b
+                if e["coding"] == "bucket-rans":
+                    row["bits"] = e.get("bits")
+                    row["exact"] = e.get("exact")
+                if "rel_error" in e:
+                    row["rel_error"] = e["rel_error"]
+                b = e.get("bound_bits")
+                lossless = e["coding"] == "perm-rans" or e.get("exact") is True
+                if lossless and isinstance(b, (int, float)) and not isinstance(b, bool) and b:
+                    row["bound_bits_per_weight"] = b / numel if numel else 0.0
+                    row["ratio_to_bound"] = bits / b
+                    seeded_bits += bits
+                    seeded_bound += b
+                else:
+                    lossy_bits += bits
             rows.append(row)
             payload_bits += bits
             numel_all += numel
         file_bits = 8 * self._size
         return {
             "path": self.path,
-            "format_version": container.FORMAT_VERSION,
+            "format_version": self.version,
             "seed": self.header.get("seed"),
             "metadata": self.metadata,
             "tensors": rows,
@@ -187,7 +221,8 @@ class PermFile:
             "seeded_bits": seeded_bits,
             "seeded_bound_bits": seeded_bound,
             "seeded_ratio_to_bound": seeded_bits / seeded_bound if seeded_bound else None,
-            "other_payload_bits": payload_bits - seeded_bits,
+            "lossy_bits": lossy_bits,
+            "other_payload_bits": payload_bits - seeded_bits - lossy_bits,
             "container_bits": file_bits - payload_bits,
         }
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import philox
+from .buckets import MAX_BITS
 from .errors import PlanError
 from .initializers import check_resolved, resolve
 from .validate import is_int
@@ -35,6 +36,8 @@ class Plan:
 
     seed: int
     tensors: dict[str, TensorPlan] = field(default_factory=dict)
+    #: Rank-bucket depth the model is kept at (``LaPerm(bits=b)``); None: exact ranks.
+    bits: int | None = None
 
     def add(self, name: str, spec: Any, shape: tuple[int, ...]) -> TensorPlan:
         """Resolve ``spec`` for ``shape`` and give the tensor its own stream."""
@@ -48,6 +51,7 @@ class Plan:
             "version": PLAN_VERSION,
             "seed": self.seed,
             "tensors": {k: v.to_dict() for k, v in self.tensors.items()},
+            "bits": self.bits,
         }
 
     @classmethod
@@ -59,7 +63,10 @@ class Plan:
         seed = d.get("seed")
         if not isinstance(seed, int) or not 0 <= seed < 2**64:
             raise PlanError(f"plan seed must be an integer in [0, 2**64), got {seed!r}")
-        plan = cls(seed)
+        bits = d.get("bits")
+        if bits is not None and not (is_int(bits) and 1 <= bits <= MAX_BITS):
+            raise PlanError(f"plan bits must be None or in 1..{MAX_BITS}, got {bits!r}")
+        plan = cls(seed, bits=bits)
         for name, t in dict(d.get("tensors", {})).items():
             try:
                 spec = dict(t["spec"])

@@ -54,7 +54,13 @@ def _fenwick_sub1(
         i = i + (i & -i)
 
 
-def _intervals(cls: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _step_totals(totals: np.ndarray | None, rows: int, m: int, j: int) -> np.ndarray | int:
+    return m - j if totals is None else totals[:, j]
+
+
+def _intervals(
+    cls: np.ndarray, counts: np.ndarray, totals: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Quantized (start, freq) of every symbol of every row, in coding order."""
     rows, m = cls.shape
     n = counts.shape[1]
@@ -75,12 +81,41 @@ def _intervals(cls: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndar
             below += np.where(ok, flat[base + i], 0)
             i = i - (i & -i)
         f = cnt[cbase + v]
-        total = m - j
+        total = _step_totals(totals, rows, m, j)
         lo = (below << PROB_BITS) // total
         start[:, j] = lo
         freq[:, j] = ((below + f) << PROB_BITS) // total - lo
         cnt[cbase + v] -= 1
         _fenwick_sub1(flat, base, v, n)
+    return start, freq
+
+
+def _ctx_weights(rem: np.ndarray, ctx: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Per-row symbol weights rem(c) * W[c - ctx + K - 1] of the context model."""
+    k = rem.shape[1]
+    return rem * weights[np.arange(k, dtype=np.int64)[None, :] - ctx[:, None] + (k - 1)]
+
+
+def _ctx_intervals(
+    sym: np.ndarray, ctx: np.ndarray, counts: np.ndarray, weights: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(start, freq) of every symbol under the context model (see :func:`encode_ctx`)."""
+    rows, m = sym.shape
+    rem = counts.copy()
+    r_idx = np.arange(rows, dtype=np.int64)
+    start = np.empty((rows, m), dtype=np.int64)
+    freq = np.empty((rows, m), dtype=np.int64)
+    for j in range(m):
+        w = _ctx_weights(rem, ctx[:, j], weights)
+        cum = np.cumsum(w, axis=1)
+        total = cum[:, -1]
+        t = sym[:, j]
+        hi_c = cum[r_idx, t]
+        lo_c = hi_c - w[r_idx, t]
+        lo = (lo_c << PROB_BITS) // total
+        start[:, j] = lo
+        freq[:, j] = (hi_c << PROB_BITS) // total - lo
+        rem[r_idx, t] -= 1
     return start, freq
 
 
@@ -93,12 +128,10 @@ def _grouped(a: np.ndarray, lanes: int, fill: int) -> np.ndarray:
     return out.reshape(groups, lanes, m)
 
 
-def encode(cls: np.ndarray, counts: np.ndarray, lanes: int) -> tuple[np.ndarray, np.ndarray]:
-    """Code class sequences ``cls`` (R, m) given each row's class ``counts`` (R, N).
-
-    Returns (final lane states as uint64, stream of uint32 words).
-    """
-    start, freq = _intervals(cls, counts)
+def _encode_intervals(
+    start: np.ndarray, freq: np.ndarray, lanes: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The rANS state machine over precomputed intervals (R, m), lanes in lockstep."""
     start_g = _grouped(start, lanes, 0)
     freq_g = _grouped(freq, lanes, PROB_ONE)  # padded rows: identity steps
     groups, _, m = start_g.shape
@@ -116,11 +149,128 @@ def encode(cls: np.ndarray, counts: np.ndarray, lanes: int) -> tuple[np.ndarray,
     return x.astype(np.uint64), stream.astype(np.uint32)
 
 
-def decode(
-    states: np.ndarray, stream: np.ndarray, counts: np.ndarray, m: int, name: str = "?"
+def encode(
+    cls: np.ndarray, counts: np.ndarray, lanes: int, totals: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Code class sequences ``cls`` (R, m) given each row's class ``counts`` (R, N).
+
+    ``totals`` (R, m), when given, replaces the remaining total m - j of step j: the
+    count still to come in the current segment, for rows coded segment by segment
+    (classes of earlier segments are then used up, so cumulative counts need no
+    offset). Returns (final lane states as uint64, stream of uint32 words).
+    """
+    start, freq = _intervals(cls, counts, totals)
+    return _encode_intervals(start, freq, lanes)
+
+
+def encode_ctx(
+    sym: np.ndarray, ctx: np.ndarray, counts: np.ndarray, weights: np.ndarray, lanes: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Code symbols ``sym`` (R, m) over K classes with fixed per-row ``counts`` (R, K).
+
+    Step j of a row codes class c with probability proportional to
+    ``remaining(c) * weights[c - ctx[j] + K - 1]``: a multiset model tilted towards
+    classes near the context (the initial bucket of the position). ``weights`` holds
+    2K - 1 integers in [1, 2**16); every row's ``m * max(weights)`` must be <= 2**31.
+    """
+    start, freq = _ctx_intervals(sym, ctx, counts, weights)
+    return _encode_intervals(start, freq, lanes)
+
+
+class _MultisetModel:
+    """Decoder side of the adaptive multinomial model, one group of lanes at a time."""
+
+    def __init__(self, counts: np.ndarray, m: int, lanes: int, totals: np.ndarray | None):
+        rows, n = counts.shape
+        groups = -(-rows // lanes)
+        self.padded = np.zeros((groups * lanes, n), dtype=np.int64)
+        self.padded[:rows] = counts
+        self.totals = None
+        if totals is not None:
+            self.totals = np.ones((groups * lanes, m), dtype=np.int64)
+            self.totals[:rows] = totals
+        self.n, self.m, self.lanes = n, m, lanes
+        lane_ids = np.arange(lanes, dtype=np.int64)
+        self.base = lane_ids * (n + 1)
+        self.cbase = lane_ids * n
+        self.top = 1 << (max(1, n.bit_length()) - 1)
+
+    def begin(self, g: int) -> np.ndarray:
+        sl = slice(g * self.lanes, (g + 1) * self.lanes)
+        gcounts = self.padded[sl]
+        self.flat = _fenwick(gcounts).reshape(-1)
+        self.cnt = gcounts.copy().reshape(-1)
+        self.gtotals = None if self.totals is None else self.totals[sl]
+        self.active = gcounts.sum(axis=1) > 0
+        return self.active
+
+    def step(self, j: int, s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        n, flat = self.n, self.flat
+        total = self.m - j if self.gtotals is None else self.gtotals[:, j]
+        c = ((s + 1) * total - 1) >> PROB_BITS
+        at = np.zeros(self.lanes, dtype=np.int64)
+        rem = c
+        step = self.top
+        while step:
+            nxt = at + step
+            tv = flat[self.base + np.minimum(nxt, n)]
+            ok = (nxt <= n) & (tv <= rem)
+            at = np.where(ok, nxt, at)
+            rem = np.where(ok, rem - tv, rem)
+            step >>= 1
+        at = np.minimum(at, n - 1)
+        below = c - rem
+        f = self.cnt[self.cbase + at]
+        lo = (below << PROB_BITS) // total
+        fr = ((below + f) << PROB_BITS) // total - lo
+        self.cnt[self.cbase + at] -= self.active
+        _fenwick_sub1(flat, self.base, at, n, self.active)
+        return at, lo, fr
+
+
+class _ContextModel:
+    """Decoder side of the context model of :func:`encode_ctx`."""
+
+    def __init__(self, ctx: np.ndarray, counts: np.ndarray, weights: np.ndarray, lanes: int):
+        rows, k = counts.shape
+        groups = -(-rows // lanes)
+        self.padded = np.zeros((groups * lanes, k), dtype=np.int64)
+        self.padded[:rows] = counts
+        self.ctx = np.zeros((groups * lanes, ctx.shape[1]), dtype=np.int64)
+        self.ctx[:rows] = ctx
+        self.weights, self.lanes = weights, lanes
+        self.r_idx = np.arange(lanes, dtype=np.int64)
+
+    def begin(self, g: int) -> np.ndarray:
+        sl = slice(g * self.lanes, (g + 1) * self.lanes)
+        self.rem = self.padded[sl].copy()
+        self.gctx = self.ctx[sl]
+        self.active = self.rem.sum(axis=1) > 0
+        return self.active
+
+    def step(self, j: int, s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        w = _ctx_weights(self.rem, self.gctx[:, j], self.weights)
+        cum = np.cumsum(w, axis=1)
+        total = np.maximum(cum[:, -1], 1)
+        c = ((s + 1) * total - 1) >> PROB_BITS
+        t = np.minimum((cum <= c[:, None]).sum(axis=1), w.shape[1] - 1)
+        hi_c = cum[self.r_idx, t]
+        lo_c = hi_c - w[self.r_idx, t]
+        lo = (lo_c << PROB_BITS) // total
+        fr = (hi_c << PROB_BITS) // total - lo
+        self.rem[self.r_idx, t] -= self.active
+        return t, lo, fr
+
+
+def _decode_with(
+    model: _MultisetModel | _ContextModel,
+    states: np.ndarray,
+    stream: np.ndarray,
+    rows: int,
+    m: int,
+    name: str,
 ) -> np.ndarray:
-    """Inverse of :func:`encode`: the class sequences (R, m)."""
-    rows, n = counts.shape
+    """The rANS decoder loop shared by both models: symbols (R, m)."""
     lanes = states.shape[0]
     if rows == 0 or m == 0:
         if stream.shape[0] or (states != STATE_LOW).any():
@@ -131,40 +281,17 @@ def decode(
     words = stream.astype(np.int64)
     x = states.astype(np.int64)
     groups = -(-rows // lanes)
-    cls = np.zeros((groups * lanes, m), dtype=np.int64)
-    padded = np.zeros((groups * lanes, n), dtype=np.int64)
-    padded[:rows] = counts
-    lane_ids = np.arange(lanes, dtype=np.int64)
-    base = lane_ids * (n + 1)
-    cbase = lane_ids * n
-    top = 1 << (max(1, n.bit_length()) - 1)
+    out = np.zeros((groups * lanes, m), dtype=np.int64)
     pos = 0
     for g in range(groups):
-        gcounts = padded[g * lanes : (g + 1) * lanes]
-        active = gcounts.sum(axis=1) > 0
-        flat = _fenwick(gcounts).reshape(-1)
-        cnt = gcounts.copy().reshape(-1)
+        active = model.begin(g)
         for j in range(m):
-            total = m - j
             s = x & (PROB_ONE - 1)
-            c = ((s + 1) * total - 1) >> PROB_BITS
-            at = np.zeros(lanes, dtype=np.int64)
-            rem = c
-            step = top
-            while step:
-                nxt = at + step
-                tv = flat[base + np.minimum(nxt, n)]
-                ok = (nxt <= n) & (tv <= rem)
-                at = np.where(ok, nxt, at)
-                rem = np.where(ok, rem - tv, rem)
-                step >>= 1
-            at = np.minimum(at, n - 1)
-            below = c - rem
-            f = cnt[cbase + at]
-            lo = (below << PROB_BITS) // total
-            fr = ((below + f) << PROB_BITS) // total - lo
+            sym, lo, fr = model.step(j, s)
             lo = np.where(active, lo, 0)
             fr = np.where(active, fr, PROB_ONE)
+            if (fr <= 0).any():
+                raise IntegrityError(f"tensor {name!r}: coded stream is inconsistent", name)
             x = fr * (x >> PROB_BITS) + s - lo
             need = x < STATE_LOW
             k = int(need.sum())
@@ -173,9 +300,33 @@ def decode(
                     raise IntegrityError(f"tensor {name!r}: coded stream ends early", name)
                 x[need] = (x[need] << 32) | words[pos : pos + k]
                 pos += k
-            cls[g * lanes : (g + 1) * lanes, j] = at
-            cnt[cbase + at] -= active
-            _fenwick_sub1(flat, base, at, n, active)
+            out[g * lanes : (g + 1) * lanes, j] = sym
     if pos != words.shape[0] or (x != STATE_LOW).any():
         raise IntegrityError(f"tensor {name!r}: coded stream is inconsistent", name)
-    return cls[:rows]
+    return out[:rows]
+
+
+def decode(
+    states: np.ndarray,
+    stream: np.ndarray,
+    counts: np.ndarray,
+    m: int,
+    name: str = "?",
+    totals: np.ndarray | None = None,
+) -> np.ndarray:
+    """Inverse of :func:`encode`: the class sequences (R, m)."""
+    model = _MultisetModel(counts, m, states.shape[0], totals)
+    return _decode_with(model, states, stream, counts.shape[0], m, name)
+
+
+def decode_ctx(
+    states: np.ndarray,
+    stream: np.ndarray,
+    ctx: np.ndarray,
+    counts: np.ndarray,
+    weights: np.ndarray,
+    name: str = "?",
+) -> np.ndarray:
+    """Inverse of :func:`encode_ctx`: the symbols (R, m)."""
+    model = _ContextModel(ctx, counts, weights, states.shape[0])
+    return _decode_with(model, states, stream, counts.shape[0], ctx.shape[1], name)

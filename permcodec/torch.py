@@ -20,6 +20,7 @@ from torch import nn
 
 from . import __version__
 from .atomic import atomic_path
+from .codec import SEEDED_CODINGS
 from .dtypes import c_contiguous
 from .errors import PermcodecError, PlanError, UnsafeCheckpointError
 from .initializers import InitSpec, as_spec, fans, generate, row_shape
@@ -103,12 +104,17 @@ class TorchOps:
 # ---------------------------------------------------------------- tensors <-> numpy
 
 
+def format_dtype(dtype: torch.dtype) -> str:
+    """The `.perm` dtype name of a torch dtype."""
+    try:
+        return _TO_NAME[dtype]
+    except KeyError:
+        raise PermcodecError(f"dtype {dtype} is not supported by the .perm format") from None
+
+
 def to_numpy(t: torch.Tensor) -> tuple[np.ndarray, str]:
     """A CPU numpy copy of ``t`` in its storage dtype, and the format dtype name."""
-    try:
-        name = _TO_NAME[t.dtype]
-    except KeyError:
-        raise PermcodecError(f"dtype {t.dtype} is not supported by the .perm format") from None
+    name = format_dtype(t.dtype)
     t = t.detach().cpu().contiguous()
     if name == "bfloat16":
         return t.view(torch.int16).numpy().view(np.uint16), name
@@ -278,11 +284,15 @@ def save(
     path: str | os.PathLike[str],
     plan: Plan | Mapping[str, Any] | None = None,
     metadata: Mapping[str, str] | None = None,
+    bits: int | None = None,
 ) -> None:
-    """Write a model (or state dict) to a `.perm` file, losslessly and atomically.
+    """Write a model (or state dict) to a `.perm` file, atomically.
 
     Seeded tensors must be exact arrangements of their initialization (else
-    :class:`permcodec.NotAnArrangementError` names the tensor and row).
+    :class:`permcodec.NotAnArrangementError` names the tensor and row). They are
+    stored losslessly unless ``bits`` (default: the plan's, set by
+    ``LaPerm(..., bits=b)``) asks for rank buckets only; a tensor that this changes
+    triggers a :class:`permcodec.LossyWarning` with its relative L2 error.
     """
     sd, plan = _state_and_plan(model_or_state_dict, plan)
     meta = {"permcodec_version": __version__, **dict(metadata or {})}
@@ -296,7 +306,7 @@ def save(
             a, dt = to_numpy(t)
             yield name, a, dt
 
-    write_file(path, items(), plan, meta)
+    write_file(path, items(), plan, meta, bits=bits)
 
 
 def plan_from_header(header: Mapping[str, Any]) -> Plan | None:
@@ -306,7 +316,7 @@ def plan_from_header(header: Mapping[str, Any]) -> Plan | None:
         return None
     plan = Plan(seed)
     for e in header["tensors"]:
-        if e.get("coding") == "perm-rans":
+        if e.get("coding") in SEEDED_CODINGS:
             plan.tensors[e["name"]] = TensorPlan(dict(e["spec"]), (e["key"][0], e["key"][1]))
     return plan
 

@@ -51,6 +51,7 @@ class TrainConfig:
     init: str = "he_uniform"
     density: float | None = None
     min_row: int = 0
+    bits: int | None = None
     biases: bool = False
     seed: int = 0
     baseline: bool = False
@@ -132,7 +133,7 @@ def build(cfg: TrainConfig, data: Dataset) -> tuple[nn.Module, torch.optim.Optim
     inner = make_optimizer(model, cfg)
     if cfg.baseline:
         return model, inner
-    return model, LaPerm(model, inner, sync_period=cfg.sync_period)
+    return model, LaPerm(model, inner, sync_period=cfg.sync_period, bits=cfg.bits)
 
 
 def run(

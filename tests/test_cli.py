@@ -167,3 +167,15 @@ def test_installed_entry_point_runs(tmp_path: Path) -> None:
         check=False,
     )
     assert proc.returncode == 0 and permcodec.__version__ in proc.stdout
+
+
+def test_encode_with_bits_reports_what_it_approximated(tmp_path: Path) -> None:
+    _trained_checkpoint(tmp_path / "m.pt")
+    code, out, err = run("encode", str(tmp_path / "m.pt"), "--bits", "1")
+    assert code == 0, err
+    lossy = [line for line in out.splitlines() if line.startswith("lossy: ")]
+    assert len(lossy) == 2 and all("relative L2 error" in line for line in lossy)
+    code, out, _ = run("info", str(tmp_path / "m.perm"))
+    assert code == 0 and "bucket-rans" in out and "lossy: 0.weight at 1 bits" in out
+    assert run("verify", str(tmp_path / "m.perm"))[0] == 0
+    assert run("encode", str(tmp_path / "m.pt"), "--bits", "0", "--force")[0] == 2

@@ -224,3 +224,36 @@ def test_parse_spec(text: str, kind: str, params: dict) -> None:
 def test_parse_spec_errors(bad: str) -> None:
     with pytest.raises(PlanError):
         parse_spec(bad)
+
+
+def test_train_with_bits_writes_bucketed_file_that_evaluates_the_same(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "b.perm"
+    code, stdout, err = cli(
+        "train",
+        "--dataset",
+        "idx",
+        "--data-dir",
+        str(data_dir),
+        "--epochs",
+        "2",
+        "--bits",
+        "2",
+        "--lr",
+        "0.005",
+        "--no-progress",
+        "-o",
+        str(out),
+    )
+    assert code == 0, err
+    trained_acc = float(stdout.split("final test accuracy ")[1].split("%")[0])
+    with permcodec.open(out) as pf:
+        for name in ("1.weight", "3.weight", "5.weight"):
+            e = pf.entry(name)
+            assert e["coding"] == "bucket-rans" and e["bits"] == 2 and e["rel_error"] == 0.0
+        assert pf.info()["bits_per_weight"] < 3
+    code, stdout, err = cli("evaluate", str(out), "--data-dir", str(data_dir))
+    assert code == 0, err
+    assert f"{trained_acc:.2f}" in stdout
+    assert cli("train", "--bits", "9", "-o", str(tmp_path / "x.perm"))[0] == 2

@@ -1,0 +1,353 @@
+"""Rank buckets and context coding: lossless rows below the bound when ranks stay near
+their initial ones, lossy ``bits`` coding that is still an exact arrangement of the
+init, ``LaPerm(bits=b)`` that loses nothing when saved, and format-version rules."""
+
+from __future__ import annotations
+
+import copy
+import io
+import warnings
+
+import msgpack
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+import permcodec
+from permcodec import buckets, container, rans
+from permcodec import numpy as pnp
+from permcodec.arrangement import bound_bits, row_classes
+from permcodec.codec import decode_tensor, encode_tensor, init_rows
+from permcodec.dtypes import order_keys
+from permcodec.errors import FormatError, IntegrityError
+from permcodec.initializers import InitSpec, row_shape
+from permcodec.plan import Plan
+
+SPECS = [
+    InitSpec("he_uniform"),
+    InitSpec("he_normal"),
+    InitSpec("he_uniform", density=0.3),
+    InitSpec("constant", value=0.08, random_sign=True, density=0.6),
+    InitSpec("binary"),
+]
+
+
+def _correlated(init: np.ndarray, rng: np.random.Generator, noise: float) -> np.ndarray:
+    """Each row rearranged so that ranks move by about ``noise * m`` from the init's."""
+    rows, m = init.shape
+    out = np.empty_like(init)
+    for r in range(rows):
+        order = np.argsort(init[r], kind="stable")
+        rank = np.empty(m)
+        rank[order] = np.arange(m)
+        target = np.argsort(rank + rng.normal(0, noise * m + 1e-9, m), kind="stable")
+        out[r, target] = init[r, order]
+    return out
+
+
+def _tensor(spec: InitSpec, shape: tuple[int, ...], seed: int = 0) -> tuple:
+    plan = Plan(seed)
+    tp = plan.add("w", spec, shape)
+    init = init_rows(tp.spec, tp.key, shape, "float32")
+    rows, m = row_shape(shape, tp.spec["granularity"])
+    return tp, init.reshape(rows, m)
+
+
+def _round_trip(arr: np.ndarray, tp, shape, bits=None) -> tuple[dict, np.ndarray]:
+    entry, payload = encode_tensor("w", arr.reshape(shape), "float32", tp, bits)
+    entry["offset"], entry["length"] = 0, len(payload)
+    return entry, decode_tensor(entry, payload)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    spec=st.sampled_from(SPECS),
+    rows=st.integers(1, 12),
+    m=st.integers(1, 300),
+    noise=st.sampled_from([0.0, 0.02, 0.1, 1.0]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_lossless_round_trip_whatever_the_coding(spec, rows, m, noise, seed):
+    tp, init = _tensor(spec, (rows, m), seed)
+    trained = _correlated(init, np.random.default_rng(seed), noise)
+    entry, out = _round_trip(trained, tp, (rows, m))
+    assert out.tobytes() == trained.tobytes()
+    assert "rel_error" not in entry
+
+
+def test_context_coding_beats_the_bound_when_ranks_stay_near():
+    tp, init = _tensor(InitSpec("he_uniform"), (64, 784))
+    trained = _correlated(init, np.random.default_rng(0), 0.05)
+    entry, out = _round_trip(trained, tp, (64, 784))
+    assert out.tobytes() == trained.tobytes()
+    assert entry["coding"] == "bucket-rans" and entry["exact"] is True
+    assert 8 * entry["length"] < 0.8 * entry["bound_bits"]
+
+
+def test_unrelated_ranks_keep_the_plain_coding_at_the_bound():
+    tp, init = _tensor(InitSpec("he_uniform"), (64, 784))
+    trained = _correlated(init, np.random.default_rng(0), 10.0)
+    entry, _ = _round_trip(trained, tp, (64, 784))
+    assert entry["coding"] == "perm-rans"
+    assert 8 * entry["length"] <= 1.01 * entry["bound_bits"]
+
+
+def _bucket_of_values(rows: np.ndarray, init: np.ndarray, bits: int) -> np.ndarray:
+    """Bucket of every value by its class's first rank in the sorted init (the spec)."""
+    out = np.empty(rows.shape, dtype=np.int64)
+    m = init.shape[1]
+    for r in range(init.shape[0]):
+        s = np.sort(init[r])
+        first = np.searchsorted(s, rows[r], side="left")
+        out[r] = first * (1 << bits) // m
+    return out
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    spec=st.sampled_from(SPECS),
+    rows=st.integers(1, 8),
+    m=st.integers(1, 300),
+    bits=st.integers(1, 8),
+    noise=st.sampled_from([0.02, 1.0]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_lossy_buckets_keep_the_multiset_and_every_bucket(spec, rows, m, bits, noise, seed):
+    tp, init = _tensor(spec, (rows, m), seed)
+    trained = _correlated(init, np.random.default_rng(seed), noise)
+    entry, out = _round_trip(trained, tp, (rows, m), bits)
+    out = out.reshape(rows, m)
+    assert entry["coding"] == "bucket-rans" and entry["bits"] == bits
+    # an exact arrangement of the init ...
+    assert (np.sort(out, axis=1) == np.sort(init, axis=1)).all()
+    # ... in which every weight stays in the bucket it had
+    assert (_bucket_of_values(out, init, bits) == _bucket_of_values(trained, init, bits)).all()
+    # the bucketed form is a fixed point: coding it again loses nothing
+    entry2, out2 = _round_trip(out, tp, (rows, m), bits)
+    assert out2.tobytes() == out.tobytes() and entry2["rel_error"] == 0.0
+    assert (entry["rel_error"] == 0.0) == (out.tobytes() == trained.tobytes())
+
+
+@pytest.mark.parametrize("bits", [1, 2, 4])
+def test_lossy_size_follows_bits(bits):
+    tp, init = _tensor(InitSpec("he_uniform"), (64, 784))
+    unrelated = _correlated(init, np.random.default_rng(0), 10.0)
+    entry, _ = _round_trip(unrelated, tp, (64, 784), bits)
+    assert 8 * entry["length"] / unrelated.size <= bits * 1.01
+    assert entry["weights"] is None  # no table: it would not pay
+    near = _correlated(init, np.random.default_rng(0), 0.02)
+    entry, _ = _round_trip(near, tp, (64, 784), bits)
+    assert 8 * entry["length"] / near.size < 0.7 * bits
+    assert entry["weights"] is not None
+
+
+def test_rows_no_longer_than_the_buckets_are_exact():
+    tp, init = _tensor(InitSpec("he_uniform"), (5, 200))
+    trained = _correlated(init, np.random.default_rng(1), 1.0)
+    entry, out = _round_trip(trained, tp, (5, 200), 8)
+    assert out.tobytes() == trained.tobytes() and entry["rel_error"] == 0.0
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_context_coder_inverse(data):
+    rows = data.draw(st.integers(1, 6))
+    k = data.draw(st.sampled_from([2, 4, 8]))
+    per = data.draw(st.integers(1, 6))
+    m = k * per
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    counts = np.full((rows, k), per, dtype=np.int64)
+    base = np.repeat(np.arange(k), per)
+    ctx = np.stack([rng.permutation(base) for _ in range(rows)])
+    sym = np.stack([rng.permutation(base) for _ in range(rows)])
+    top = buckets.max_weight(m)
+    weights = rng.integers(1, top + 1, 2 * k - 1)
+    lanes = data.draw(st.integers(1, rows))
+    states, words = rans.encode_ctx(sym, ctx, counts, weights, lanes)
+    assert (rans.decode_ctx(states, words, ctx, counts, weights) == sym).all()
+    if words.shape[0]:
+        with pytest.raises(IntegrityError):
+            rans.decode_ctx(states, words[:-1], ctx, counts, weights)
+
+
+def test_bucketize_never_splits_a_class():
+    _, init = _tensor(InitSpec("he_uniform", density=0.3), (6, 100))
+    rc = row_classes(init, order_keys(init, "float32"))
+    from permcodec.arrangement import classes_of
+
+    bk = buckets.bucketize(rc, classes_of(order_keys(init, "float32"), rc), 3)
+    assert (bk.counts.sum(axis=1) == 100).all()
+    zero_class_bucket = [bk.class_bucket[r, np.flatnonzero(rc.values[r] == 0)[0]] for r in range(6)]
+    assert all(bk.counts[r, b] >= 70 for r, b in enumerate(zero_class_bucket))
+    assert bound_bits(rc.counts) > 0
+
+
+# ---------------------------------------------------------------- file level
+
+
+def _mlp() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(30, 24), nn.ReLU(), nn.Linear(24, 5))
+
+
+def _shuffled(model: nn.Module) -> nn.Module:
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in (model[0].weight, model[2].weight):
+            p.copy_(torch.gather(p, 1, torch.argsort(torch.rand(p.shape, generator=g), 1)))
+    return model
+
+
+def test_version_is_the_lowest_that_holds_the_codings(tmp_path):
+    model = _mlp()
+    permcodec.init(model, 1)
+    permcodec.save(model, tmp_path / "init.perm")  # the init itself: context-coded
+    assert permcodec.open(tmp_path / "init.perm").entry("0.weight")["coding"] == "bucket-rans"
+    _shuffled(model)
+    permcodec.save(model, tmp_path / "v1.perm")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", permcodec.LossyWarning)
+        permcodec.save(model, tmp_path / "v2.perm", bits=2)
+    assert permcodec.open(tmp_path / "v1.perm").version == 1
+    assert permcodec.open(tmp_path / "v2.perm").version == 2
+    # a version-1 file may not use a version-2 coding
+    data = bytearray((tmp_path / "v2.perm").read_bytes())
+    data[8:12] = (1).to_bytes(4, "little")
+    with pytest.raises(FormatError, match="unknown in format version 1"):
+        container.read_header(io.BytesIO(bytes(data)), len(data))
+
+
+def _rewrite_entry(path, name, **changes):
+    """Header edit of a .perm file, with the trailer recomputed (tests the reader)."""
+    import hashlib
+
+    raw = path.read_bytes()
+    hlen = int.from_bytes(raw[16:24], "little")
+    header = msgpack.unpackb(raw[24 : 24 + hlen])
+    for e in header["tensors"]:
+        if e["name"] == name:
+            e.update(changes)
+    hb = msgpack.packb(header, use_bin_type=True)
+    start = container.data_start(hlen)
+    body = raw[start:-32]
+    pre = raw[:16] + len(hb).to_bytes(8, "little") + hb
+    pre += b"\0" * ((-len(pre)) % 64)
+    out = pre + body
+    path.write_bytes(out + hashlib.blake2b(out, digest_size=32).digest())
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"bits": 0},
+        {"bits": 9},
+        {"exact": 1},
+        {"weights": [1, 2]},
+        {"weights": [0, 1, 1]},
+        {"words": 10**9},
+        {"lanes": 0},
+    ],
+)
+def test_malformed_bucket_entries_are_format_errors(tmp_path, changes):
+    model = _mlp()
+    permcodec.init(model, 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", permcodec.LossyWarning)
+        permcodec.save(model, tmp_path / "m.perm", bits=1)
+    _rewrite_entry(tmp_path / "m.perm", "0.weight", **changes)
+    with pytest.raises(FormatError):
+        permcodec.open(tmp_path / "m.perm").tensor("0.weight")
+
+
+def test_save_with_bits_warns_with_the_error(tmp_path):
+    model = _mlp()
+    permcodec.init(model, 1)
+    _shuffled(model)
+    with pytest.warns(permcodec.LossyWarning, match="relative L2 error"):
+        permcodec.save(model, tmp_path / "m.perm", bits=2)
+    info = permcodec.open(tmp_path / "m.perm").info()
+    errors = [t["rel_error"] for t in info["tensors"] if "rel_error" in t]
+    assert len(errors) == 2 and all(0 < e < 1.5 for e in errors)
+
+
+# ---------------------------------------------------------------- LaPerm(bits)
+
+
+def _train(opt, model, steps, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        x = torch.randn(16, 30, generator=g)
+        y = torch.randint(0, 5, (16,), generator=g)
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+
+
+@pytest.mark.parametrize("bits", [1, 3])
+def test_laperm_bits_saves_without_loss(tmp_path, bits):
+    model = _mlp()
+    permcodec.init(model, 2)
+    opt = permcodec.LaPerm(model, torch.optim.Adam(model.parameters(), 0.05), 5, bits=bits)
+    assert model.permcodec_plan.bits == bits
+    _train(opt, model, 23)  # ends between syncs: save syncs first
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", permcodec.LossyWarning)
+        permcodec.save(model, tmp_path / "m.perm")
+    got = permcodec.load(tmp_path / "m.perm")
+    for name, t in model.state_dict().items():
+        assert torch.equal(got[name], t), name
+    with permcodec.open(tmp_path / "m.perm") as pf:
+        e = pf.entry("0.weight")
+        assert e["coding"] == "bucket-rans" and e["bits"] == bits and e["rel_error"] == 0.0
+    # the weights moved: training at b bits is not the init
+    fresh = _mlp()
+    permcodec.init(fresh, 2)
+    assert not torch.equal(fresh[0].weight, model[0].weight)
+
+
+def test_laperm_bits_state_dict_resumes_identically():
+    def make():
+        model = _mlp()
+        permcodec.init(model, 2)
+        opt = permcodec.LaPerm(model, torch.optim.Adam(model.parameters(), 0.05), 4, bits=2)
+        return model, opt
+
+    model_a, opt_a = make()
+    _train(opt_a, model_a, 6)
+    state = copy.deepcopy(opt_a.state_dict())  # torch state dicts share tensors
+    weights = {k: v.clone() for k, v in model_a.state_dict().items()}
+    _train(opt_a, model_a, 7, seed=1)
+
+    model_b, opt_b = make()
+    model_b.load_state_dict(weights)
+    opt_b.load_state_dict(state)
+    _train(opt_b, model_b, 7, seed=1)
+    for name, t in model_a.state_dict().items():
+        assert torch.equal(model_b.state_dict()[name], t), name
+    _, plain = make()
+    with pytest.raises(ValueError, match="bits"):
+        permcodec.LaPerm(model_b, torch.optim.Adam(model_b.parameters()), 4).load_state_dict(state)
+    assert plain is not None
+
+
+def test_laperm_rejects_bad_bits():
+    model = _mlp()
+    permcodec.init(model, 2)
+    for bad in (0, 9, 2.0):
+        with pytest.raises(ValueError, match="bits"):
+            permcodec.LaPerm(model, torch.optim.Adam(model.parameters()), 4, bits=bad)
+
+
+def test_numpy_save_reads_plan_bits(tmp_path):
+    tp_plan = Plan(3, bits=2)
+    tp = tp_plan.add("w", InitSpec("he_uniform"), (4, 64))
+    init = init_rows(tp.spec, tp.key, (4, 64), "float32")
+    trained = _correlated(init, np.random.default_rng(0), 1.0)
+    with pytest.warns(permcodec.LossyWarning):
+        pnp.save({"w": trained}, tmp_path / "m.perm", tp_plan)
+    e = permcodec.open(tmp_path / "m.perm").entry("w")
+    assert e["coding"] == "bucket-rans" and e["bits"] == 2
+    assert Plan.from_dict(tp_plan.to_dict()).bits == 2
