@@ -87,19 +87,45 @@ def main() -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Output .perm file [default: MODEL with suffix .perm].",
 )
-@bits_option("Store only each weight's rank bucket (2**BITS per row): lossy, reported.")
+@bits_option("Store only each weight's rank bucket (2**B per row): lossy, reported.")
+@click.option(
+    "--approximate",
+    is_flag=True,
+    help="Any trained state dict: store weight matrices as fitted seeded values (lossy).",
+)
+@click.option(
+    "--seed",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0, 2**63 - 1),
+    help="Seed for --approximate.",
+)
 @force_option
 @reports_errors
-def encode(model: Path, output: Path | None, bits: int | None, force: bool) -> None:
+def encode(
+    model: Path,
+    output: Path | None,
+    bits: int | None,
+    approximate: bool,
+    seed: int,
+    force: bool,
+) -> None:
     """Encode a checkpoint written by permcodec.save_checkpoint into a .perm file.
 
     Every seeded tensor must be an exact rearrangement of its initialization;
     everything else (biases, norm layers, buffers) is stored exactly with zstd.
-    With --bits the seeded tensors keep only their rank buckets; each tensor this
-    changes is listed with its relative L2 error.
+    With --bits the seeded tensors keep only their rank buckets. With --approximate,
+    MODEL may be any state dict (.pt): each weight matrix is replaced by seeded values
+    fitted to its distribution, placed by rank (best with --bits). Every tensor that
+    is not stored exactly is listed with its relative L2 error.
     """
     output = output or model.with_suffix(".perm")
-    info = encode_checkpoint(model, output, force=force, bits=bits)
+    info, report = encode_checkpoint(
+        model, output, force=force, bits=bits, approximate=approximate, seed=seed
+    )
+    for r in report:
+        if not r.seeded and r.reason != "not a float weight matrix":
+            click.echo(f"kept exact: {r.name} ({r.reason})")
     click.echo(
         f"wrote {output}: {info['file_bytes']} bytes, {info['bits_per_weight']:.3f} "
         f"bits/weight, {info['ratio_vs_float32']:.2f}x smaller than float32"
@@ -110,10 +136,8 @@ def encode(model: Path, output: Path | None, bits: int | None, force: bool) -> N
 def _report_lossy(info: dict[str, Any]) -> None:
     for t in info["tensors"]:
         if t.get("rel_error"):
-            click.echo(
-                f"lossy: {t['name']} at {t.get('bits')} bits: relative L2 error "
-                f"{t['rel_error']:.4f}"
-            )
+            how = "approximated" if t.get("exact", True) else f"at {t.get('bits')} bits"
+            click.echo(f"lossy: {t['name']} {how}: relative L2 error {t['rel_error']:.4f}")
 
 
 @main.command()

@@ -40,9 +40,12 @@ CODINGS = CODINGS_OF[FORMAT_VERSION]
 
 
 def version_for(header: dict[str, Any]) -> int:
-    """The lowest format version that holds every coding of ``header``."""
+    """The lowest format version that holds every coding and spec kind of ``header``."""
     used = {t["coding"] for t in header["tensors"]}
-    return min(v for v, codings in CODINGS_OF.items() if used <= set(codings))
+    version = min(v for v, codings in CODINGS_OF.items() if used <= set(codings))
+    if any(t.get("spec", {}).get("kind") == "quantile" for t in header["tensors"]):
+        version = max(version, 2)
+    return version
 
 
 def section_digest(data: bytes) -> bytes:
@@ -138,6 +141,11 @@ def _validate(header: Any, start: int, file_size: int, version: int) -> None:
         _check(
             t.get("coding") in CODINGS_OF[version],
             f"tensor {name!r} coding {t.get('coding')!r} unknown in format version {version}",
+        )
+        spec = t.get("spec")
+        _check(
+            version >= 2 or not (isinstance(spec, dict) and spec.get("kind") == "quantile"),
+            f"tensor {name!r}: the quantile kind needs format version 2",
         )
         _check(isinstance(t.get("dtype"), str), f"tensor {name!r} dtype invalid")
         off, length = t.get("offset"), t.get("length")

@@ -36,26 +36,30 @@ def encode_checkpoint(
     dst: str | os.PathLike[str],
     force: bool = False,
     bits: int | None = None,
-) -> dict[str, Any]:
-    """Encode a permcodec checkpoint (``save_checkpoint``) into a `.perm` file
-    (rank buckets only with ``bits``); returns the file's :meth:`PermFile.info`."""
+    approximate: bool = False,
+    seed: int = 0,
+) -> tuple[dict[str, Any], list[Any]]:
+    """Encode a permcodec checkpoint (``save_checkpoint``), or with ``approximate``
+    any state dict, into a `.perm` file (rank buckets only with ``bits``); returns
+    the file's :meth:`PermFile.info` and the approximation report."""
     from . import torch as pt
 
     dst = Path(dst)
     check_target(dst, force)
     sd, plan = pt.load_checkpoint(src)
-    if plan is None:
+    if plan is None and not approximate:
         raise PlanError(
             f"{src} has no permcodec plan; write it with "
-            "permcodec.save_checkpoint(model, path) after permcodec.init(model, seed)"
+            "permcodec.save_checkpoint(model, path) after permcodec.init(model, seed), "
+            "or pass --approximate to store a model trained without LaPerm approximately"
         )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", LossyWarning)  # the caller reports from info
-        pt.save(sd, dst, plan=plan, bits=bits)
+        report = pt.save(sd, dst, plan=plan, bits=bits, approximate=approximate, seed=seed)
     from .permfile import PermFile
 
     with PermFile(dst) as pf:
-        return pf.info()
+        return pf.info(), report
 
 
 def decode_file(

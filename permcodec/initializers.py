@@ -7,6 +7,7 @@ dict, stream key and shape always give the same float32 values, on numpy or torc
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,7 +32,10 @@ KINDS: dict[str, dict[str, Any]] = {
     "xavier_normal": {"gain": 1.0},
     "constant": {"value": None, "random_sign": False},
     "two_value": {"low": -1.0, "high": 1.0, "p": 0.5},
+    "quantile": {"knots": None},
 }
+#: Most knots a quantile spec may have.
+MAX_KNOTS = 4097
 
 #: Friendly names for common schemes: name -> (kind, params).
 ALIASES: dict[str, tuple[str, dict[str, Any]]] = {
@@ -134,7 +138,10 @@ def resolve(spec: str | InitSpec | dict[str, Any], shape: tuple[int, ...]) -> di
     fan_in, fan_out = fans(tuple(shape))
     out: dict[str, Any] = {"kind": s.kind, "version": SPEC_VERSION}
     for k, v in s.params.items():
-        out[k] = v if isinstance(v, (bool, str)) else float(v)
+        if isinstance(v, (list, tuple)):
+            out[k] = [float(x) for x in v]
+        else:
+            out[k] = v if isinstance(v, (bool, str)) else float(v)
     out.update(density=s.density, granularity=s.granularity, fan_in=fan_in, fan_out=fan_out)
     check_resolved(out, tuple(shape))
     return out
@@ -190,6 +197,18 @@ def check_resolved(spec: Any, shape: tuple[int, ...] | None = None) -> None:
         raise PlanError(f"{kind} needs fan_in + fan_out > 0")
     if kind == "constant" and not isinstance(spec["random_sign"], bool):
         raise PlanError("constant spec random_sign must be true or false")
+    if kind == "quantile":
+        _check_knots(spec["knots"])
+
+
+def _check_knots(knots: Any) -> None:
+    if not isinstance(knots, list) or not 2 <= len(knots) <= MAX_KNOTS:
+        raise PlanError(f"quantile spec needs a list of 2..{MAX_KNOTS} knots")
+    for x in knots:
+        if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
+            raise PlanError(f"quantile spec knot {x!r} must be a finite number")
+    if any(b < a for a, b in itertools.pairwise(knots)):
+        raise PlanError("quantile spec knots must be non-decreasing")
 
 
 def row_shape(shape: tuple[int, ...], granularity: str) -> tuple[int, int]:
@@ -239,6 +258,16 @@ def _base_values(spec: dict[str, Any], key: tuple[int, int], n: int, xp: NumpyOp
             return ones
         sign = philox.words(key, philox.SIGN, 0, n, xp) >> 31
         return xp.where(sign == 1, -ones, ones)
+    if kind == "quantile":
+        # piecewise-linear quantile function through equally spaced knots
+        knots = [0.0 + float(x) for x in spec["knots"]]
+        q = len(knots) - 1
+        table = xp.float64(knots)
+        t = _uniform01(key, philox.VALUES, 0, n, xp) * float(q)
+        i = xp.int64(t)  # t > 0, so truncation is floor
+        i = xp.where(i > q - 1, q - 1, i)
+        lo, hi = table[i], table[i + 1]
+        return lo + (hi - lo) * (t - xp.float64(i))
     if kind == "two_value":
         threshold = int(spec["p"] * 2.0**32)
         w = philox.words(key, philox.VALUES, 0, n, xp)

@@ -26,24 +26,27 @@ def write_file(
     metadata: dict[str, str] | None = None,
     bits: int | None = None,
     originals: dict[str, np.ndarray] | None = None,
+    tensor_bits: dict[str, int] | None = None,
 ) -> dict[str, Any]:
     """Encode ``tensors`` (seeded ones per ``plan``) into a `.perm` file, atomically.
 
     ``bits`` (default: the plan's) stores seeded tensors as rank buckets only; entries
     that are lossy then carry ``rel_error`` (against ``originals[name]`` when given).
+    ``tensor_bits`` overrides ``bits`` for the tensors it names.
     Returns the header that was written.
     """
     seeded = plan.tensors if plan is not None else {}
     if bits is None and plan is not None:
         bits = plan.bits
     originals = originals or {}
+    tensor_bits = tensor_bits or {}
     entries: list[dict[str, Any]] = []
     payloads: list[bytes] = []
     offset = 0
     seen = set()
     for name, array, dtype in tensors:
         entry, payload = encode_tensor(
-            name, array, dtype, seeded.get(name), bits, originals.get(name)
+            name, array, dtype, seeded.get(name), tensor_bits.get(name, bits), originals.get(name)
         )
         entry["offset"], entry["length"] = offset, len(payload)
         offset += len(payload)

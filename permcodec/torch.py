@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from . import __version__
+from .approximate import Approximation, approximate_items, fill_errors
 from .atomic import atomic_path
 from .codec import SEEDED_CODINGS
 from .dtypes import c_contiguous
@@ -60,6 +61,8 @@ class TorchOps:
         return torch.as_tensor(x, dtype=torch.int64, device=self.device)
 
     def float64(self, x: Any) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor):
+            x = np.asarray(x)  # python floats would become float32 tensors
         return torch.as_tensor(x, device=self.device).to(torch.float64)
 
     def float32(self, x: Any) -> torch.Tensor:
@@ -256,6 +259,8 @@ def unwrap(model: nn.Module) -> nn.Module:
 def _state_and_plan(
     model_or_state_dict: nn.Module | Mapping[str, torch.Tensor],
     plan: Plan | Mapping[str, Any] | None,
+    required: bool = True,
+    seed: int = 0,
 ) -> tuple[dict[str, torch.Tensor], Plan]:
     if isinstance(model_or_state_dict, nn.Module):
         from .laperm import sync_pending
@@ -270,9 +275,12 @@ def _state_and_plan(
         raise TypeError(
             f"expected an nn.Module or a state dict, got {type(model_or_state_dict).__name__}"
         )
+    if plan is None and not required:
+        plan = Plan(seed)
     if plan is None:
         raise PlanError(
-            "no permcodec plan: initialize the model with permcodec.init(model, seed) or pass plan="
+            "no permcodec plan: initialize the model with permcodec.init(model, seed), pass "
+            "plan=, or approximate a model trained without LaPerm (approximate=True)"
         )
     if not isinstance(plan, Plan):
         plan = Plan.from_dict(dict(plan))
@@ -285,7 +293,9 @@ def save(
     plan: Plan | Mapping[str, Any] | None = None,
     metadata: Mapping[str, str] | None = None,
     bits: int | None = None,
-) -> None:
+    approximate: bool = False,
+    seed: int = 0,
+) -> list[Approximation]:
     """Write a model (or state dict) to a `.perm` file, atomically.
 
     Seeded tensors must be exact arrangements of their initialization (else
@@ -293,8 +303,13 @@ def save(
     stored losslessly unless ``bits`` (default: the plan's, set by
     ``LaPerm(..., bits=b)``) asks for rank buckets only; a tensor that this changes
     triggers a :class:`permcodec.LossyWarning` with its relative L2 error.
+
+    ``approximate=True`` also stores weight matrices outside the plan (any trained
+    model: no plan needed) as rank-matched arrangements of fitted seeded values, coded
+    at ``bits`` (default 8) rank buckets per tensor (``seed`` for a model without a
+    plan); returns what was approximated, with errors.
     """
-    sd, plan = _state_and_plan(model_or_state_dict, plan)
+    sd, plan = _state_and_plan(model_or_state_dict, plan, required=not approximate, seed=seed)
     meta = {"permcodec_version": __version__, **dict(metadata or {})}
 
     def items():
@@ -306,7 +321,16 @@ def save(
             a, dt = to_numpy(t)
             yield name, a, dt
 
-    write_file(path, items(), plan, meta, bits=bits)
+    report: list[Approximation] = []
+    originals = depths = None
+    tensors: Any = items()
+    if approximate:
+        tensors, plan, originals, depths, report = approximate_items(tensors, plan, bits)
+    header = write_file(
+        path, tensors, plan, meta, bits=bits, originals=originals, tensor_bits=depths
+    )
+    fill_errors(report, header)
+    return report
 
 
 def plan_from_header(header: Mapping[str, Any]) -> Plan | None:
