@@ -14,10 +14,11 @@ is coded with the initial bucket as context (:mod:`permcodec.rans`, ``encode_ctx
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
-from .arrangement import RowClasses
+from .arrangement import RowClasses, argsort_rows
 
 MAX_BITS = 8
 #: Largest context weight; also bounded by 2**31 // m so totals stay within 31 bits.
@@ -32,11 +33,20 @@ class Buckets:
     class_bucket: np.ndarray  # (R, N) bucket of each class (padding classes: 0)
     counts: np.ndarray  # (R, K) values per bucket
     init_ctx: np.ndarray  # (R, m) bucket of each position's initial value
-    init_rank: np.ndarray  # (R, m) stable rank of each position's initial value
+    init_cls: np.ndarray  # (R, m) class of each position's initial value
 
     @property
     def k(self) -> int:
         return 1 << self.bits
+
+    @cached_property
+    def init_rank(self) -> np.ndarray:
+        """(R, m) stable rank of each position's initial value (ties: by position)."""
+        m = self.init_cls.shape[1]
+        order = argsort_rows(self.init_cls)
+        rank = np.empty_like(order)
+        np.put_along_axis(rank, order, np.arange(m, dtype=np.int64)[None, :], axis=1)
+        return rank
 
 
 def bucketize(rc: RowClasses, init_cls: np.ndarray, bits: int) -> Buckets:
@@ -45,22 +55,26 @@ def bucketize(rc: RowClasses, init_cls: np.ndarray, bits: int) -> Buckets:
         raise ValueError(f"bits must be in 1..{MAX_BITS}, got {bits}")
     rows, m = init_cls.shape
     k = 1 << bits
+    if rc.distinct:  # the same buckets in every row: one table
+        row_bucket = (np.arange(m, dtype=np.int64) * k) // max(m, 1)
+        class_bucket = np.broadcast_to(row_bucket, (rows, m))
+        counts = np.broadcast_to(np.bincount(row_bucket, minlength=k), (rows, k)).copy()
+        return Buckets(bits, class_bucket, counts, row_bucket[init_cls], init_cls)
     first_rank = np.zeros_like(rc.counts)
     np.cumsum(rc.counts[:, :-1], axis=1, out=first_rank[:, 1:])
     class_bucket = (first_rank * k) // max(m, 1)
     class_bucket[rc.counts == 0] = 0
-    counts = np.zeros((rows, k), dtype=np.int64)
     flat = (np.arange(rows, dtype=np.int64)[:, None] * k + class_bucket).reshape(-1)
-    np.add.at(counts.reshape(-1), flat, rc.counts.reshape(-1))
+    counts = np.bincount(flat, weights=rc.counts.reshape(-1), minlength=rows * k)
+    counts = counts.astype(np.int64).reshape(rows, k)
     init_ctx = np.take_along_axis(class_bucket, init_cls, axis=1)
-    order = np.argsort(init_cls, axis=1, kind="stable")  # ties: by position
-    init_rank = np.empty_like(order)
-    np.put_along_axis(init_rank, order, np.arange(m, dtype=np.int64)[None, :], axis=1)
-    return Buckets(bits, class_bucket, counts, init_ctx, init_rank)
+    return Buckets(bits, class_bucket, counts, init_ctx, init_cls)
 
 
 def symbols(cls: np.ndarray, bk: Buckets) -> np.ndarray:
     """The bucket of every weight, from its class."""
+    if bk.class_bucket.strides[0] == 0:  # one table for all rows
+        return bk.class_bucket[0][cls]
     return np.take_along_axis(bk.class_bucket, cls, axis=1)
 
 
@@ -73,7 +87,7 @@ def rebuild_lossy_cls(sym: np.ndarray, bk: Buckets, rc: RowClasses) -> np.ndarra
     """Classes of the row the decoder builds from buckets alone: inside a bucket,
     positions take the bucket's values in the order of their initial ranks."""
     m = sym.shape[1]
-    order = np.argsort(sym * m + bk.init_rank, axis=1, kind="stable")
+    order = argsort_rows(sym * m + bk.init_rank)
     cls = np.empty_like(order)
     np.put_along_axis(cls, order, rc.class_of_sorted, axis=1)
     return cls
@@ -85,7 +99,7 @@ def refinement(cls: np.ndarray, sym: np.ndarray, bk: Buckets) -> tuple[np.ndarra
     Row positions are visited bucket by bucket (ascending position inside a bucket);
     at each step the model only has the classes of the current bucket left.
     """
-    order = np.argsort(sym, axis=1, kind="stable")
+    order = argsort_rows(sym)
     seq = np.take_along_axis(cls, order, axis=1)
     return seq, segment_totals(np.take_along_axis(sym, order, axis=1), bk)
 
@@ -99,7 +113,7 @@ def segment_totals(sym_sorted: np.ndarray, bk: Buckets) -> np.ndarray:
 
 def unrefine(seq: np.ndarray, sym: np.ndarray) -> np.ndarray:
     """Inverse of :func:`refinement`: classes in position order."""
-    order = np.argsort(sym, axis=1, kind="stable")
+    order = argsort_rows(sym)
     cls = np.empty_like(seq)
     np.put_along_axis(cls, order, seq, axis=1)
     return cls

@@ -6,9 +6,18 @@ model's interval is mapped onto a 2**31 total (the loss is below 1e-3 bit per sy
 for rows up to 2**21 values). Rows are spread over ``lanes`` independent 64-bit rANS
 states that advance in lockstep and share one stream of 32-bit words, so every step is
 one vector operation over the lanes. Fenwick trees hold the remaining counts.
+
+The numpy functions here (``*_numpy``) are the reference. :func:`encode`,
+:func:`decode`, :func:`encode_ctx` and :func:`decode_ctx` run the bit-identical numba
+kernels of :mod:`permcodec.rans_fast` when numba imports, unless the environment sets
+``PERMCODEC_PURE_NUMPY=1``, and the reference otherwise (also for the rare inputs the
+kernels leave to it).
 """
 
 from __future__ import annotations
+
+import os
+from types import ModuleType
 
 import numpy as np
 
@@ -149,7 +158,78 @@ def _encode_intervals(
     return x.astype(np.uint64), stream.astype(np.uint32)
 
 
+#: Set to 1 to force the numpy reference coder.
+PURE_NUMPY_ENV = "PERMCODEC_PURE_NUMPY"
+_fast_module: ModuleType | None = None
+#: Whether the numba kernels imported; None until the first coder call tries (numba
+#: takes a few tenths of a second to import, which ``import permcodec`` should not pay).
+HAVE_FAST: bool | None = None
+
+
+def fast_kernels() -> ModuleType | None:
+    """:mod:`permcodec.rans_fast` if the coders should use it, else None (numba
+    missing or broken, or ``PERMCODEC_PURE_NUMPY=1``)."""
+    global HAVE_FAST, _fast_module
+    if os.environ.get(PURE_NUMPY_ENV, "") not in ("", "0"):
+        return None
+    if HAVE_FAST is None:
+        try:
+            from . import rans_fast
+        except Exception:  # no numba, or one that fails to load: use the reference
+            HAVE_FAST = False
+        else:
+            HAVE_FAST, _fast_module = True, rans_fast
+    return _fast_module
+
+
 def encode(
+    cls: np.ndarray, counts: np.ndarray, lanes: int, totals: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Code class sequences ``cls`` (R, m) given each row's class ``counts`` (R, N);
+    see :func:`encode_numpy`."""
+    fast = fast_kernels()
+    out = None if fast is None else fast.encode(cls, counts, lanes, totals)
+    return encode_numpy(cls, counts, lanes, totals) if out is None else out
+
+
+def encode_ctx(
+    sym: np.ndarray, ctx: np.ndarray, counts: np.ndarray, weights: np.ndarray, lanes: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Code symbols ``sym`` (R, m) under the context model; see :func:`encode_ctx_numpy`."""
+    fast = fast_kernels()
+    out = None if fast is None else fast.encode_ctx(sym, ctx, counts, weights, lanes)
+    return encode_ctx_numpy(sym, ctx, counts, weights, lanes) if out is None else out
+
+
+def decode(
+    states: np.ndarray,
+    stream: np.ndarray,
+    counts: np.ndarray,
+    m: int,
+    name: str = "?",
+    totals: np.ndarray | None = None,
+) -> np.ndarray:
+    """Inverse of :func:`encode`: the class sequences (R, m)."""
+    fast = fast_kernels()
+    out = None if fast is None else fast.decode(states, stream, counts, m, name, totals)
+    return decode_numpy(states, stream, counts, m, name, totals) if out is None else out
+
+
+def decode_ctx(
+    states: np.ndarray,
+    stream: np.ndarray,
+    ctx: np.ndarray,
+    counts: np.ndarray,
+    weights: np.ndarray,
+    name: str = "?",
+) -> np.ndarray:
+    """Inverse of :func:`encode_ctx`: the symbols (R, m)."""
+    fast = fast_kernels()
+    out = None if fast is None else fast.decode_ctx(states, stream, ctx, counts, weights, name)
+    return decode_ctx_numpy(states, stream, ctx, counts, weights, name) if out is None else out
+
+
+def encode_numpy(
     cls: np.ndarray, counts: np.ndarray, lanes: int, totals: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Code class sequences ``cls`` (R, m) given each row's class ``counts`` (R, N).
@@ -163,7 +243,7 @@ def encode(
     return _encode_intervals(start, freq, lanes)
 
 
-def encode_ctx(
+def encode_ctx_numpy(
     sym: np.ndarray, ctx: np.ndarray, counts: np.ndarray, weights: np.ndarray, lanes: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Code symbols ``sym`` (R, m) over K classes with fixed per-row ``counts`` (R, K).
@@ -306,7 +386,7 @@ def _decode_with(
     return out[:rows]
 
 
-def decode(
+def decode_numpy(
     states: np.ndarray,
     stream: np.ndarray,
     counts: np.ndarray,
@@ -314,12 +394,12 @@ def decode(
     name: str = "?",
     totals: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Inverse of :func:`encode`: the class sequences (R, m)."""
+    """Inverse of :func:`encode_numpy`: the class sequences (R, m)."""
     model = _MultisetModel(counts, m, states.shape[0], totals)
     return _decode_with(model, states, stream, counts.shape[0], m, name)
 
 
-def decode_ctx(
+def decode_ctx_numpy(
     states: np.ndarray,
     stream: np.ndarray,
     ctx: np.ndarray,
@@ -327,6 +407,6 @@ def decode_ctx(
     weights: np.ndarray,
     name: str = "?",
 ) -> np.ndarray:
-    """Inverse of :func:`encode_ctx`: the symbols (R, m)."""
+    """Inverse of :func:`encode_ctx_numpy`: the symbols (R, m)."""
     model = _ContextModel(ctx, counts, weights, states.shape[0])
     return _decode_with(model, states, stream, counts.shape[0], ctx.shape[1], name)

@@ -1,0 +1,739 @@
+"""Numba kernels for the rANS coder of :mod:`permcodec.rans`, bit-identical to it.
+
+The numpy coder in :mod:`permcodec.rans` is the reference; these kernels compute the
+same states, words and symbols with scalar loops (lanes still advance in lockstep,
+since the lane/group interleaving of the word stream is part of the format). All
+arithmetic is exact int64, as in the reference.
+
+The encoders walk each group backwards (steps m-1 .. 0) and rebuild the remaining
+counts as they go: the counts left at step j are those of the symbols at j .. m-1.
+That equals the reference's ``counts - used`` exactly when every row's counts are
+those of its symbols, which the kernels check at the end of each group; this keeps the
+encoders free of (R, m) interval arrays.
+
+Each public function here returns None for inputs outside the kernels' domain (empty
+tensors, unusual dtypes or shapes, values the reference would index or divide with
+differently, states out of range): :mod:`permcodec.rans` then runs the reference,
+which gives the same result or raises the same error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numba
+import numpy as np
+
+from .errors import IntegrityError
+from .rans import PROB_BITS, PROB_ONE, STATE_LOW, WORD_MASK
+
+#: Kernel status codes.
+OK = 0
+INCONSISTENT = 1  # a step with frequency <= 0, or a stream that does not end at 2**31
+ENDS_EARLY = 2  # a lane needs a word past the end of the stream
+FALLBACK = 3  # input outside the kernel's domain: use the reference
+
+_LOW_MASK = PROB_ONE - 1
+
+
+def _jit(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``numba.njit(cache=True)``, or without the on-disk cache where numba finds no
+    writable cache directory (it would refuse to compile at all otherwise)."""
+    try:
+        return numba.njit(cache=True)(fn)
+    except RuntimeError:  # "cannot cache function ...: no locator available"
+        return numba.njit(cache=False)(fn)
+
+
+# ---------------------------------------------------------------- kernels
+
+
+@_jit
+def _push_word(buf: np.ndarray, nw: int, word: int) -> np.ndarray:
+    """Store ``word`` at ``buf[nw]``, doubling the buffer when it is full."""
+    if nw == buf.shape[0]:
+        bigger = np.empty(2 * buf.shape[0], dtype=np.uint32)
+        bigger[:nw] = buf[:nw]
+        buf = bigger
+    buf[nw] = np.uint32(word)
+    return buf
+
+
+@_jit
+def _reversed_words(buf: np.ndarray, nw: int) -> np.ndarray:
+    out = np.empty(nw, dtype=np.uint32)
+    for i in range(nw):
+        out[i] = buf[nw - 1 - i]
+    return out
+
+
+@_jit
+def _refill(xl: int, words: np.ndarray, pos: int, early: bool) -> tuple[int, int, bool]:
+    """Decoder renormalization of one lane: (state, next word, stream ran out)."""
+    if xl < STATE_LOW:
+        if early or pos >= words.shape[0]:
+            return xl, pos, True
+        return (xl << 32) | np.int64(words[pos]), pos + 1, early
+    return xl, pos, early
+
+
+@_jit
+def _end_status(x: np.ndarray, pos: int, n_words: int) -> int:
+    """OK if the decoder used every word and every lane is back at its initial state."""
+    if pos != n_words:
+        return INCONSISTENT
+    for lane in range(x.shape[0]):
+        if x[lane] != STATE_LOW:
+            return INCONSISTENT
+    return OK
+
+
+@_jit
+def _encode_kernel(
+    cls: np.ndarray,
+    code: np.ndarray,
+    distinct: np.ndarray,
+    counts: np.ndarray,
+    totals: np.ndarray,
+    has_totals: bool,
+    lanes: int,
+    capacity: int,
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Multiset model encoder: (states, words, status). Classes must be in [0, N).
+
+    Rows flagged ``distinct`` (m distinct values, no totals) are coded from their
+    Lehmer digits ``code`` without a tree; ``code`` is unused for other rows.
+    """
+    rows, m = cls.shape
+    n = counts.shape[1]
+    groups = (rows + lanes - 1) // lanes
+    x = np.full(lanes, STATE_LOW, dtype=np.int64)
+    tree = np.zeros((lanes, n + 1), dtype=np.int64)  # Fenwick trees of the suffix counts
+    cnt = np.zeros((lanes, n), dtype=np.int64)
+    buf = np.empty(max(capacity, 16), dtype=np.uint32)
+    nw = 0
+    for g in range(groups - 1, -1, -1):
+        r0 = g * lanes
+        live = min(lanes, rows - r0)  # lanes past ``live`` pad: identity steps
+        tree[:live] = 0
+        cnt[:live] = 0
+        for j in range(m - 1, -1, -1):
+            for lane in range(live - 1, -1, -1):
+                r = r0 + lane
+                if distinct[r]:
+                    total = m - j
+                    c = code[r, j]
+                    lo = (c << PROB_BITS) // total
+                    fr = ((c + 1) << PROB_BITS) // total - lo
+                    s = x[lane]
+                    if (s >> 32) >= fr:
+                        buf = _push_word(buf, nw, s & WORD_MASK)
+                        nw += 1
+                        s >>= 32
+                    x[lane] = ((s // fr) << PROB_BITS) + (s % fr) + lo
+                    continue
+                v = cls[r, j]
+                cnt[lane, v] += 1
+                i = v + 1
+                while i <= n:
+                    tree[lane, i] += 1
+                    i += i & -i
+                below = 0
+                i = v
+                while i > 0:
+                    below += tree[lane, i]
+                    i -= i & -i
+                total = totals[r, j] if has_totals else m - j
+                if total <= 0:
+                    return x, np.empty(0, dtype=np.uint32), FALLBACK
+                lo = (below << PROB_BITS) // total
+                fr = ((below + cnt[lane, v]) << PROB_BITS) // total - lo
+                if fr <= 0:
+                    return x, np.empty(0, dtype=np.uint32), FALLBACK
+                s = x[lane]
+                if (s >> 32) >= fr:
+                    buf = _push_word(buf, nw, s & WORD_MASK)
+                    nw += 1
+                    s >>= 32
+                x[lane] = ((s // fr) << PROB_BITS) + (s % fr) + lo
+        for lane in range(live):
+            if distinct[r0 + lane]:
+                continue
+            for c in range(n):
+                if cnt[lane, c] != counts[r0 + lane, c]:
+                    return x, np.empty(0, dtype=np.uint32), FALLBACK
+    return x, _reversed_words(buf, nw), OK
+
+
+@_jit
+def _encode_ctx_kernel(
+    sym: np.ndarray,
+    ctx: np.ndarray,
+    counts: np.ndarray,
+    weights: np.ndarray,
+    lanes: int,
+    capacity: int,
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Context model encoder: (states, words, status). Symbols and contexts in [0, K)."""
+    rows, m = sym.shape
+    k = counts.shape[1]
+    groups = (rows + lanes - 1) // lanes
+    x = np.full(lanes, STATE_LOW, dtype=np.int64)
+    rem = np.zeros((lanes, k), dtype=np.int64)  # counts of the symbols still to come
+    buf = np.empty(max(capacity, 16), dtype=np.uint32)
+    nw = 0
+    for g in range(groups - 1, -1, -1):
+        r0 = g * lanes
+        live = min(lanes, rows - r0)
+        rem[:live] = 0
+        for j in range(m - 1, -1, -1):
+            for lane in range(live - 1, -1, -1):
+                r = r0 + lane
+                t = sym[r, j]
+                rl = rem[lane]
+                rl[t] += 1
+                off = k - 1 - ctx[r, j]
+                wl = weights[off : off + k]
+                below = 0
+                total = 0
+                for c in range(k):  # one branch-free pass: it vectorizes
+                    p = rl[c] * wl[c]
+                    total += p
+                    below += p if c < t else 0
+                if total <= 0:
+                    return x, np.empty(0, dtype=np.uint32), FALLBACK
+                hi_c = below + rl[t] * wl[t]
+                lo = (below << PROB_BITS) // total
+                fr = (hi_c << PROB_BITS) // total - lo
+                if fr <= 0:
+                    return x, np.empty(0, dtype=np.uint32), FALLBACK
+                s = x[lane]
+                if (s >> 32) >= fr:
+                    buf = _push_word(buf, nw, s & WORD_MASK)
+                    nw += 1
+                    s >>= 32
+                x[lane] = ((s // fr) << PROB_BITS) + (s % fr) + lo
+        for lane in range(live):
+            for c in range(k):
+                if rem[lane, c] != counts[r0 + lane, c]:
+                    return x, np.empty(0, dtype=np.uint32), FALLBACK
+    return x, _reversed_words(buf, nw), OK
+
+
+@_jit
+def _decode_kernel(
+    x: np.ndarray,
+    words: np.ndarray,
+    counts: np.ndarray,
+    totals: np.ndarray,
+    has_totals: bool,
+    m: int,
+    top: int,
+) -> tuple[np.ndarray, int]:
+    """Multiset model decoder, the loop of FORMAT 4.3.4: (classes (R, m), status).
+
+    Follows the reference step for step, also where a damaged stream leads it: the
+    class search clamps to N - 1, lanes with no counts keep their state, and a step
+    reports a frequency <= 0 before it reports a missing word.
+    """
+    rows, n = counts.shape
+    lanes = x.shape[0]
+    groups = (rows + lanes - 1) // lanes
+    n_words = words.shape[0]
+    out = np.empty((rows, m), dtype=np.int64)
+    tree = np.zeros((lanes, n + 1), dtype=np.int64)
+    cnt = np.zeros((lanes, n), dtype=np.int64)
+    active = np.zeros(lanes, dtype=np.bool_)
+    pos = 0
+    for g in range(groups):
+        r0 = g * lanes
+        live = min(lanes, rows - r0)
+        for lane in range(live):
+            have = 0
+            tree[lane, 0] = 0
+            for c in range(n):
+                cnt[lane, c] = counts[r0 + lane, c]
+                tree[lane, c + 1] = cnt[lane, c]
+                have += cnt[lane, c]
+            for i in range(1, n + 1):
+                up = i + (i & -i)
+                if up <= n:
+                    tree[lane, up] += tree[lane, i]
+            active[lane] = have > 0
+        for j in range(m):
+            early = False
+            for lane in range(lanes):
+                xl = x[lane]
+                if lane < live:
+                    r = r0 + lane
+                    s = xl & _LOW_MASK
+                    total = totals[r, j] if has_totals else m - j
+                    c = ((s + 1) * total - 1) >> PROB_BITS
+                    at = 0
+                    left = c
+                    step = top
+                    while step:
+                        nxt = at + step
+                        if nxt <= n and tree[lane, nxt] <= left:
+                            at = nxt
+                            left -= tree[lane, nxt]
+                        step >>= 1
+                    at = min(at, n - 1)
+                    below = c - left
+                    out[r, j] = at
+                    if active[lane]:
+                        lo = (below << PROB_BITS) // total
+                        fr = ((below + cnt[lane, at]) << PROB_BITS) // total - lo
+                        if fr <= 0:
+                            return out, INCONSISTENT
+                        cnt[lane, at] -= 1
+                        i = at + 1
+                        while i <= n:
+                            tree[lane, i] -= 1
+                            i += i & -i
+                        xl = fr * (xl >> PROB_BITS) + s - lo
+                xl, pos, early = _refill(xl, words, pos, early)
+                x[lane] = xl
+            if early:
+                return out, ENDS_EARLY
+    return out, _end_status(x, pos, n_words)
+
+
+@_jit
+def _decode_ctx_kernel(
+    x: np.ndarray,
+    words: np.ndarray,
+    ctx: np.ndarray,
+    counts: np.ndarray,
+    weights: np.ndarray,
+) -> tuple[np.ndarray, int]:
+    """Context model decoder (FORMAT 4.4.2 in the loop of 4.3.4): (symbols, status).
+
+    Needs weights >= 1 and counts >= 0, so that cumulative weights never decrease
+    (remaining counts stay >= 0: a step that would take one from an empty bucket has
+    frequency 0 and stops the decoder first).
+    """
+    rows, k = counts.shape
+    m = ctx.shape[1]
+    lanes = x.shape[0]
+    groups = (rows + lanes - 1) // lanes
+    n_words = words.shape[0]
+    out = np.empty((rows, m), dtype=np.int64)
+    rem = np.zeros((lanes, k), dtype=np.int64)
+    prod = np.empty(k, dtype=np.int64)  # remaining count times weight, per bucket
+    active = np.zeros(lanes, dtype=np.bool_)
+    pos = 0
+    for g in range(groups):
+        r0 = g * lanes
+        live = min(lanes, rows - r0)
+        for lane in range(live):
+            have = 0
+            for c in range(k):
+                rem[lane, c] = counts[r0 + lane, c]
+                have += rem[lane, c]
+            active[lane] = have > 0
+        for j in range(m):
+            early = False
+            for lane in range(lanes):
+                xl = x[lane]
+                if lane < live:
+                    r = r0 + lane
+                    s = xl & _LOW_MASK
+                    hint = ctx[r, j]
+                    off = k - 1 - hint
+                    rl = rem[lane]
+                    wl = weights[off : off + k]
+                    acc = 0
+                    run = 0  # cumulative weight below the context bucket
+                    for b in range(k):  # one branch-free pass: it vectorizes
+                        part = rl[b] * wl[b]
+                        prod[b] = part
+                        acc += part
+                        run += part if b < hint else 0
+                    total = max(acc, 1)
+                    c = ((s + 1) * total - 1) >> PROB_BITS
+                    # The symbol is the first bucket whose cumulative weight exceeds c
+                    # (K - 1 if none), which is what the reference's count of cumulative
+                    # weights <= c gives, as they never decrease (weights >= 1, counts
+                    # >= 0). The search starts at the context, where the symbol mostly is.
+                    if run <= c:
+                        t = hint
+                        while t < k and run + prod[t] <= c:
+                            run += prod[t]
+                            t += 1
+                        if t == k:
+                            t = k - 1
+                            lo_c, hi_c = acc - prod[t], acc
+                        else:
+                            lo_c, hi_c = run, run + prod[t]
+                    else:
+                        t = hint - 1
+                        hi_c = run
+                        lo_c = hi_c - prod[t]
+                        while lo_c > c:
+                            t -= 1
+                            hi_c = lo_c
+                            lo_c = hi_c - prod[t]
+                    out[r, j] = t
+                    if active[lane]:
+                        lo = (lo_c << PROB_BITS) // total
+                        fr = (hi_c << PROB_BITS) // total - lo
+                        if fr <= 0:
+                            return out, INCONSISTENT
+                        rem[lane, t] -= 1
+                        xl = fr * (xl >> PROB_BITS) + s - lo
+                xl, pos, early = _refill(xl, words, pos, early)
+                x[lane] = xl
+            if early:
+                return out, ENDS_EARLY
+    return out, _end_status(x, pos, n_words)
+
+
+@_jit
+def _decode_mixed_kernel(
+    x: np.ndarray, words: np.ndarray, counts: np.ndarray, distinct: np.ndarray, m: int
+) -> tuple[np.ndarray, int]:
+    """Multiset decoder without totals (the loop of FORMAT 4.3.4), built for speed.
+
+    In a row of m distinct values the c-th remaining value has exactly c remaining
+    values below it, so the step only records c (the row's Lehmer code, which
+    :func:`_lehmer_to_classes` turns into classes). Other rows descend a tree whose
+    node n holds the remaining count of its left subtree: one root-to-leaf pass finds
+    the class, the count below it, and takes it out. Output is (groups, m, lanes) in
+    decoding order. With consistent counts no step has frequency 0, so the status is
+    OK, ENDS_EARLY or INCONSISTENT (final states or unused words), as in the reference.
+    """
+    rows, n = counts.shape
+    lanes = x.shape[0]
+    groups = (rows + lanes - 1) // lanes
+    n_words = words.shape[0]
+    levels = 0
+    while (1 << levels) < n:
+        levels += 1
+    top = 1 << levels
+    out = np.zeros((groups, m, lanes), dtype=np.int64)
+    left = np.zeros((lanes, top), dtype=np.int32)
+    cnt = np.zeros((lanes, n), dtype=np.int32)
+    sums = np.zeros(2 * top, dtype=np.int64)
+    pos = 0
+    for g in range(groups):
+        r0 = g * lanes
+        live = min(lanes, rows - r0)
+        for lane in range(live):
+            if distinct[r0 + lane]:
+                continue
+            sums[:] = 0
+            for c in range(n):
+                cnt[lane, c] = counts[r0 + lane, c]
+                sums[top + c] = counts[r0 + lane, c]
+            for node in range(top - 1, 0, -1):
+                sums[node] = sums[2 * node] + sums[2 * node + 1]
+                left[lane, node] = sums[2 * node]
+        for j in range(m):
+            total = m - j
+            early = False
+            for lane in range(lanes):
+                xl = x[lane]
+                if lane < live:
+                    s = xl & _LOW_MASK
+                    c = ((s + 1) * total - 1) >> PROB_BITS
+                    if distinct[r0 + lane]:
+                        out[g, j, lane] = c
+                        lo = (c << PROB_BITS) // total
+                        fr = ((c + 1) << PROB_BITS) // total - lo
+                    else:
+                        below = 0
+                        rest = c
+                        node = 1
+                        for _ in range(levels):
+                            lc = np.int64(left[lane, node])
+                            right = rest >= lc
+                            left[lane, node] = lc if right else lc - 1
+                            rest = rest - lc if right else rest
+                            below = below + lc if right else below
+                            node = 2 * node + (1 if right else 0)
+                        v = node - top
+                        out[g, j, lane] = v
+                        f = np.int64(cnt[lane, v])
+                        cnt[lane, v] = f - 1
+                        lo = (below << PROB_BITS) // total
+                        fr = ((below + f) << PROB_BITS) // total - lo
+                    xl = fr * (xl >> PROB_BITS) + s - lo
+                xl, pos, early = _refill(xl, words, pos, early)
+                x[lane] = xl
+            if early:
+                return out, ENDS_EARLY
+    return out, _end_status(x, pos, n_words)
+
+
+@_jit
+def _left_counts(m: int) -> tuple[np.ndarray, int]:
+    """Implicit binary tree over m leaves (padded to 2**levels): entry n of node n
+    holds how many real leaves its left subtree has. Returns (tree, levels)."""
+    levels = 0
+    while (1 << levels) < m:
+        levels += 1
+    top = 1 << levels
+    tree = np.zeros(max(top, 1), dtype=np.int32)
+    for depth in range(levels):
+        span = top >> depth
+        for k in range(1 << depth):
+            lo = k * span
+            tree[(1 << depth) + k] = max(0, min(m, lo + span // 2) - lo)
+    return tree, levels
+
+
+@_jit
+def _lehmer_to_classes(code: np.ndarray, distinct: np.ndarray) -> np.ndarray:
+    """Class indices (rows, m) from the output (groups, m, lanes) of
+    :func:`_decode_mixed_kernel`: in a distinct row, digit c at step j is the c-th
+    (from 0) class not yet taken, found and taken out of the left counts in one
+    root-to-leaf pass; other rows already hold classes."""
+    _, m, lanes = code.shape
+    rows = distinct.shape[0]
+    base, levels = _left_counts(m)
+    top = 1 << levels
+    tree = np.empty_like(base)
+    out = np.empty((rows, m), dtype=np.int64)
+    for r in range(rows):
+        g, lane = r // lanes, r % lanes
+        if not distinct[r]:
+            for j in range(m):
+                out[r, j] = code[g, j, lane]
+            continue
+        tree[:] = base
+        for j in range(m):
+            left = code[g, j, lane]
+            node = 1
+            for _ in range(levels):
+                c = tree[node]
+                right = left >= c
+                tree[node] = c if right else c - 1
+                left = left - c if right else left
+                node = 2 * node + (1 if right else 0)
+            out[r, j] = node - top
+    return out
+
+
+@_jit
+def _classes_to_lehmer(cls: np.ndarray, distinct: np.ndarray) -> tuple[np.ndarray, bool]:
+    """Inverse of :func:`_lehmer_to_classes` for the rows flagged ``distinct``: how
+    many classes below each one are not taken before it (other rows: 0). False if a
+    flagged row is not a permutation of 0..m-1."""
+    rows, m = cls.shape
+    base, levels = _left_counts(m)
+    tree = np.empty_like(base)
+    out = np.zeros((rows, m), dtype=np.int64)
+    seen = np.zeros(m, dtype=np.bool_)
+    for r in range(rows):
+        if not distinct[r]:
+            continue
+        tree[:] = base
+        seen[:] = False
+        for j in range(m):
+            v = cls[r, j]
+            if v < 0 or v >= m or seen[v]:
+                return out, False
+            seen[v] = True
+            below = 0
+            node = 1
+            for d in range(levels - 1, -1, -1):
+                right = (v >> d) & 1
+                c = tree[node]
+                below += c if right else 0
+                tree[node] = c if right else c - 1
+                node = 2 * node + right
+            out[r, j] = below
+    return out, True
+
+
+# ---------------------------------------------------------------- wrappers
+
+
+def _plain(a: np.ndarray, dtype: type) -> np.ndarray:
+    """C-contiguous and writeable, so every call hits the same compiled signature
+    (numba types read-only arrays, e.g. from ``np.frombuffer``, separately)."""
+    return np.require(a, dtype=dtype, requirements=["C", "W"])
+
+
+def _index_array(a: Any) -> np.ndarray | None:
+    """``a`` as int64 if its dtype indexes like int64 in the reference, else None."""
+    if not isinstance(a, np.ndarray):
+        return None
+    kind, size = a.dtype.kind, a.dtype.itemsize
+    if kind == "i" or (kind == "u" and size <= 4):
+        return _plain(a, np.int64)
+    return None
+
+
+def _int64_array(a: Any) -> np.ndarray | None:
+    """``a`` if it is an int64 array (the reference's arithmetic type), else None."""
+    if isinstance(a, np.ndarray) and a.dtype == np.int64:
+        return _plain(a, np.int64)
+    return None
+
+
+def _in_range(a: np.ndarray, hi: int) -> bool:
+    return a.size == 0 or (int(a.min()) >= 0 and int(a.max()) < hi)
+
+
+def _word_capacity(rows: int, m: int) -> int:
+    """First guess at the word count (about 8 bits a symbol; the buffer grows)."""
+    return rows * m // 4 + 64
+
+
+def _lanes(lanes: Any) -> int | None:
+    if isinstance(lanes, (int, np.integer)) and not isinstance(lanes, bool) and lanes >= 1:
+        return int(lanes)
+    return None
+
+
+def _states(states: Any) -> np.ndarray | None:
+    """Lane states as int64, or None where the reference must judge them."""
+    if not isinstance(states, np.ndarray) or states.ndim != 1 or states.shape[0] == 0:
+        return None
+    if states.dtype != np.uint64:
+        return None
+    if ((states < STATE_LOW) | (states >= np.uint64(1 << 63))).any():
+        return None  # the reference raises "coder state out of range"
+    return states.astype(np.int64)
+
+
+def _words(stream: Any) -> np.ndarray | None:
+    if isinstance(stream, np.ndarray) and stream.ndim == 1 and stream.dtype == np.uint32:
+        return _plain(stream, np.uint32)
+    return None
+
+
+def _distinct_rows(counts: np.ndarray, m: int) -> np.ndarray:
+    """Which rows hold m distinct values (m classes of one value each): the common
+    case of dense float rows, which the kernels code without a tree."""
+    if counts.shape[1] != m:
+        return np.zeros(counts.shape[0], dtype=np.bool_)
+    return (counts == 1).all(axis=1)
+
+
+def _consistent(counts: np.ndarray, m: int) -> bool:
+    """Whether every row's counts are >= 0 and sum to m (always so for counts a
+    decoder derives from the init), which :func:`_decode_mixed_kernel` relies on."""
+    return int(counts.min()) >= 0 and bool((counts.sum(axis=1) == m).all())
+
+
+def _raise(status: int, name: str) -> None:
+    if status == INCONSISTENT:
+        raise IntegrityError(f"tensor {name!r}: coded stream is inconsistent", name)
+    if status == ENDS_EARLY:
+        raise IntegrityError(f"tensor {name!r}: coded stream ends early", name)
+
+
+def encode(
+    cls: np.ndarray, counts: np.ndarray, lanes: int, totals: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """:func:`permcodec.rans.encode` with a numba kernel; None outside its domain."""
+    c, cnt, n_lanes = _index_array(cls), _int64_array(counts), _lanes(lanes)
+    if c is None or cnt is None or n_lanes is None or c.ndim != 2 or cnt.ndim != 2:
+        return None
+    rows, m = c.shape
+    if rows == 0 or m == 0 or cnt.shape[0] != rows or not _in_range(c, cnt.shape[1]):
+        return None
+    distinct = _distinct_rows(cnt, m) if totals is None else np.zeros(rows, dtype=np.bool_)
+    code, ok = _classes_to_lehmer(c, distinct)
+    if not ok:
+        return None
+    if totals is None:
+        tot, has_totals = np.zeros((1, 1), dtype=np.int64), False
+    else:
+        tot, has_totals = _int64_array(totals), True
+        if tot is None or tot.shape != (rows, m):
+            return None
+    x, words, status = _encode_kernel(
+        c, code, distinct, cnt, tot, has_totals, n_lanes, _word_capacity(rows, m)
+    )
+    if status != OK:
+        return None
+    return x.astype(np.uint64), words
+
+
+def encode_ctx(
+    sym: np.ndarray, ctx: np.ndarray, counts: np.ndarray, weights: np.ndarray, lanes: int
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """:func:`permcodec.rans.encode_ctx` with a numba kernel; None outside its domain."""
+    t, cx = _index_array(sym), _index_array(ctx)
+    cnt, w, n_lanes = _int64_array(counts), _int64_array(weights), _lanes(lanes)
+    if t is None or cx is None or cnt is None or w is None or n_lanes is None:
+        return None
+    if t.ndim != 2 or cnt.ndim != 2 or cx.shape != t.shape or w.ndim != 1:
+        return None
+    rows, m = t.shape
+    k = cnt.shape[1]
+    if rows == 0 or m == 0 or cnt.shape[0] != rows or w.shape[0] != 2 * k - 1:
+        return None
+    if not (_in_range(t, k) and _in_range(cx, k)):
+        return None
+    x, words, status = _encode_ctx_kernel(t, cx, cnt, w, n_lanes, _word_capacity(rows, m))
+    if status != OK:
+        return None
+    return x.astype(np.uint64), words
+
+
+def decode(
+    states: np.ndarray,
+    stream: np.ndarray,
+    counts: np.ndarray,
+    m: int,
+    name: str = "?",
+    totals: np.ndarray | None = None,
+) -> np.ndarray | None:
+    """:func:`permcodec.rans.decode` with a numba kernel; None outside its domain."""
+    x, words, cnt = _states(states), _words(stream), _int64_array(counts)
+    if x is None or words is None or cnt is None or cnt.ndim != 2:
+        return None
+    if not isinstance(m, (int, np.integer)):
+        return None
+    m = int(m)
+    rows, n = cnt.shape
+    if rows == 0 or m <= 0 or n == 0:
+        return None
+    if totals is None and _consistent(cnt, m):
+        distinct = _distinct_rows(cnt, m)
+        code, status = _decode_mixed_kernel(x, words, cnt, distinct, m)
+        _raise(status, name)
+        return _lehmer_to_classes(code, distinct)
+    top = 1 << (max(1, n.bit_length()) - 1)
+    if totals is None:
+        tot, has_totals = np.zeros((1, 1), dtype=np.int64), False
+    else:
+        tot, has_totals = _int64_array(totals), True
+        if tot is None or tot.shape != (rows, m) or int(tot.min()) < 1:
+            return None  # a zero total divides by zero in the reference
+    out, status = _decode_kernel(x, words, cnt, tot, has_totals, m, top)
+    _raise(status, name)
+    return out
+
+
+def decode_ctx(
+    states: np.ndarray,
+    stream: np.ndarray,
+    ctx: np.ndarray,
+    counts: np.ndarray,
+    weights: np.ndarray,
+    name: str = "?",
+) -> np.ndarray | None:
+    """:func:`permcodec.rans.decode_ctx` with a numba kernel; None outside its domain."""
+    x, words = _states(states), _words(stream)
+    cx, cnt, w = _index_array(ctx), _int64_array(counts), _int64_array(weights)
+    if x is None or words is None or cx is None or cnt is None or w is None:
+        return None
+    if cx.ndim != 2 or cnt.ndim != 2 or w.ndim != 1:
+        return None
+    rows, k = cnt.shape
+    if rows == 0 or cx.shape[1] == 0 or k == 0 or cx.shape[0] != rows:
+        return None
+    if w.shape[0] != 2 * k - 1 or not _in_range(cx, k):
+        return None
+    if int(w.min()) < 1 or int(cnt.min()) < 0 or int(cnt.max()) * k * int(w.max()) >= 1 << 62:
+        return None  # the kernel's search needs non-decreasing cumulative weights
+    out, status = _decode_ctx_kernel(x, words, cx, cnt, w)
+    _raise(status, name)
+    return out

@@ -1,0 +1,363 @@
+"""The numba rANS kernels against the numpy reference, byte for byte (skipped without numba)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+pytest.importorskip("numba")
+
+from permcodec import IntegrityError, buckets, rans, rans_fast
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _fast_path_on():
+    """The public coders here must run the kernels, whatever the environment says."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv(rans.PURE_NUMPY_ENV, raising=False)
+        yield
+
+
+def _same_code(fast: tuple[np.ndarray, np.ndarray] | None, ref: tuple[np.ndarray, np.ndarray]):
+    assert fast is not None, "the kernel left a valid input to the reference"
+    assert fast[0].dtype == ref[0].dtype == np.uint64
+    assert fast[1].dtype == ref[1].dtype == np.uint32
+    assert fast[0].tobytes() == ref[0].tobytes()
+    assert fast[1].tobytes() == ref[1].tobytes()
+
+
+def _outcome(fn: Callable[..., Any], args: tuple[Any, ...]) -> tuple[str, Any]:
+    try:
+        return "ok", fn(*args)
+    except IntegrityError as e:
+        return "error", str(e)
+
+
+def _same_outcome(fast: Callable[..., Any], ref: Callable[..., Any], *args: Any) -> None:
+    """Both decoders return equal symbols for ``args``, or both raise the same
+    IntegrityError."""
+    (kind_f, got_f), (kind_r, got_r) = _outcome(fast, args), _outcome(ref, args)
+    assert kind_f == kind_r, (got_f, got_r)
+    if kind_f == "error":
+        assert got_f == got_r
+    else:
+        assert got_f is not None, "the kernel left the stream to the reference"
+        assert got_f.dtype == got_r.dtype == np.int64
+        assert np.array_equal(got_f, got_r)
+
+
+def _damaged(
+    data: st.DataObject, states: np.ndarray, words: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """One kind of damage to a coded stream (a state may leave [2**31, 2**63): the
+    public decoders then leave it to the reference, which rejects it)."""
+    kind = data.draw(st.sampled_from(["cut", "drop", "flip_word", "flip_state", "extra"]))
+    states, words = states.copy(), words.copy()
+    if kind == "cut" and words.size:
+        words = words[: data.draw(st.integers(0, words.size - 1))]
+    elif kind == "drop" and words.size:
+        words = np.delete(words, data.draw(st.integers(0, words.size - 1)))
+    elif kind == "flip_word" and words.size:
+        i = data.draw(st.integers(0, words.size - 1))
+        words[i] ^= np.uint32(1 << data.draw(st.integers(0, 31)))
+    elif kind == "flip_state":
+        i = data.draw(st.integers(0, states.size - 1))
+        states[i] ^= np.uint64(1 << data.draw(st.integers(0, 63)))
+    else:
+        words = np.append(words, np.uint32(data.draw(st.integers(0, 2**32 - 1))))
+    return states, words
+
+
+def _segmented_rows(
+    rng: np.random.Generator, rows: int, m: int, n_cls: int, n_seg: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows visited segment by segment (classes of a segment contiguous), their class
+    counts and the remaining count of the current segment at every step."""
+    cuts = np.sort(rng.integers(0, n_cls + 1, n_seg - 1))
+    seg_of = np.searchsorted(cuts, np.arange(n_cls), side="right")
+    cls = np.empty((rows, m), dtype=np.int64)
+    totals = np.empty((rows, m), dtype=np.int64)
+    for r in range(rows):
+        row = rng.integers(0, n_cls, m)
+        row = row[np.argsort(seg_of[row], kind="stable")]
+        seg = seg_of[row]
+        for s in np.unique(seg):  # shuffle inside each segment
+            at = np.nonzero(seg == s)[0]
+            row[at] = rng.permutation(row[at])
+        ends = np.cumsum(np.bincount(seg, minlength=n_seg))
+        cls[r] = row
+        totals[r] = ends[seg] - np.arange(m)
+    counts = np.zeros((rows, n_cls), dtype=np.int64)
+    for r in range(rows):
+        counts[r] = np.bincount(cls[r], minlength=n_cls)
+    return cls, counts, totals
+
+
+# ---------------------------------------------------------------- multiset model
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.data())
+def test_multiset_coder_matches_reference(data):
+    rows = data.draw(st.integers(1, 9), label="rows")
+    m = data.draw(st.integers(1, 50), label="m")
+    n_cls = data.draw(st.integers(1, 70), label="classes")
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    if data.draw(st.booleans(), label="segments"):
+        n_seg = data.draw(st.integers(1, 5), label="segments")
+        cls, counts, totals = _segmented_rows(rng, rows, m, n_cls, n_seg)
+    else:
+        cls = rng.integers(0, data.draw(st.integers(1, n_cls)), (rows, m))
+        counts = np.stack([np.bincount(r, minlength=n_cls) for r in cls]).astype(np.int64)
+        totals = None
+    lanes = data.draw(st.integers(1, rows), label="lanes")
+
+    ref = rans.encode_numpy(cls, counts, lanes, totals)
+    _same_code(rans_fast.encode(cls, counts, lanes, totals), ref)
+    states, words = ref
+    out = rans_fast.decode(states, words, counts, m, "t", totals)
+    assert out is not None and np.array_equal(out, cls)
+    damaged = _damaged(data, states, words)
+    _same_outcome(rans.decode, rans.decode_numpy, *damaged, counts, m, "t", totals)
+
+
+def test_multiset_coder_on_a_wide_tensor_of_distinct_values():
+    rng = np.random.default_rng(5)
+    rows, m = 37, 700
+    cls = np.stack([rng.permutation(m) for _ in range(rows)])
+    counts = np.ones((rows, m), dtype=np.int64)
+    for lanes in (1, 5, 16, 37):
+        ref = rans.encode_numpy(cls, counts, lanes)
+        _same_code(rans_fast.encode(cls, counts, lanes), ref)
+        assert np.array_equal(rans_fast.decode(*ref, counts, m), cls)
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data())
+def test_rows_of_distinct_values_beside_rows_with_repeats_match_reference(data):
+    """The tree-free path for rows of m distinct values, mixed with rows that repeat
+    values (as in wide float rows where a few values collide), also on damage."""
+    rows = data.draw(st.integers(1, 12), label="rows")
+    m = data.draw(st.integers(1, 80), label="m")
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    repeats = data.draw(st.lists(st.booleans(), min_size=rows, max_size=rows), label="repeats")
+    cls = np.stack(
+        [rng.integers(0, max(1, m - 2), m) if rep else rng.permutation(m) for rep in repeats]
+    )
+    counts = np.stack([np.bincount(r, minlength=m) for r in cls]).astype(np.int64)
+    lanes = data.draw(st.integers(1, rows), label="lanes")
+
+    ref = rans.encode_numpy(cls, counts, lanes)
+    _same_code(rans_fast.encode(cls, counts, lanes), ref)
+    out = rans_fast.decode(*ref, counts, m, "t")
+    assert out is not None and np.array_equal(out, cls)
+    damaged = _damaged(data, *ref)
+    _same_outcome(rans.decode, rans.decode_numpy, *damaged, counts, m, "t")
+
+
+def test_refinement_stream_of_real_buckets_matches_reference():
+    rng = np.random.default_rng(11)
+    rows, m = 9, 120
+    init = rng.normal(size=(rows, m)).astype(np.float32)
+    init[:, ::7] = 0.0  # a class with many equal values
+    from permcodec.arrangement import classes_of, row_classes
+    from permcodec.dtypes import order_keys
+
+    keys = order_keys(init, "float32")
+    rc = row_classes(init, keys)
+    init_cls = classes_of(keys, rc)
+    trained = np.stack([rng.permutation(r) for r in init])
+    cls = classes_of(order_keys(trained, "float32"), rc)
+    for bits in (1, 3, 5):
+        bk = buckets.bucketize(rc, init_cls, bits)
+        sym = buckets.symbols(cls, bk)
+        seq, totals = buckets.refinement(cls, sym, bk)
+        for lanes in (1, 4, rows):
+            ref = rans.encode_numpy(seq, rc.counts, lanes, totals)
+            _same_code(rans_fast.encode(seq, rc.counts, lanes, totals), ref)
+            out = rans_fast.decode(*ref, rc.counts, m, "w", totals)
+            assert np.array_equal(out, seq)
+
+
+# ---------------------------------------------------------------- context model
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data())
+def test_context_coder_matches_reference(data):
+    rows = data.draw(st.integers(1, 8), label="rows")
+    k = 1 << data.draw(st.integers(0, 6), label="bits")
+    m = data.draw(st.integers(1, 60), label="m")
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    used = data.draw(st.integers(1, k), label="buckets used")
+    sym = rng.integers(0, used, (rows, m))
+    counts = np.stack([np.bincount(r, minlength=k) for r in sym]).astype(np.int64)
+    ctx = rng.integers(0, k, (rows, m))
+    top = data.draw(st.sampled_from([1, 2, buckets.max_weight(m)]), label="top weight")
+    weights = rng.integers(1, top + 1, 2 * k - 1)
+    lanes = data.draw(st.integers(1, rows), label="lanes")
+
+    ref = rans.encode_ctx_numpy(sym, ctx, counts, weights, lanes)
+    _same_code(rans_fast.encode_ctx(sym, ctx, counts, weights, lanes), ref)
+    states, words = ref
+    out = rans_fast.decode_ctx(states, words, ctx, counts, weights)
+    assert out is not None and np.array_equal(out, sym)
+    damaged = _damaged(data, states, words)
+    _same_outcome(rans.decode_ctx, rans.decode_ctx_numpy, *damaged, ctx, counts, weights, "t")
+
+
+def test_context_coder_with_256_buckets_matches_reference():
+    rng = np.random.default_rng(3)
+    rows, m, k = 6, 784, 256
+    init_ctx = np.stack([rng.permutation(np.arange(m) * k // m) for _ in range(rows)])
+    sym = np.clip(init_ctx + rng.integers(-3, 4, (rows, m)), 0, k - 1)
+    counts = np.stack([np.bincount(r, minlength=k) for r in sym]).astype(np.int64)
+    weights = buckets.fit_weights(sym, init_ctx, 8)
+    for lanes in (1, 4, 6):
+        ref = rans.encode_ctx_numpy(sym, init_ctx, counts, weights, lanes)
+        _same_code(rans_fast.encode_ctx(sym, init_ctx, counts, weights, lanes), ref)
+        assert np.array_equal(rans_fast.decode_ctx(*ref, init_ctx, counts, weights), sym)
+
+
+# ---------------------------------------------------------------- dispatch and edges
+
+
+@pytest.mark.parametrize(("rows", "m"), [(0, 5), (3, 0), (0, 0)])
+def test_empty_tensors_go_to_the_reference(rows, m):
+    cls = np.zeros((rows, m), dtype=np.int64)
+    counts = np.full((rows, 2), m // 2 if m else 0, dtype=np.int64)
+    assert rans_fast.encode(cls, counts, 1) is None
+    states, words = rans.encode(cls, counts, 1)
+    assert states.tolist() == [rans.STATE_LOW] and words.size == 0
+    assert rans.decode(states, words, counts, m).shape == (rows, m)
+    with pytest.raises(IntegrityError, match="an empty tensor has coded data"):
+        rans.decode(states, np.ones(1, dtype=np.uint32), counts, m)
+    ctx = np.zeros((rows, m), dtype=np.int64)
+    weights = np.ones(3, dtype=np.int64)
+    assert rans_fast.encode_ctx(cls, ctx, counts, weights, 1) is None
+    assert rans.encode_ctx(cls, ctx, counts, weights, 1)[1].size == 0
+    with pytest.raises(IntegrityError, match="an empty tensor has coded data"):
+        rans.decode_ctx(states + np.uint64(1), words, ctx, counts, weights)
+
+
+def test_inputs_outside_the_kernels_domain_fall_back_to_the_reference():
+    rng = np.random.default_rng(0)
+    cls = np.stack([rng.permutation(8) for _ in range(3)])
+    counts = np.ones((3, 8), dtype=np.int64)
+    wrong = counts.copy()
+    wrong[:, 0] = 2  # counts that are not those of the rows
+    assert rans_fast.encode(cls, wrong, 2) is None
+    assert rans.encode(cls, wrong, 2)[1].tobytes() == rans.encode_numpy(cls, wrong, 2)[1].tobytes()
+    assert rans_fast.encode(cls, counts.astype(np.float64), 2) is None
+    states, words = rans.encode(cls, counts, 2)
+    bad = states.copy()
+    bad[1] = 5
+    assert rans_fast.decode(bad, words, counts, 8) is None
+    with pytest.raises(IntegrityError, match="coder state out of range"):
+        rans.decode(bad, words, counts, 8, "w")
+
+
+def test_read_only_inputs_take_the_fast_path():
+    rng = np.random.default_rng(1)
+    cls = np.stack([rng.permutation(50) for _ in range(4)])
+    counts = np.ones((4, 50), dtype=np.int64)
+    states, words = rans.encode(cls, counts, 2)
+    payload = states.astype("<u8").tobytes() + words.astype("<u4").tobytes()
+    st_ro = np.frombuffer(payload, dtype="<u8", count=2)
+    wd_ro = np.frombuffer(payload, dtype="<u4", offset=16)
+    out = rans_fast.decode(st_ro, wd_ro, counts, 50)
+    assert out is not None and np.array_equal(out, cls)
+
+
+def test_pure_numpy_environment_variable(monkeypatch):
+    assert rans.fast_kernels() is rans_fast
+    monkeypatch.setenv(rans.PURE_NUMPY_ENV, "1")
+    assert rans.fast_kernels() is None
+    cls = np.array([[1, 0, 2]], dtype=np.int64)
+    counts = np.ones((1, 3), dtype=np.int64)
+    states, words = rans.encode(cls, counts, 1)
+    assert np.array_equal(rans.decode(states, words, counts, 3), cls)
+    monkeypatch.setenv(rans.PURE_NUMPY_ENV, "0")
+    assert rans.fast_kernels() is rans_fast
+
+
+def test_lanes_beyond_rows_and_errors_match():
+    rng = np.random.default_rng(2)
+    cls = np.stack([rng.permutation(30) for _ in range(3)])
+    counts = np.ones((3, 30), dtype=np.int64)
+    ref = rans.encode_numpy(cls, counts, 5)  # two padding lanes
+    _same_code(rans_fast.encode(cls, counts, 5), ref)
+    states, words = ref
+    for cut in range(words.size):
+        _same_outcome(rans_fast.decode, rans.decode_numpy, states, words[:cut], counts, 30, "w")
+
+
+def test_a_bad_frequency_is_reported_before_a_missing_word():
+    """Counts that do not fit the stream (lane 1 runs out of classes at once) with a
+    truncated stream: in a step where lane 0 lacks a word and lane 1 has frequency 0,
+    the reference says "inconsistent", so the kernels must finish the step first."""
+    m, n = 40, 4
+    for seed in range(40):
+        rng = np.random.default_rng(seed)
+        cls = rng.integers(0, n, (2, m))
+        counts = np.stack([np.bincount(r, minlength=n) for r in cls]).astype(np.int64)
+        states, words = rans.encode_numpy(cls, counts, 2)
+        bad = counts.copy()
+        bad[1] = [1, 0, 0, 0]
+        ctx = rng.integers(0, n, (2, m))
+        weights = rng.integers(1, 9, 2 * n - 1)
+        ctx_states, ctx_words = rans.encode_ctx_numpy(cls, ctx, counts, weights, 2)
+        for cut in range(words.size):
+            _same_outcome(rans_fast.decode, rans.decode_numpy, states, words[:cut], bad, m)
+        for cut in range(ctx_words.size):
+            cut_words = ctx_words[:cut]
+            _same_outcome(
+                rans_fast.decode_ctx,
+                rans.decode_ctx_numpy,
+                ctx_states,
+                cut_words,
+                ctx,
+                bad,
+                weights,
+            )
+
+
+NO_NUMBA = r"""
+import importlib.abc, sys
+
+class BlockNumba(importlib.abc.MetaPathFinder):
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname == "numba" or fullname.startswith("numba."):
+            raise ImportError("numba is blocked in this test")
+        return None
+
+sys.meta_path.insert(0, BlockNumba())
+import numpy as np
+from permcodec import rans
+
+cls = np.array([[2, 0, 1, 0], [0, 1, 0, 2]])
+counts = np.array([[2, 1, 1], [2, 1, 1]])
+states, words = rans.encode(cls, counts, 2)
+assert np.array_equal(rans.decode(states, words, counts, 4), cls)
+assert rans.fast_kernels() is None and rans.HAVE_FAST is False
+print(states.tolist(), words.tolist())
+"""
+
+
+def test_coder_works_where_numba_cannot_be_imported():
+    env = {k: v for k, v in os.environ.items() if k != rans.PURE_NUMPY_ENV}
+    run = subprocess.run(
+        [sys.executable, "-c", NO_NUMBA], capture_output=True, text=True, env=env, check=True
+    )
+    cls = np.array([[2, 0, 1, 0], [0, 1, 0, 2]])
+    counts = np.array([[2, 1, 1], [2, 1, 1]])
+    states, words = rans.encode(cls, counts, 2)
+    assert run.stdout.strip() == f"{states.tolist()} {words.tolist()}"
