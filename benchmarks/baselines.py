@@ -31,7 +31,7 @@ Codec = Callable[[dict[str, torch.Tensor], list[str]], tuple[dict[str, torch.Ten
 
 ZSTD_LEVEL = 19
 QUANTILE_LEVELS = 16
-NNCODEC_QPS = (-44, -38, -32, -26, -20)
+NNCODEC_QPS = (-44, -38, -32, -26, -20, -14, -8, -2)
 
 
 # ---------------------------------------------------------------------------------------------
