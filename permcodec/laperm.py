@@ -34,6 +34,32 @@ SyncPeriod = int | Callable[[int], int]
 _ACTIVE: weakref.WeakKeyDictionary[nn.Module, weakref.ref[LaPerm]] = weakref.WeakKeyDictionary()
 
 
+def rank_order(w: torch.Tensor) -> torch.Tensor:
+    """Each row's stable argsort (ties by position), as ``torch.argsort(stable=True)``
+    gives it. On CPU float32 rows without NaN, numpy's SIMD sort of (order key, index)
+    packed into one int64 gives the same order about 3x faster (-0.0 is first made
+    +0.0, which torch ranks equal to it)."""
+    m = w.shape[1]
+    if w.device.type == "cpu" and w.dtype == torch.float32 and w.numel() and m < 1 << 31:
+        a = (w.detach() + 0.0).numpy()
+        if not np.isnan(a).any():
+            bits = a.view(np.int32)
+            packed = (bits ^ ((bits >> 31) & 0x7FFFFFFF)).astype(np.int64)
+            packed <<= 32
+            packed |= np.arange(m, dtype=np.int64)
+            packed.sort(axis=1)
+            packed &= 0xFFFFFFFF
+            return torch.from_numpy(packed)
+    return torch.argsort(w, dim=1, stable=True)
+
+
+def _order_of_keys(keys: torch.Tensor) -> torch.Tensor:
+    """Argsort of distinct int64 keys per row (numpy's SIMD sort on CPU)."""
+    if keys.device.type == "cpu":
+        return torch.from_numpy(arrangement.argsort_rows(keys.numpy()))
+    return torch.argsort(keys, dim=1)
+
+
 @dataclass
 class _Target:
     """A permuted parameter and its initial values, sorted per row."""
@@ -157,10 +183,10 @@ class LaPerm(Optimizer):
         """Row-wise rank sync of ``w``: the same-rank initial value in every weight, or
         with ``buckets_only`` the bucketed form (bucket by rank, then initial-rank
         order inside each bucket, as the decoder rebuilds it)."""
-        order = torch.argsort(w.detach().reshape(t.rows, t.m), dim=1, stable=True)
+        order = rank_order(w.detach().reshape(t.rows, t.m))
         if buckets_only and t.bucket_of_rank is not None and t.init_rank is not None:
             bucket = torch.empty_like(order).scatter_(1, order, t.bucket_of_rank)
-            order = torch.argsort(bucket * t.m + t.init_rank, dim=1)
+            order = _order_of_keys(bucket * t.m + t.init_rank)
         placed = torch.empty_like(t.sorted_init).scatter_(1, order, t.sorted_init)
         return placed.reshape(t.param.shape)
 

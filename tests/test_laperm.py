@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 import permcodec
@@ -18,6 +20,7 @@ from permcodec.codec import init_rows
 from permcodec.dtypes import order_keys
 from permcodec.errors import PlanError
 from permcodec.initializers import row_shape
+from permcodec.laperm import rank_order
 from permcodec.torch import to_numpy
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -257,3 +260,24 @@ def test_synced_view_shows_the_stored_model_and_restores_training_weights() -> N
     opt.sync()
     for k, v in model.state_dict().items():
         assert torch.equal(v, viewed[k]), k
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    rows=st.integers(1, 6),
+    m=st.integers(1, 40),
+    pool=st.lists(
+        st.sampled_from([0.0, -0.0, 1.5, -1.5, 2.0**-149, float("inf"), float("-inf"), 3.0]),
+        min_size=1,
+        max_size=8,
+    ),
+    seed=st.integers(0, 2**16),
+)
+def test_rank_order_is_torchs_stable_argsort(rows, m, pool, seed):
+    """The fast CPU ranking of a sync orders rows exactly as torch's stable argsort,
+    ties (also -0.0 against +0.0) by position."""
+    g = torch.Generator().manual_seed(seed)
+    values = torch.tensor(pool, dtype=torch.float32)
+    w = values[torch.randint(len(pool), (rows, m), generator=g)]
+    w = torch.where(torch.rand(rows, m, generator=g) < 0.5, torch.randn(rows, m, generator=g), w)
+    assert torch.equal(rank_order(w), torch.argsort(w, dim=1, stable=True))
