@@ -1,0 +1,490 @@
+"""Speed and memory of permcodec next to NNCodec and torch.save / torch.load.
+
+One command (all three models; ``--quick`` for lenet300 and vgg only):
+
+    python benchmarks/speed.py
+
+Each model (LeNet-300-100, the Conv-6 VGG-style net at 2.3M weights, and a 25M-weight
+stack of 3x3 convs with ResNet-50-sized rows of 576..4608 values) is seeded with
+``permcodec.init(model, seed=0)`` and every planned row is then shuffled at random: an
+exact arrangement of its init with no rank correlation left, the worst case for size.
+For each model, in one run and side by side: permcodec encode (``permcodec.save``),
+decode with numpy (``permcodec.load_numpy``), into torch on the CPU (``permcodec.load``)
+and on CUDA when there is a GPU (checked bit for bit against the CPU result),
+``torch.save`` / ``torch.load(weights_only=True)`` of the float32 state dict, and NNCodec
+encode / decode of the same float32 weight matrices at one qp. Times are medians of
+``--repeat`` runs after one warm-up run. Weights are the elements of the planned
+(seeded) weight tensors; weights/s and the ratios count those. Peak resident memory of a
+decode is measured in a fresh subprocess per model, over a baseline taken after a tiny
+warm-up decode (so imports and cached numba kernels are in the baseline), with the
+decoded tensors kept alive; the peak is Linux's VmHWM, reset at the baseline, because a
+child's ``ru_maxrss`` starts at its parent's peak (``ru_maxrss`` is recorded as well). Prints a table and writes ``speed.json`` (raw timings,
+machine, command line) and ``speed.md`` under ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+import permcodec
+from permcodec.models import build_model
+
+sys.path.insert(0, str(Path(__file__).parent))
+import baselines
+
+RESULTS = Path(__file__).parent / "results"
+MODELS = ("lenet300", "vgg", "stack25m")
+QUICK_MODELS = ("lenet300", "vgg")
+SEED = 0
+#: (channels, number of 3x3 convs channels -> channels) of the 25M-weight stack.
+STACK25M = ((64, 6), (128, 8), (256, 8), (512, 8))
+MIB = 2**20
+
+#: Run in a fresh interpreter: argv = loader ("permcodec" | "torch"), tiny file, model file,
+#: threads. Prints a JSON object of resident-memory readings in KiB. ``ru_maxrss`` of a child
+#: starts at its parent's peak (Linux carries the exec'ing mm's high-water mark into it), so
+#: where /proc allows, the high-water mark is reset after the warm-up (``clear_refs`` 5) and
+#: the peak read from ``VmHWM``; ``ru_maxrss`` is recorded too.
+CHILD_PEAK = """
+import gc, json, resource, sys
+loader, tiny, path, threads = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+if loader == "permcodec":
+    import numpy as np
+    import permcodec
+    load = permcodec.load_numpy
+    nbytes = lambda t: t.nbytes
+else:
+    import torch
+    torch.set_num_threads(threads)
+    load = lambda p: torch.load(p, weights_only=True)
+    nbytes = lambda t: t.numel() * t.element_size()
+def status(key):
+    with open("/proc/self/status") as f:
+        return next(int(l.split()[1]) for l in f if l.startswith(key + ":"))
+def maxrss():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+warm = load(tiny)
+del warm
+gc.collect()
+rec = {"ru_maxrss_base_kib": maxrss()}
+try:
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    rec["method"] = "VmHWM after clear_refs"
+    rec["base_kib"] = status("VmHWM")
+except OSError:
+    rec["method"] = "ru_maxrss"
+    rec["base_kib"] = rec["ru_maxrss_base_kib"]
+out = load(path)
+rec["ru_maxrss_peak_kib"] = maxrss()
+rec["peak_kib"] = status("VmHWM") if rec["method"] != "ru_maxrss" else maxrss()
+rec["rss_after_kib"] = status("VmRSS")
+rec["decoded_bytes"] = sum(nbytes(t) for t in out.values())
+print(json.dumps(rec))
+"""
+
+
+# ---------------------------------------------------------------------------------------------
+# Models
+
+
+def stack25m() -> nn.Module:
+    """3x3 convs without bias, 64..512 channels: rows of 576, 1152, 2304, 4608 values."""
+    layers = [
+        nn.Conv2d(c, c, 3, padding=1, bias=False) for c, count in STACK25M for _ in range(count)
+    ]
+    return nn.Sequential(*layers)
+
+
+def build(name: str) -> nn.Module:
+    """One of ``MODELS``, freshly constructed (not yet seeded)."""
+    if name == "lenet300":
+        return build_model("lenet300", in_channels=1, image_size=28, num_classes=10)
+    if name == "vgg":
+        return build_model("conv6", in_channels=3, image_size=32, num_classes=10)
+    if name == "stack25m":
+        return stack25m()
+    raise ValueError(f"unknown model {name!r}; known: {', '.join(MODELS)}")
+
+
+@torch.no_grad()
+def shuffle_rows(model: nn.Module, names: list[str], gen: torch.Generator) -> None:
+    """Permute the values inside every row (``weight.flatten(1)``) of the named tensors."""
+    for name in names:
+        weight = model.get_parameter(name)
+        rows = weight.view(weight.shape[0], -1)
+        order = torch.argsort(torch.rand(rows.shape, generator=gen), dim=1)
+        rows.copy_(torch.gather(rows, 1, order))
+
+
+def laperm_model(name: str) -> tuple[nn.Module, list[str]]:
+    """The seeded model with every planned row shuffled; and the planned tensor names."""
+    model = build(name)
+    plan = permcodec.init(model, seed=SEED)
+    names = list(plan.tensors)
+    shuffle_rows(model, names, torch.Generator().manual_seed(SEED))
+    return model, names
+
+
+def tiny_model() -> tuple[nn.Module, list[str]]:
+    """A small seeded-and-shuffled Linear + Conv model, decoded first to warm things up."""
+    model = nn.Sequential(nn.Linear(64, 16), nn.Conv2d(4, 8, 3))
+    names = list(permcodec.init(model, seed=SEED).tensors)
+    shuffle_rows(model, names, torch.Generator().manual_seed(SEED))
+    return model, names
+
+
+# ---------------------------------------------------------------------------------------------
+# Timing
+
+
+def timed(fn: Callable[[], Any], repeat: int, cuda: bool = False) -> list[float]:
+    """Seconds of ``repeat`` calls of ``fn`` after one untimed warm-up call."""
+    fn()
+    times = []
+    for _ in range(repeat):
+        if cuda:
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        fn()
+        if cuda:
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def same_bits(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    """Whether two state dicts hold the same keys, dtypes, shapes and bytes."""
+    if a.keys() != b.keys():
+        return False
+    for k in a:
+        x, y = a[k].detach().cpu(), b[k].detach().cpu()
+        if x.dtype != y.dtype or x.shape != y.shape:
+            return False
+        if x.contiguous().numpy().tobytes() != y.contiguous().numpy().tobytes():
+            return False
+    return True
+
+
+def time_permcodec(
+    model: nn.Module, path: Path, repeat: int
+) -> tuple[dict[str, list[float]], dict[str, Any]]:
+    """Raw times of permcodec encode and decodes, and the CUDA check."""
+    times = {
+        "permcodec encode": timed(lambda: permcodec.save(model, path), repeat),
+        "permcodec decode numpy": timed(lambda: permcodec.load_numpy(path), repeat),
+        "permcodec decode torch cpu": timed(lambda: permcodec.load(path, device="cpu"), repeat),
+    }
+    cuda: dict[str, Any] = {"available": torch.cuda.is_available()}
+    if not cuda["available"]:
+        cuda["note"] = "no GPU"
+        return times, cuda
+    cuda["device"] = torch.cuda.get_device_name(0)
+    times["permcodec decode torch cuda"] = timed(
+        lambda: permcodec.load(path, device="cuda"), repeat, cuda=True
+    )
+    cuda["bit_identical_to_cpu"] = same_bits(
+        permcodec.load(path, device="cuda"), permcodec.load(path, device="cpu")
+    )
+    return times, cuda
+
+
+def time_torch(state: dict[str, torch.Tensor], path: Path, repeat: int) -> dict[str, list[float]]:
+    """Raw times of ``torch.save`` and ``torch.load(weights_only=True)`` of a state dict."""
+    return {
+        "torch.save": timed(lambda: torch.save(state, path), repeat),
+        "torch.load": timed(lambda: torch.load(path, weights_only=True), repeat),
+    }
+
+
+def time_nncodec(
+    arrays: dict[str, np.ndarray], qp: int, repeat: int
+) -> tuple[dict[str, list[float]], dict[str, Any]]:
+    """Raw NNCodec encode / decode times of one round trip per run; its size and error."""
+    if baselines.NNCODEC_ERROR:
+        return {}, {"error": baselines.NNCODEC_ERROR}
+    runs = [baselines.nncodec_roundtrip(arrays, qp) for _ in range(repeat + 1)][1:]
+    decoded, nbytes = runs[-1][0], runs[-1][1]
+    err = max(float(np.abs(np.asarray(decoded[k]) - a).max()) for k, a in arrays.items())
+    times = {"NNCodec encode": [r[2] for r in runs], "NNCodec decode": [r[3] for r in runs]}
+    return times, {"qp": qp, "bytes": nbytes, "max_abs_error": err}
+
+
+# ---------------------------------------------------------------------------------------------
+# Peak memory
+
+
+def peak_memory(loader: str, tiny: Path, path: Path, threads: int) -> dict[str, Any]:
+    """Peak RSS of decoding ``path`` in a fresh interpreter, over its post-warm-up baseline."""
+    cmd = [sys.executable, "-c", CHILD_PEAK, loader, str(tiny), str(path), str(threads)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        return {"error": proc.stderr.strip().splitlines()[-1:] or [f"exit {proc.returncode}"]}
+    rec = json.loads(proc.stdout.strip().splitlines()[-1])
+    over = (rec["peak_kib"] - rec["base_kib"]) * 1024
+    rec["peak_over_base_mib"] = over / MIB
+    rec["x_decoded_float32"] = over / rec["decoded_bytes"]
+    return rec
+
+
+# ---------------------------------------------------------------------------------------------
+# One model
+
+
+def measure_model(name: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """Everything measured for one model."""
+    model, names = laperm_model(name)
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    weights = sum(state[k].numel() for k in names)
+    perm_path, pt_path = work / f"{name}.perm", work / f"{name}.pt"
+    print(f"{name}: {weights:,} planned weights, measuring...", flush=True)
+    times, cuda = time_permcodec(model, perm_path, args.repeat)
+    times.update(time_torch(state, pt_path, args.repeat))
+    arrays = {k: state[k].numpy() for k in names}
+    nnc_times, nnc = ({}, {"error": "skipped (--no-nncodec)"})
+    if args.nncodec:
+        nnc_times, nnc = time_nncodec(arrays, args.nncodec_qp, args.repeat)
+    if "bytes" in nnc:
+        nnc["bits_per_weight"] = 8 * nnc["bytes"] / weights
+    times.update(nnc_times)
+    tiny_perm, tiny_pt = work / "tiny.perm", work / "tiny.pt"
+    memory = {
+        "permcodec decode numpy": peak_memory("permcodec", tiny_perm, perm_path, args.threads),
+        "torch.load": peak_memory("torch", tiny_pt, pt_path, args.threads),
+    }
+    medians = {op: statistics.median(t) for op, t in times.items()}
+    print(f"{name}: " + ", ".join(f"{op} {s:.3f} s" for op, s in medians.items()), flush=True)
+    return {
+        "model": name,
+        "parameters": sum(v.numel() for v in state.values()),
+        "weights": weights,
+        "planned_tensors": names,
+        "float32_bytes": 4 * sum(v.numel() for v in state.values()),
+        "permcodec_bytes": perm_path.stat().st_size,
+        "permcodec_bits_per_weight": 8 * perm_path.stat().st_size / weights,
+        "torch_save_bytes": pt_path.stat().st_size,
+        "nncodec": nnc,
+        "cuda": cuda,
+        "times": times,
+        "median_s": medians,
+        "weights_per_s": {op: weights / s for op, s in medians.items()},
+        "ratios": ratios(medians),
+        "memory": memory,
+    }
+
+
+def ratios(med: dict[str, float]) -> dict[str, float | None]:
+    """The issue's ratios (throughput ratios vs NNCodec, time ratio vs torch.load)."""
+
+    def over(num: str, den: str) -> float | None:
+        return med[num] / med[den] if num in med and den in med else None
+
+    return {
+        "decode_throughput_vs_nncodec": over("NNCodec decode", "permcodec decode numpy"),
+        "encode_throughput_vs_nncodec": over("NNCodec encode", "permcodec encode"),
+        "decode_time_vs_torch_load": over("permcodec decode numpy", "torch.load"),
+        "torch_decode_time_vs_torch_load": over("permcodec decode torch cpu", "torch.load"),
+    }
+
+
+def write_tiny(work: Path) -> None:
+    """The warm-up files the memory children decode before their baseline."""
+    model, _ = tiny_model()
+    permcodec.save(model, work / "tiny.perm")
+    torch.save(model.state_dict(), work / "tiny.pt")
+
+
+# ---------------------------------------------------------------------------------------------
+# Report
+
+
+def _fmt(x: float | None, spec: str) -> str:
+    return "" if x is None else format(x, spec)
+
+
+def table_rows(rec: dict[str, Any]) -> list[list[str]]:
+    """Table cells of one model: one row per operation."""
+    med, rows = rec["median_s"], []
+    for op, s in med.items():
+        ref = "NNCodec encode" if "encode" in op or op == "torch.save" else "NNCodec decode"
+        vs_nnc = med[ref] / s if ref in med else None
+        vs_load = s / med["torch.load"] if "decode" in op or op == "torch.load" else None
+        mem = rec["memory"].get(op, {})
+        peak = (
+            f"{mem['peak_over_base_mib']:.1f} ({mem['x_decoded_float32']:.2f}x)"
+            if "peak_over_base_mib" in mem
+            else ""
+        )
+        bpw = {
+            "permcodec encode": rec["permcodec_bits_per_weight"],
+            "NNCodec encode": rec["nncodec"].get("bits_per_weight"),
+        }.get(op)
+        rows.append(
+            [
+                rec["model"],
+                op,
+                f"{s:.4f}",
+                f"{rec['weights'] / s / 1e6:.2f}",
+                _fmt(vs_nnc, ".2f"),
+                _fmt(vs_load, ".2f"),
+                _fmt(bpw, ".3f"),
+                peak,
+            ]
+        )
+    if not rec["cuda"]["available"]:
+        rows.append([rec["model"], "permcodec decode torch cuda", "no GPU", "", "", "", "", ""])
+    if "error" in rec["nncodec"]:
+        rows.append([rec["model"], "NNCodec", rec["nncodec"]["error"][:60], "", "", "", "", ""])
+    return rows
+
+
+HEADER = [
+    "model",
+    "operation",
+    "median s",
+    "M weights/s",
+    "speed vs NNCodec",
+    "time vs torch.load",
+    "bits/weight",
+    "peak MiB (x f32)",
+]
+
+
+def text_table(records: list[dict[str, Any]]) -> str:
+    """A fixed-width table for the terminal."""
+    rows = [HEADER] + [r for rec in records for r in table_rows(rec)]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(HEADER))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows)
+
+
+def markdown(records: list[dict[str, Any]], info: dict[str, Any]) -> str:
+    """The markdown table written to ``speed.md``, with a line on models and machine."""
+    lines = [
+        f"`{info['command']}` on {info['machine']['cpu_count']} CPUs "
+        f"({info['threads']} torch threads), {info['repeat']} timed runs each, NNCodec "
+        f"qp={info['nncodec_qp']}; "
+        + ", ".join(f"{r['model']}: {r['weights']:,} weights" for r in records),
+        "",
+        "| " + " | ".join(HEADER) + " |",
+        "|" + "---|" * len(HEADER),
+    ]
+    lines += ["| " + " | ".join(r) + " |" for rec in records for r in table_rows(rec)]
+    return "\n".join(lines) + "\n"
+
+
+def _git_head() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "describe", "--always", "--dirty"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(__file__).parent,
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return out.stdout.strip()
+
+
+def machine() -> dict[str, Any]:
+    """Versions and CPU of this machine."""
+    import numba
+
+    try:
+        from permcodec.rans import fast_kernels
+
+        numba_kernels: bool | None = fast_kernels() is not None
+    except Exception:
+        numba_kernels = None
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor(),
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
+        "numpy": np.__version__,
+        "torch": torch.__version__,
+        "numba": numba.__version__,
+        "permcodec": permcodec.__version__,
+        "permcodec_numba_kernels": numba_kernels,
+        "nncodec": baselines.NNCODEC_VERSION,
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "git": _git_head(),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Main
+
+
+def parse_args() -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default=",".join(MODELS), help=f"from {', '.join(MODELS)}")
+    ap.add_argument("--quick", action="store_true", help="only " + ", ".join(QUICK_MODELS))
+    ap.add_argument("--repeat", type=int, default=3, help="timed runs after one warm-up")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--nncodec-qp", type=int, default=-38)
+    ap.add_argument("--no-nncodec", dest="nncodec", action="store_false")
+    ap.add_argument("--keep", type=Path, default=None, help="write the files here and keep them")
+    ap.add_argument("--out", type=Path, default=RESULTS, help="folder for speed.json / .md")
+    args = ap.parse_args()
+    picked = [m.strip() for m in args.models.split(",") if m.strip()]
+    args.models = list(QUICK_MODELS) if args.quick else picked
+    unknown = [m for m in args.models if m not in MODELS]
+    if unknown:
+        ap.error(f"unknown model(s) {unknown}; known: {', '.join(MODELS)}")
+    if args.repeat < 1:
+        ap.error("--repeat must be at least 1")
+    return args
+
+
+def run_all(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
+    write_tiny(work)
+    return [measure_model(name, args, work) for name in args.models]
+
+
+def main() -> int:
+    args = parse_args()
+    torch.set_num_threads(args.threads)
+    if args.nncodec and baselines.NNCODEC_ERROR:
+        print(f"NNCodec skipped: {baselines.NNCODEC_ERROR}", flush=True)
+    if args.keep is not None:
+        args.keep.mkdir(parents=True, exist_ok=True)
+        records = run_all(args, args.keep)
+    else:
+        with tempfile.TemporaryDirectory(prefix="permcodec_speed_") as tmp:
+            records = run_all(args, Path(tmp))
+    info = {
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "machine": machine(),
+        "threads": args.threads,
+        "repeat": args.repeat,
+        "nncodec_qp": args.nncodec_qp,
+        "seed": SEED,
+    }
+    print(text_table(records))
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "speed.json").write_text(json.dumps({**info, "models": records}, indent=1))
+    (args.out / "speed.md").write_text(markdown(records, info))
+    print(f"wrote {args.out / 'speed.json'} and speed.md")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
