@@ -30,10 +30,15 @@ REFINE_MIN_GAIN = 0.01
 
 
 def init_rows(
-    spec: dict[str, Any], key: tuple[int, int], shape: tuple[int, ...], dtype: str
+    spec: dict[str, Any],
+    key: tuple[int, int],
+    shape: tuple[int, ...],
+    dtype: str,
+    rows: tuple[int, int] | None = None,
 ) -> np.ndarray:
-    """The seeded initial values of a tensor as (rows, m), in the storage dtype."""
-    return from_float32(generate(spec, key, shape), dtype)
+    """The seeded initial values of a tensor as (rows, m), in the storage dtype (only
+    rows r0..r1-1 with ``rows=(r0, r1)``)."""
+    return from_float32(generate(spec, key, shape, rows=rows), dtype)
 
 
 def _check_plan_fits(name: str, tp: TensorPlan, shape: tuple[int, ...], dtype: str) -> None:
@@ -59,7 +64,7 @@ def encode_tensor(
 ) -> tuple[dict[str, Any], bytes]:
     """Header entry (without offset) and payload bytes of one tensor.
 
-    A seeded tensor is coded losslessly (``perm-rans``, or ``bucket-rans`` with
+    A seeded tensor is coded losslessly (``row-rans``, or ``bucket-rans`` with
     ``exact`` when its bucket moves are predictable enough to pay), or, with ``bits``,
     as its rank buckets only (lossy unless the rows are already in bucketed form).
     A lossy entry records ``rel_error``, the relative L2 error against ``original``
@@ -112,14 +117,16 @@ def _rans_bytes(states: np.ndarray, words: np.ndarray) -> bytes:
 def _encode_lossless(
     cls: np.ndarray, rc: arrangement.RowClasses, init_cls: np.ndarray
 ) -> tuple[dict[str, Any], bytes]:
-    """``perm-rans``, or exact ``bucket-rans`` when the context model saves bits."""
+    """``row-rans``, or exact ``bucket-rans`` when the context model saves bits."""
     rows = cls.shape[0]
     bound = arrangement.bound_bits(rc.counts)
     choice = _choose_refine_bits(cls, rc, init_cls, bound)
     if choice is None:
-        lanes = rans.choose_lanes(rows, bound)
-        payload = _rans_bytes(*rans.encode(cls, rc.counts, lanes))
-        return {"coding": "perm-rans", "lanes": lanes, "bound_bits": bound}, payload
+        lanes = rans.choose_segment_lanes(rows, bound)
+        states, lengths, words = rans.encode_rows(cls, rc.counts, lanes)
+        payload = states.astype("<u8").tobytes() + lengths.astype("<u4").tobytes()
+        payload += words.astype("<u4").tobytes()
+        return {"coding": "row-rans", "lanes": lanes, "bound_bits": bound}, payload
     bk, sym, weights = choice
     extra, head = _encode_bucket_layer(sym, bk, weights)
     seq, totals = buckets.refinement(cls, sym, bk)
@@ -234,13 +241,16 @@ def _unzstd(payload: bytes, expected: int, name: str) -> bytes:
     return raw
 
 
-SEEDED_CODINGS = ("perm-rans", "bucket-rans")
+SEEDED_CODINGS = ("perm-rans", "row-rans", "bucket-rans")
+#: Rows a ``row-rans`` decoder takes at once (whole lanes, at least one): bounds the
+#: decoder's working memory to a few arrays of this many values.
+DECODE_CHUNK = 1 << 15
 
 
-def _seeded_init(
+def _seed_fields(
     entry: dict[str, Any], shape: tuple[int, ...], dtype: str
-) -> tuple[np.ndarray, arrangement.RowClasses, int, int]:
-    """Validate the seed fields of an entry; regenerate the init and its classes."""
+) -> tuple[dict[str, Any], tuple[int, int], int, int]:
+    """Validate the seed fields of an entry: (spec, key, rows, row length)."""
     name = entry["name"]
     if dtype not in FLOAT_DTYPES:
         raise FormatError(f"tensor {name!r}: seeded tensors must be floating point, not {dtype}")
@@ -259,8 +269,81 @@ def _seeded_init(
     rows, m = row_shape(shape, spec["granularity"])
     if m > MAX_ROW:
         raise FormatError(f"tensor {name!r}: rows of {m} values exceed the limit {MAX_ROW}")
-    init = init_rows(spec, (key[0], key[1]), shape, dtype)
+    return spec, (key[0], key[1]), rows, m
+
+
+def _seeded_init(
+    entry: dict[str, Any], shape: tuple[int, ...], dtype: str
+) -> tuple[np.ndarray, arrangement.RowClasses, int, int]:
+    """Validate the seed fields of an entry; regenerate the init and its classes."""
+    spec, key, rows, m = _seed_fields(entry, shape, dtype)
+    init = init_rows(spec, key, shape, dtype)
     return init, arrangement.row_classes(init, order_keys(init, dtype)), rows, m
+
+
+def _split_segments(
+    name: str, payload: bytes, lanes: Any, rows: int, m: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(states, segment lengths, words) of a ``row-rans`` payload, every length
+    checked against the payload and against the steps of its lane."""
+    if not is_int(lanes) or not 1 <= lanes <= max(rows, 1):
+        raise FormatError(f"tensor {name!r}: {lanes!r} lanes for {rows} rows")
+    if len(payload) < 12 * lanes or (len(payload) - 12 * lanes) % 4:
+        raise FormatError(
+            f"tensor {name!r}: payload length {len(payload)} does not fit {lanes} lanes"
+        )
+    states = np.frombuffer(payload, dtype="<u8", count=lanes)
+    lengths = np.frombuffer(payload, dtype="<u4", count=lanes, offset=8 * lanes)
+    n_words = (len(payload) - 12 * lanes) // 4
+    if int(lengths.astype(np.int64).sum()) != n_words:
+        raise FormatError(
+            f"tensor {name!r}: segment lengths add up to {int(lengths.sum())} words, "
+            f"the payload holds {n_words}"
+        )
+    steps = np.diff(rans.lane_bounds(rows, lanes)) * m
+    if (lengths > steps).any():  # a step reads at most one word
+        raise FormatError(f"tensor {name!r}: a lane's segment is longer than its steps")
+    words = np.frombuffer(payload, dtype="<u4", count=n_words, offset=12 * lanes)
+    return states, lengths, words
+
+
+def _lane_chunks(bounds: np.ndarray, m: int) -> list[tuple[int, int]]:
+    """Runs of whole lanes [l0, l1) of about :data:`DECODE_CHUNK` values each."""
+    chunks, l0 = [], 0
+    lanes = bounds.shape[0] - 1
+    for lane in range(1, lanes + 1):
+        if (bounds[lane] - bounds[l0]) * m >= DECODE_CHUNK or lane == lanes:
+            chunks.append((l0, lane))
+            l0 = lane
+    return chunks
+
+
+def _decode_row_rans(
+    entry: dict[str, Any], payload: bytes, shape: tuple[int, ...], dtype: str
+) -> np.ndarray:
+    """A ``row-rans`` tensor, a run of lanes at a time: each run regenerates only its
+    own rows of the init, so memory stays near the output plus one run."""
+    name = entry["name"]
+    spec, key, rows, m = _seed_fields(entry, shape, dtype)
+    states, lengths, words = _split_segments(name, payload, entry.get("lanes"), rows, m)
+    out = np.empty((rows, m), dtype=storage_dtype(dtype))
+    if rows * m == 0:
+        if words.size or (states != rans.STATE_LOW).any():
+            raise IntegrityError(f"tensor {name!r}: an empty tensor has coded data", name)
+        return out.reshape(shape)
+    bounds = rans.lane_bounds(rows, len(states))
+    starts = np.zeros(len(states) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=starts[1:])
+    for l0, l1 in _lane_chunks(bounds, m):
+        r0, r1 = int(bounds[l0]), int(bounds[l1])
+        init = init_rows(spec, key, shape, dtype, rows=(r0, r1))
+        rc = arrangement.row_classes(init, order_keys(init, dtype))
+        seg = words[starts[l0] : starts[l1]]
+        cls = rans.decode_rows(
+            states[l0:l1], lengths[l0:l1], seg, rc.counts, m, name, bounds[l0 : l1 + 1] - r0
+        )
+        out[r0:r1] = arrangement.rebuild(cls, rc)
+    return out.reshape(shape)
 
 
 def _split_rans(
@@ -287,6 +370,8 @@ def _split_rans(
 def _decode_perm(
     entry: dict[str, Any], payload: bytes, shape: tuple[int, ...], dtype: str
 ) -> np.ndarray:
+    if entry["coding"] == "row-rans":
+        return _decode_row_rans(entry, payload, shape, dtype)
     name = entry["name"]
     init, rc, rows, m = _seeded_init(entry, shape, dtype)
     if entry["coding"] == "bucket-rans":

@@ -26,15 +26,16 @@ from .errors import FormatError, IntegrityError, UnsupportedVersionError
 from .validate import is_int
 
 MAGIC = b"\x89PERM\r\n\x1a"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 PREAMBLE = struct.Struct("<8sIIQ")
 ALIGN = 64
 TRAILER = 32
 MAX_HEADER = 64 * 1024 * 1024
-#: The codings of each format version (version 2 added bucket-rans).
+#: The codings of each format version (version 2 added bucket-rans, 3 row-rans).
 CODINGS_OF = {
     1: ("perm-rans", "raw-zstd", "raw"),
     2: ("perm-rans", "bucket-rans", "raw-zstd", "raw"),
+    3: ("perm-rans", "row-rans", "bucket-rans", "raw-zstd", "raw"),
 }
 CODINGS = CODINGS_OF[FORMAT_VERSION]
 

@@ -224,8 +224,10 @@ def _uniform01(key: tuple[int, int], purpose: int, start: int, stop: int, xp: Nu
     return (xp.float64(philox.words(key, purpose, start, stop, xp)) + 0.5) * _TWO_POW_M32
 
 
-def _base_values(spec: dict[str, Any], key: tuple[int, int], n: int, xp: NumpyOps) -> Any:
-    """float64 values of every element (before the density mask), in C order."""
+def _base_values(
+    spec: dict[str, Any], key: tuple[int, int], start: int, stop: int, xp: NumpyOps
+) -> Any:
+    """float64 values of elements [start, stop) (before the density mask), in C order."""
     kind = spec["kind"]
     if kind in ("uniform", "kaiming_uniform", "xavier_uniform"):
         if kind == "uniform":
@@ -236,7 +238,7 @@ def _base_values(spec: dict[str, Any], key: tuple[int, int], n: int, xp: NumpyOp
             else:
                 bound = spec["gain"] * math.sqrt(6.0 / (spec["fan_in"] + spec["fan_out"]))
             a, b = -bound, bound
-        return a + (b - a) * _uniform01(key, philox.VALUES, 0, n, xp)
+        return a + (b - a) * _uniform01(key, philox.VALUES, start, stop, xp)
     if kind in ("normal", "kaiming_normal", "xavier_normal"):
         if kind == "normal":
             mean, std = spec["mean"], spec["std"]
@@ -244,33 +246,33 @@ def _base_values(spec: dict[str, Any], key: tuple[int, int], n: int, xp: NumpyOp
             mean, std = 0.0, spec["gain"] / math.sqrt(_fan(spec))
         else:
             mean, std = 0.0, spec["gain"] * math.sqrt(2.0 / (spec["fan_in"] + spec["fan_out"]))
-        return mean + std * detmath.ndtri(_uniform01(key, philox.VALUES, 0, n, xp), xp)
+        return mean + std * detmath.ndtri(_uniform01(key, philox.VALUES, start, stop, xp), xp)
     if kind == "trunc_normal":
         mean, std = spec["mean"], spec["std"]
         lo = detmath.ndtr_scalar((spec["a"] - mean) / std)
         hi = detmath.ndtr_scalar((spec["b"] - mean) / std)
-        p = lo + (hi - lo) * _uniform01(key, philox.VALUES, 0, n, xp)
+        p = lo + (hi - lo) * _uniform01(key, philox.VALUES, start, stop, xp)
         z = mean + std * detmath.ndtri(p, xp)
         return xp.where(z < spec["a"], spec["a"], xp.where(z > spec["b"], spec["b"], z))
     if kind == "constant":
-        ones = xp.float64(philox.words(key, philox.VALUES, 0, n, xp) * 0) + spec["value"]
+        ones = xp.float64(philox.words(key, philox.VALUES, start, stop, xp) * 0) + spec["value"]
         if not spec["random_sign"]:
             return ones
-        sign = philox.words(key, philox.SIGN, 0, n, xp) >> 31
+        sign = philox.words(key, philox.SIGN, start, stop, xp) >> 31
         return xp.where(sign == 1, -ones, ones)
     if kind == "quantile":
         # piecewise-linear quantile function through equally spaced knots
         knots = [0.0 + float(x) for x in spec["knots"]]
         q = len(knots) - 1
         table = xp.float64(knots)
-        t = _uniform01(key, philox.VALUES, 0, n, xp) * float(q)
+        t = _uniform01(key, philox.VALUES, start, stop, xp) * float(q)
         i = xp.int64(t)  # t > 0, so truncation is floor
         i = xp.where(i > q - 1, q - 1, i)
         lo, hi = table[i], table[i + 1]
         return lo + (hi - lo) * (t - xp.float64(i))
     if kind == "two_value":
         threshold = int(spec["p"] * 2.0**32)
-        w = philox.words(key, philox.VALUES, 0, n, xp)
+        w = philox.words(key, philox.VALUES, start, stop, xp)
         zeros = xp.float64(w * 0)
         return xp.where(w < threshold, zeros + spec["high"], zeros + spec["low"])
     raise PlanError(f"unknown initializer kind {kind!r}")
@@ -292,22 +294,30 @@ def kept_count(density: float, m: int) -> int:
 
 
 def generate(
-    spec: dict[str, Any], key: tuple[int, int], shape: tuple[int, ...], xp: NumpyOps = NUMPY
+    spec: dict[str, Any],
+    key: tuple[int, int],
+    shape: tuple[int, ...],
+    xp: NumpyOps = NUMPY,
+    rows: tuple[int, int] | None = None,
 ) -> Any:
-    """The float32 initial values of a tensor, shaped ``(rows, row_length)``.
+    """The float32 initial values of a tensor, shaped ``(rows, row_length)``; with
+    ``rows=(r0, r1)`` only those rows (the same values: decoders stream by rows).
 
     Element ``i`` (C order) draws word ``i`` of the stream. With density < 1, each row
     (or the tensor) keeps exactly :func:`kept_count` values: those whose mask words are
     smallest, ties to the lower index; the rest are +0.0.
     """
-    rows, m = row_shape(tuple(shape), spec["granularity"])
-    n = rows * m
-    if n == 0:
-        return xp.float32(xp.full((rows, m), 0.0))
-    values = _base_values(spec, key, n, xp).reshape(rows, m)
-    if spec["density"] < 1.0 and n:
+    n_rows, m = row_shape(tuple(shape), spec["granularity"])
+    r0, r1 = (0, n_rows) if rows is None else rows
+    if not 0 <= r0 <= r1 <= n_rows:
+        raise ValueError(f"rows {rows} outside 0..{n_rows}")
+    count = r1 - r0
+    if count * m == 0:
+        return xp.float32(xp.full((count, m), 0.0))
+    values = _base_values(spec, key, r0 * m, r1 * m, xp).reshape(count, m)
+    if spec["density"] < 1.0:
         k = kept_count(spec["density"], m)
-        mask_words = philox.words(key, philox.MASK, 0, n, xp).reshape(rows, m)
+        mask_words = philox.words(key, philox.MASK, r0 * m, r1 * m, xp).reshape(count, m)
         order = xp.argsort_stable(mask_words, axis=1)
         ranks = xp.put_along(
             xp.zeros_like(mask_words), order, xp.arange(0, m).reshape(1, m) + 0 * order, axis=1

@@ -198,7 +198,7 @@ class PermFile:
                 if "rel_error" in e:
                     row["rel_error"] = e["rel_error"]
                 b = e.get("bound_bits")
-                lossless = e["coding"] == "perm-rans" or e.get("exact") is True
+                lossless = e["coding"] in ("perm-rans", "row-rans") or e.get("exact") is True
                 if lossless and isinstance(b, (int, float)) and not isinstance(b, bool) and b:
                     row["bound_bits_per_weight"] = b / numel if numel else 0.0
                     row["ratio_to_bound"] = bits / b

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .atomic import atomic_path
-from .codec import init_rows
+from .codec import SEEDED_CODINGS, init_rows
 from .dtypes import order_keys
 from .initializers import row_shape
 from .permfile import PermFile
@@ -58,7 +58,7 @@ def weight_profiles(path: str | os.PathLike[str]) -> list[LayerProfile]:
     with PermFile(path) as pf:
         for name in pf:
             e = pf.entry(name)
-            if e["coding"] != "perm-rans":
+            if e["coding"] not in SEEDED_CODINGS:
                 continue
             shape = tuple(e["shape"])
             rows, m = row_shape(shape, e["spec"]["granularity"])

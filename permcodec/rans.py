@@ -342,6 +342,20 @@ class _ContextModel:
         return t, lo, fr
 
 
+def _decode_step(
+    model: _MultisetModel | _ContextModel, active: np.ndarray, x: np.ndarray, j: int, name: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Step j of every lane (idle lanes keep their state): (symbols, states before
+    renormalization)."""
+    s = x & (PROB_ONE - 1)
+    sym, lo, fr = model.step(j, s)
+    lo = np.where(active, lo, 0)
+    fr = np.where(active, fr, PROB_ONE)
+    if (fr <= 0).any():
+        raise IntegrityError(f"tensor {name!r}: coded stream is inconsistent", name)
+    return sym, fr * (x >> PROB_BITS) + s - lo
+
+
 def _decode_with(
     model: _MultisetModel | _ContextModel,
     states: np.ndarray,
@@ -366,13 +380,7 @@ def _decode_with(
     for g in range(groups):
         active = model.begin(g)
         for j in range(m):
-            s = x & (PROB_ONE - 1)
-            sym, lo, fr = model.step(j, s)
-            lo = np.where(active, lo, 0)
-            fr = np.where(active, fr, PROB_ONE)
-            if (fr <= 0).any():
-                raise IntegrityError(f"tensor {name!r}: coded stream is inconsistent", name)
-            x = fr * (x >> PROB_BITS) + s - lo
+            sym, x = _decode_step(model, active, x, j, name)
             need = x < STATE_LOW
             k = int(need.sum())
             if k:
@@ -410,3 +418,130 @@ def decode_ctx_numpy(
     """Inverse of :func:`encode_ctx_numpy`: the symbols (R, m)."""
     model = _ContextModel(ctx, counts, weights, states.shape[0])
     return _decode_with(model, states, stream, counts.shape[0], ctx.shape[1], name)
+
+
+# ------------------------------------------------ row-rans: one segment per lane
+
+#: Per-lane cost of a ``row-rans`` stream in bits: final state and segment length.
+SEGMENT_LANE_BITS = 96
+
+
+def choose_segment_lanes(rows: int, bound: float) -> int:
+    """Lanes of a ``row-rans`` stream: as many as keep their states and segment
+    lengths under 0.4% of B (more lanes decode in parallel), at most one per row."""
+    return int(max(1, min(rows, bound * LANE_BUDGET // SEGMENT_LANE_BITS)))
+
+
+def lane_bounds(rows: int, lanes: int) -> np.ndarray:
+    """First row of every lane and the end: lane l codes rows [b[l], b[l+1])."""
+    return (np.arange(lanes + 1, dtype=np.int64) * rows) // lanes
+
+
+def _lane_schedule(bounds: np.ndarray, t: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row each lane codes in round ``t`` (its t-th row) and whether it has one."""
+    row = bounds[:-1] + t
+    live = row < bounds[1:]
+    return np.where(live, row, 0), live
+
+
+def encode_rows_numpy(
+    cls: np.ndarray, counts: np.ndarray, lanes: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Code rows with the multiset model, lane l coding rows [b[l], b[l+1]) in order
+    (:func:`lane_bounds`) into its own word segment. Returns (states, segment lengths,
+    words of lane 0, lane 1, ... each in decoding order)."""
+    rows, m = cls.shape
+    bounds = lane_bounds(rows, lanes)
+    start, freq = _intervals(cls, counts)
+    x = np.full(lanes, STATE_LOW, dtype=np.int64)
+    emitted_lane: list[np.ndarray] = []
+    emitted_word: list[np.ndarray] = []
+    rounds = int((bounds[1:] - bounds[:-1]).max()) if rows else 0
+    for t in range(rounds - 1, -1, -1):
+        row, live = _lane_schedule(bounds, t)
+        for j in range(m - 1, -1, -1):
+            st = np.where(live, start[row, j], 0)
+            fr = np.where(live, freq[row, j], PROB_ONE)  # idle lanes: identity steps
+            out = (x >> 32) >= fr
+            if out.any():
+                emitted_lane.append(np.nonzero(out)[0])
+                emitted_word.append(x[out] & WORD_MASK)
+                x = np.where(out, x >> 32, x)
+            x = ((x // fr) << PROB_BITS) + (x % fr) + st
+    if emitted_lane:
+        lane_of = np.concatenate(emitted_lane)[::-1]  # decoding order
+        words = np.concatenate(emitted_word)[::-1]
+        order = np.argsort(lane_of, kind="stable")
+        lengths = np.bincount(lane_of, minlength=lanes)
+        words = words[order]
+    else:
+        lengths, words = np.zeros(lanes, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    return x.astype(np.uint64), lengths.astype(np.uint32), words.astype(np.uint32)
+
+
+def decode_rows_numpy(
+    states: np.ndarray,
+    lengths: np.ndarray,
+    words: np.ndarray,
+    counts: np.ndarray,
+    m: int,
+    name: str = "?",
+    bounds: np.ndarray | None = None,
+) -> np.ndarray:
+    """Inverse of :func:`encode_rows_numpy` for the rows whose ``counts`` (R, N) are
+    given: the class sequences (R, m). ``bounds`` (lanes + 1, from 0 to R) say which
+    rows each lane codes (default :func:`lane_bounds`), so a decoder may take any run
+    of whole lanes of a stream. All lanes advance in lockstep, each reading its own
+    segment."""
+    rows = counts.shape[0]
+    lanes = states.shape[0]
+    if ((states < STATE_LOW) | (states >= np.uint64(1 << 63))).any():
+        raise IntegrityError(f"tensor {name!r}: coder state out of range", name)
+    bounds = lane_bounds(rows, lanes) if bounds is None else bounds
+    ends = np.cumsum(lengths.astype(np.int64))
+    ptr = ends - lengths.astype(np.int64)
+    stream = words.astype(np.int64)
+    x = states.astype(np.int64)
+    out = np.zeros((rows, m), dtype=np.int64)
+    rounds = int((bounds[1:] - bounds[:-1]).max()) if rows else 0
+    for t in range(rounds):
+        row, live = _lane_schedule(bounds, t)
+        model = _MultisetModel(np.where(live[:, None], counts[row], 0), m, lanes, None)
+        active = model.begin(0)
+        for j in range(m):
+            sym, x = _decode_step(model, active, x, j, name)
+            need = x < STATE_LOW
+            if need.any():
+                if (ptr[need] >= ends[need]).any():
+                    raise IntegrityError(f"tensor {name!r}: coded stream ends early", name)
+                x[need] = (x[need] << 32) | stream[ptr[need]]
+                ptr[need] += 1
+            out[row[live], j] = sym[live]
+    if (ptr != ends).any() or (x != STATE_LOW).any():
+        raise IntegrityError(f"tensor {name!r}: coded stream is inconsistent", name)
+    return out
+
+
+def encode_rows(
+    cls: np.ndarray, counts: np.ndarray, lanes: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`encode_rows_numpy`, with the numba kernels when they are available."""
+    fast = fast_kernels()
+    out = None if fast is None else fast.encode_rows(cls, counts, lanes)
+    return encode_rows_numpy(cls, counts, lanes) if out is None else out
+
+
+def decode_rows(
+    states: np.ndarray,
+    lengths: np.ndarray,
+    words: np.ndarray,
+    counts: np.ndarray,
+    m: int,
+    name: str = "?",
+    bounds: np.ndarray | None = None,
+) -> np.ndarray:
+    """:func:`decode_rows_numpy`, with the numba kernels when they are available."""
+    args = (states, lengths, words, counts, m, name, bounds)
+    fast = fast_kernels()
+    out = None if fast is None else fast.decode_rows(*args)
+    return decode_rows_numpy(*args) if out is None else out

@@ -548,6 +548,240 @@ def _classes_to_lehmer(cls: np.ndarray, distinct: np.ndarray) -> tuple[np.ndarra
     return out, True
 
 
+# ------------------------------------------------ row-rans: one segment per lane
+
+
+def _jit_parallel(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Like :func:`_jit`, with ``prange`` loops run on numba's threads."""
+    try:
+        return numba.njit(cache=True, parallel=True)(fn)
+    except RuntimeError:
+        return numba.njit(cache=False, parallel=True)(fn)
+
+
+@_jit
+def _row_tree(counts: np.ndarray, r: int, levels: int, left: np.ndarray, sums: np.ndarray) -> None:
+    """Fill ``left`` (node n: count of its left subtree's classes) for row r."""
+    top = 1 << levels
+    n = counts.shape[1]
+    sums[:] = 0
+    for c in range(n):
+        sums[top + c] = counts[r, c]
+    for node in range(top - 1, 0, -1):
+        sums[node] = sums[2 * node] + sums[2 * node + 1]
+        left[node] = sums[2 * node]
+
+
+@_jit
+def _lehmer_row(digits: np.ndarray, base: np.ndarray, levels: int, tree: np.ndarray) -> None:
+    """In place: Lehmer digits of one row of distinct values to class indices."""
+    top = 1 << levels
+    tree[:] = base
+    for j in range(digits.shape[0]):
+        rest = digits[j]
+        node = 1
+        for _ in range(levels):
+            c = tree[node]
+            right = rest >= c
+            tree[node] = c if right else c - 1
+            rest = rest - c if right else rest
+            node = 2 * node + (1 if right else 0)
+        digits[j] = node - top
+
+
+@_jit
+def _decode_lane(
+    x: int,
+    words: np.ndarray,
+    pos: int,
+    end: int,
+    counts: np.ndarray,
+    distinct: np.ndarray,
+    r0: int,
+    r1: int,
+    out: np.ndarray,
+) -> int:
+    """Decode rows [r0, r1) of one lane from its segment words[pos:end] into ``out``;
+    returns a status (FORMAT 4.5: the loop of 4.3.4 on one lane)."""
+    m = out.shape[1]
+    n = counts.shape[1]
+    levels = 0
+    while (1 << levels) < n:
+        levels += 1
+    top = 1 << levels
+    left = np.zeros(top, dtype=np.int64)
+    cnt = np.zeros(n, dtype=np.int64)
+    sums = np.zeros(2 * top, dtype=np.int64)
+    base, mlevels = _left_counts(m)
+    tree = np.empty_like(base)
+    for r in range(r0, r1):
+        plain = distinct[r]
+        if not plain:
+            _row_tree(counts, r, levels, left, sums)
+            for c in range(n):
+                cnt[c] = counts[r, c]
+        for j in range(m):
+            total = m - j
+            s = x & _LOW_MASK
+            c = ((s + 1) * total - 1) >> PROB_BITS
+            if plain:
+                out[r, j] = c
+                lo = (c << PROB_BITS) // total
+                fr = ((c + 1) << PROB_BITS) // total - lo
+            else:
+                below = 0
+                rest = c
+                node = 1
+                for _ in range(levels):
+                    lc = left[node]
+                    right = rest >= lc
+                    left[node] = lc if right else lc - 1
+                    rest = rest - lc if right else rest
+                    below = below + lc if right else below
+                    node = 2 * node + (1 if right else 0)
+                v = node - top
+                out[r, j] = v
+                f = cnt[v]
+                cnt[v] = f - 1
+                lo = (below << PROB_BITS) // total
+                fr = ((below + f) << PROB_BITS) // total - lo
+            x = fr * (x >> PROB_BITS) + s - lo
+            if x < STATE_LOW:
+                if pos >= end:
+                    return ENDS_EARLY
+                x = (x << 32) | np.int64(words[pos])
+                pos += 1
+        if plain:
+            _lehmer_row(out[r], base, mlevels, tree)
+    if pos != end or x != STATE_LOW:
+        return INCONSISTENT
+    return OK
+
+
+@_jit_parallel
+def _decode_rows_kernel(
+    x: np.ndarray,
+    starts: np.ndarray,
+    words: np.ndarray,
+    counts: np.ndarray,
+    distinct: np.ndarray,
+    bounds: np.ndarray,
+    m: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """All lanes of a ``row-rans`` stream, in parallel: (classes (R, m), lane statuses)."""
+    lanes = x.shape[0]
+    out = np.zeros((counts.shape[0], m), dtype=np.int64)
+    status = np.zeros(lanes, dtype=np.int64)
+    for lane in numba.prange(lanes):
+        status[lane] = _decode_lane(
+            x[lane],
+            words,
+            starts[lane],
+            starts[lane + 1],
+            counts,
+            distinct,
+            bounds[lane],
+            bounds[lane + 1],
+            out,
+        )
+    return out, status
+
+
+@_jit
+def _row_intervals(
+    cls: np.ndarray,
+    counts: np.ndarray,
+    distinct: np.ndarray,
+    r: int,
+    start: np.ndarray,
+    freq: np.ndarray,
+    tree: np.ndarray,
+    left: np.ndarray,
+) -> bool:
+    """(start, freq) of every step of row r; False if the row does not match its counts.
+    ``tree`` and ``left`` are scratch (a left-count tree, remaining counts or seen flags)."""
+    m = cls.shape[1]
+    n = counts.shape[1]
+    plain = distinct[r]
+    levels = 0
+    while (1 << levels) < (m if plain else n):
+        levels += 1
+    if plain:
+        base, _ = _left_counts(m)
+        tree[: base.shape[0]] = base
+        left[:m] = 0  # seen flags
+    else:
+        _row_tree(counts, r, levels, tree, left)  # left: sums scratch, refilled below
+        for c in range(n):
+            left[c] = counts[r, c]
+    for j in range(m):
+        v = cls[r, j]
+        total = m - j
+        below = 0
+        node = 1
+        for d in range(levels - 1, -1, -1):
+            right = (v >> d) & 1
+            lc = tree[node]
+            below += lc if right else 0
+            tree[node] = lc if right else lc - 1
+            node = 2 * node + right
+        if plain:
+            if left[v]:
+                return False
+            left[v] = 1
+            f = 1
+        else:
+            f = left[v]
+            if f <= 0:
+                return False
+            left[v] = f - 1
+        lo = (below << PROB_BITS) // total
+        start[j] = lo
+        freq[j] = ((below + f) << PROB_BITS) // total - lo
+    return True
+
+
+@_jit_parallel
+def _encode_rows_kernel(
+    cls: np.ndarray, counts: np.ndarray, distinct: np.ndarray, bounds: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
+    """Encoder of :func:`_decode_rows_kernel`: (states, segment starts in ``buf``,
+    buf, ok). Lane l writes its words backwards from ``bounds[l+1] * m`` (a step emits
+    at most one word), so they end up in decoding order."""
+    rows, m = cls.shape
+    n = counts.shape[1]
+    lanes = bounds.shape[0] - 1
+    levels = 0
+    while (1 << levels) < max(n, m):
+        levels += 1
+    top = 1 << levels
+    buf = np.empty(rows * m, dtype=np.uint32)
+    x = np.empty(lanes, dtype=np.int64)
+    seg = np.empty(lanes, dtype=np.int64)
+    ok = np.ones(lanes, dtype=np.bool_)
+    for lane in numba.prange(lanes):
+        start = np.empty(m, dtype=np.int64)
+        freq = np.empty(m, dtype=np.int64)
+        tree = np.empty(top, dtype=np.int64)
+        left = np.empty(2 * top, dtype=np.int64)
+        xl = np.int64(STATE_LOW)
+        wpos = bounds[lane + 1] * m
+        for r in range(bounds[lane + 1] - 1, bounds[lane] - 1, -1):
+            if not _row_intervals(cls, counts, distinct, r, start, freq, tree, left):
+                ok[lane] = False
+                break
+            for j in range(m - 1, -1, -1):
+                fr = freq[j]
+                if (xl >> 32) >= fr:
+                    wpos -= 1
+                    buf[wpos] = np.uint32(xl & WORD_MASK)
+                    xl >>= 32
+                xl = ((xl // fr) << PROB_BITS) + (xl % fr) + start[j]
+        x[lane] = xl
+        seg[lane] = wpos
+    return x, seg, buf, bool(ok.all())
+
+
 # ---------------------------------------------------------------- wrappers
 
 
@@ -736,4 +970,77 @@ def decode_ctx(
         return None  # the kernel's search needs non-decreasing cumulative weights
     out, status = _decode_ctx_kernel(x, words, cx, cnt, w)
     _raise(status, name)
+    return out
+
+
+def _segment_starts(lengths: Any, lanes: int, n_words: int) -> np.ndarray | None:
+    """Start of every lane's segment and the end, or None if the lengths do not
+    tile the words exactly (the reference then reports it)."""
+    if not (isinstance(lengths, np.ndarray) and lengths.shape == (lanes,)):
+        return None
+    starts = np.zeros(lanes + 1, dtype=np.int64)
+    np.cumsum(lengths.astype(np.int64), out=starts[1:])
+    return starts if starts[-1] == n_words else None
+
+
+def _valid_bounds(bounds: Any, lanes: int, rows: int) -> bool:
+    """Row bounds of lanes: int64, lanes + 1 of them, from 0 to rows, never falling."""
+    return (
+        isinstance(bounds, np.ndarray)
+        and bounds.dtype == np.int64
+        and bounds.shape == (lanes + 1,)
+        and bounds[0] == 0
+        and bounds[-1] == rows
+        and bool((np.diff(bounds) >= 0).all())
+    )
+
+
+def encode_rows(
+    cls: np.ndarray, counts: np.ndarray, lanes: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """:func:`permcodec.rans.encode_rows` with numba kernels; None outside their domain."""
+    from .rans import lane_bounds
+
+    c, cnt, n_lanes = _index_array(cls), _int64_array(counts), _lanes(lanes)
+    if c is None or cnt is None or n_lanes is None or c.ndim != 2 or cnt.ndim != 2:
+        return None
+    rows, m = c.shape
+    if rows == 0 or m == 0 or cnt.shape[0] != rows or n_lanes > rows:
+        return None
+    if not _in_range(c, cnt.shape[1]) or not _consistent(cnt, m):
+        return None
+    bounds = lane_bounds(rows, n_lanes)
+    x, seg, buf, ok = _encode_rows_kernel(c, cnt, _distinct_rows(cnt, m), bounds)
+    if not ok:
+        return None
+    ends = bounds[1:] * m
+    words = np.concatenate([buf[a:b] for a, b in zip(seg, ends, strict=True)])
+    return x.astype(np.uint64), (ends - seg).astype(np.uint32), words
+
+
+def decode_rows(
+    states: np.ndarray,
+    lengths: np.ndarray,
+    words: np.ndarray,
+    counts: np.ndarray,
+    m: int,
+    name: str = "?",
+    bounds: np.ndarray | None = None,
+) -> np.ndarray | None:
+    """:func:`permcodec.rans.decode_rows` with numba kernels; None outside their domain."""
+    from .rans import lane_bounds
+
+    x, w, cnt = _states(states), _words(words), _int64_array(counts)
+    if x is None or w is None or cnt is None or cnt.ndim != 2 or not isinstance(m, int):
+        return None
+    rows, lanes = cnt.shape[0], x.shape[0]
+    starts = _segment_starts(lengths, lanes, w.shape[0])
+    if rows == 0 or m <= 0 or lanes > rows or starts is None or not _consistent(cnt, m):
+        return None
+    if bounds is None:
+        bounds = lane_bounds(rows, lanes)
+    elif not _valid_bounds(bounds, lanes, rows):
+        return None
+    out, status = _decode_rows_kernel(x, starts, w, cnt, _distinct_rows(cnt, m), bounds, m)
+    _raise(ENDS_EARLY if (status == ENDS_EARLY).any() else int(status.max()), name)
     return out

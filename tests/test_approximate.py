@@ -135,7 +135,7 @@ def test_cli_encode_approximate_plain_state_dict(tmp_path: Path):
     assert "lossy: 2.weight at 2 bits: relative L2 error" in r.stdout
 
 
-def test_quantile_spec_files_are_version_2(tmp_path):
+def test_quantile_spec_files_round_trip_as_row_rans(tmp_path):
     model = nn.Sequential(nn.Linear(40, 30))
     permcodec.init(model, 0, InitSpec("quantile", knots=[-0.1, 0.0, 0.3]))
     g = torch.Generator().manual_seed(0)
@@ -144,5 +144,5 @@ def test_quantile_spec_files_are_version_2(tmp_path):
         w.copy_(torch.gather(w, 1, torch.argsort(torch.rand(w.shape, generator=g), 1)))
     permcodec.save(model, tmp_path / "q.perm")
     with permcodec.open(tmp_path / "q.perm") as pf:
-        assert pf.version == 2 and pf.entry("0.weight")["coding"] == "perm-rans"
+        assert pf.version == 3 and pf.entry("0.weight")["coding"] == "row-rans"
     assert torch.equal(permcodec.load(tmp_path / "q.perm")["0.weight"], model[0].weight)

@@ -91,7 +91,7 @@ def test_unrelated_ranks_keep_the_plain_coding_at_the_bound():
     tp, init = _tensor(InitSpec("he_uniform"), (64, 784))
     trained = _correlated(init, np.random.default_rng(0), 10.0)
     entry, _ = _round_trip(trained, tp, (64, 784))
-    assert entry["coding"] == "perm-rans"
+    assert entry["coding"] == "row-rans"
     assert 8 * entry["length"] <= 1.01 * entry["bound_bits"]
 
 
@@ -207,12 +207,14 @@ def test_version_is_the_lowest_that_holds_the_codings(tmp_path):
     permcodec.save(model, tmp_path / "init.perm")  # the init itself: context-coded
     assert permcodec.open(tmp_path / "init.perm").entry("0.weight")["coding"] == "bucket-rans"
     _shuffled(model)
-    permcodec.save(model, tmp_path / "v1.perm")
+    permcodec.save(model, tmp_path / "v3.perm")  # row-rans
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", permcodec.LossyWarning)
         permcodec.save(model, tmp_path / "v2.perm", bits=2)
-    assert permcodec.open(tmp_path / "v1.perm").version == 1
+    permcodec.numpy.save({"b": np.zeros(3, np.float32)}, tmp_path / "v1.perm", None)  # raw
+    assert permcodec.open(tmp_path / "v3.perm").version == 3
     assert permcodec.open(tmp_path / "v2.perm").version == 2
+    assert permcodec.open(tmp_path / "v1.perm").version == 1
     # a version-1 file may not use a version-2 coding
     data = bytearray((tmp_path / "v2.perm").read_bytes())
     data[8:12] = (1).to_bytes(4, "little")

@@ -75,7 +75,7 @@ def test_info_reports_bound_and_totals(tmp_path: Path) -> None:
     code, out, _ = run("info", str(tmp_path / "m.perm"), "--json")
     assert code == 0
     data = json.loads(out)
-    seeded = [t for t in data["tensors"] if t["coding"] == "perm-rans"]
+    seeded = [t for t in data["tensors"] if t["coding"] == "row-rans"]
     assert {t["name"] for t in seeded} == {"0.weight", "3.weight"}
     for t in seeded:
         assert t["bound_bits_per_weight"] > 0

@@ -117,7 +117,7 @@ def test_seeded_tensor_round_trip(
         assert pf.metadata == {"k": "v"}
         assert pf.header["seed"] == seed
         e = pf.entry("layer.weight")
-        assert e["coding"] == "perm-rans" and e["dtype"] == dtype
+        assert e["coding"] == "row-rans" and e["dtype"] == dtype
         assert pf.entry("layer.bias")["coding"] in RAW_CODINGS
         t = pf.tensor("layer.weight")
         assert t.dtype == dtypes.STORAGE[dtype]
@@ -176,7 +176,7 @@ def test_raw_tensors_round_trip(tmp_path, with_plan):
             assert e["shape"] == list(RAW[k].shape), k
             assert pf.tensor(k).tobytes() == _storage(np.ascontiguousarray(RAW[k])).tobytes()
         if with_plan:
-            assert pf.entry("w")["coding"] == "perm-rans"
+            assert pf.entry("w")["coding"] == "row-rans"
         info = pf.info()
         assert info["file_bytes"] == os.path.getsize(path)
         assert info["seed"] == (1 if with_plan else None)
@@ -308,12 +308,12 @@ def test_whole_file_size_against_bound(tmp_path, permute_rows):
     with permcodec.open(path) as pf:
         entries = pf.header["tensors"]
         info = pf.info()
-    bound = sum(e["bound_bits"] for e in entries if e["coding"] == "perm-rans")
+    bound = sum(e["bound_bits"] for e in entries if e["coding"] == "row-rans")
     raw_bits = sum(8 * e["length"] for e in entries if e["coding"] in RAW_CODINGS)
     assert 8 * size <= 1.01 * bound + raw_bits + 8 * header_bytes + 64 * 8 + 256
     assert info["file_bytes"] == size
     for row in info["tensors"]:
-        if row["coding"] == "perm-rans":
+        if row["coding"] == "row-rans":
             assert 1.0 <= row["ratio_to_bound"] <= 1.01
     assert info["ratio_vs_float32"] == pytest.approx(32 * info["numel"] / (8 * size))
 

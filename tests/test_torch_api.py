@@ -210,7 +210,7 @@ def test_checkpoint_and_perm_round_trip(tmp_path, kind, dtype, permute_model_row
     with permcodec.open(path) as pf:
         assert pf.metadata["run"] == "test"
         assert "permcodec_version" in pf.metadata
-        assert {n for n in pf.keys() if pf.entry(n)["coding"] == "perm-rans"}  # noqa: SIM118 == set(plan.tensors)
+        assert {n for n in pf.keys() if pf.entry(n)["coding"] == "row-rans"}  # noqa: SIM118 == set(plan.tensors)
 
     fresh = MODELS[kind]().to(FLOAT_TORCH[dtype])
     result = permcodec.load(path, model=fresh)
