@@ -32,8 +32,8 @@ class RowClasses:
         return self.counts.shape[1]
 
 
-def argsort_rows(keys: np.ndarray) -> np.ndarray:
-    """Stable argsort of each row of int64 ``keys``.
+def sort_rows(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Stable argsort of each row of int64 ``keys``, and the sorted keys.
 
     Keys of 32-bit range (every storage dtype but float64) are sorted packed with
     their index into one int64, which numpy's SIMD sort handles several times faster
@@ -45,16 +45,20 @@ def argsort_rows(keys: np.ndarray) -> np.ndarray:
         if lo >= -(1 << 31) and hi < 1 << 31:
             packed = (keys << 32) | np.arange(m, dtype=np.int64)
             packed.sort(axis=1)
-            packed &= 0xFFFFFFFF
-            return packed
-    return np.argsort(keys, axis=1, kind="stable")
+            return packed & 0xFFFFFFFF, packed >> 32
+    order = np.argsort(keys, axis=1, kind="stable")
+    return order, np.take_along_axis(keys, order, axis=1)
+
+
+def argsort_rows(keys: np.ndarray) -> np.ndarray:
+    """Stable argsort of each row of int64 ``keys`` (see :func:`sort_rows`)."""
+    return sort_rows(keys)[0]
 
 
 def row_classes(init_rows: np.ndarray, keys: np.ndarray) -> RowClasses:
     """Classes of each row of the initial values ``init_rows`` (with order ``keys``)."""
     rows, m = keys.shape
-    order = argsort_rows(keys)
-    sorted_keys = np.take_along_axis(keys, order, axis=1)
+    order, sorted_keys = sort_rows(keys)
     sorted_vals = np.take_along_axis(init_rows, order, axis=1)
     new = np.ones((rows, m), dtype=bool)
     new[:, 1:] = sorted_keys[:, 1:] != sorted_keys[:, :-1]
@@ -72,8 +76,7 @@ def row_classes(init_rows: np.ndarray, keys: np.ndarray) -> RowClasses:
 
 def classes_of(trained_keys: np.ndarray, rc: RowClasses, name: str = "?") -> np.ndarray:
     """The class index of every trained weight; raises if a row is not an arrangement."""
-    order = argsort_rows(trained_keys)
-    sorted_trained = np.take_along_axis(trained_keys, order, axis=1)
+    order, sorted_trained = sort_rows(trained_keys)
     bad = np.nonzero((sorted_trained != rc.sorted_keys).any(axis=1))[0]
     if bad.size:
         row = int(bad[0])

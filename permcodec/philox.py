@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+from . import accel
 from .backend import NUMPY, NumpyOps
 
 M0, M1 = 0xD2511F53, 0xCD9E8D57
@@ -57,6 +58,8 @@ def philox4x32(c0: Any, c1: Any, c2: Any, c3: Any, k0: int, k1: int) -> tuple[An
 
 def words(key: tuple[int, int], purpose: int, start: int, stop: int, xp: NumpyOps = NUMPY) -> Any:
     """32-bit words ``start..stop-1`` of a stream, as an int64 array."""
+    if type(xp) is NumpyOps and (fast := accel.kernels("philox_fast")) is not None:
+        return fast.words(key, purpose, start, stop)
     if stop <= start:
         return xp.arange(0, 0)
     b0, b1 = start // 4, (stop + 3) // 4

@@ -16,11 +16,12 @@ kernels leave to it).
 
 from __future__ import annotations
 
-import os
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 
+from . import accel
 from .errors import IntegrityError
 
 PROB_BITS = 31
@@ -158,28 +159,19 @@ def _encode_intervals(
     return x.astype(np.uint64), stream.astype(np.uint32)
 
 
-#: Set to 1 to force the numpy reference coder.
-PURE_NUMPY_ENV = "PERMCODEC_PURE_NUMPY"
-_fast_module: ModuleType | None = None
-#: Whether the numba kernels imported; None until the first coder call tries (numba
-#: takes a few tenths of a second to import, which ``import permcodec`` should not pay).
-HAVE_FAST: bool | None = None
+PURE_NUMPY_ENV = accel.PURE_NUMPY_ENV
 
 
 def fast_kernels() -> ModuleType | None:
-    """:mod:`permcodec.rans_fast` if the coders should use it, else None (numba
-    missing or broken, or ``PERMCODEC_PURE_NUMPY=1``)."""
-    global HAVE_FAST, _fast_module
-    if os.environ.get(PURE_NUMPY_ENV, "") not in ("", "0"):
-        return None
-    if HAVE_FAST is None:
-        try:
-            from . import rans_fast
-        except Exception:  # no numba, or one that fails to load: use the reference
-            HAVE_FAST = False
-        else:
-            HAVE_FAST, _fast_module = True, rans_fast
-    return _fast_module
+    """:mod:`permcodec.rans_fast` if the coders should use it, else None (see
+    :mod:`permcodec.accel`)."""
+    return accel.kernels("rans_fast")
+
+
+def __getattr__(name: str) -> Any:
+    if name == "HAVE_FAST":  # whether the kernels loaded; None until first tried
+        return accel.available("rans_fast")
+    raise AttributeError(name)
 
 
 def encode(

@@ -277,3 +277,17 @@ def test_exp_scalar_matches_math_exp():
         got, ref = detmath.exp_scalar(y), math.exp(y)
         assert abs(got - ref) <= 1e-15 * ref, y
     assert detmath.exp_scalar(0.0) == 1.0
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    key=st.tuples(st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1)),
+    purpose=st.integers(0, 2),
+    start=st.integers(0, 2**50),
+    count=st.integers(0, 300),
+)
+def test_numba_philox_matches_the_reference(key, purpose, start, count):
+    fast = pytest.importorskip("permcodec.philox_fast")
+    ref = philox.words(key, purpose, start, start + count, TorchOps("cpu"))
+    got = fast.words(key, purpose, start, start + count)
+    assert got.dtype == np.int64 and got.tolist() == ref.tolist()
