@@ -94,7 +94,7 @@ def encode_tensor(
         else:
             extra, payload = _encode_lossless(cls, rc, init_cls)
         entry.update(extra)
-    entry["digest"] = section_digest(decoded.tobytes())
+    entry["digest"] = section_digest(np.ascontiguousarray(decoded))
     if decoded is not array or original is not None:
         ref = original if original is not None else array
         entry["rel_error"] = relative_error(ref, decoded, dtype)
@@ -214,7 +214,7 @@ def decode_tensor(entry: dict[str, Any], payload: bytes) -> np.ndarray:
         out = _decode_perm(entry, payload, shape, dtype)
     if dtype == "bool" and out.view(np.uint8).max(initial=0) > 1:
         raise FormatError(f"tensor {name!r}: bool values other than 0 and 1")
-    if section_digest(out.tobytes()) != entry["digest"]:
+    if section_digest(np.ascontiguousarray(out)) != entry["digest"]:
         raise IntegrityError(f"digest mismatch in decoded tensor {name!r}", name)
     return out
 
@@ -244,7 +244,7 @@ def _unzstd(payload: bytes, expected: int, name: str) -> bytes:
 SEEDED_CODINGS = ("perm-rans", "row-rans", "bucket-rans")
 #: Rows a ``row-rans`` decoder takes at once (whole lanes, at least one): bounds the
 #: decoder's working memory to a few arrays of this many values.
-DECODE_CHUNK = 1 << 15
+DECODE_CHUNK = 1 << 13
 
 
 def _seed_fields(

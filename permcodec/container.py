@@ -21,6 +21,7 @@ import struct
 from typing import Any, BinaryIO
 
 import msgpack
+import numpy as np
 
 from .errors import FormatError, IntegrityError, UnsupportedVersionError
 from .validate import is_int
@@ -49,8 +50,9 @@ def version_for(header: dict[str, Any]) -> int:
     return version
 
 
-def section_digest(data: bytes) -> bytes:
-    """16-byte BLAKE2b digest used for payload sections and decoded tensors."""
+def section_digest(data: bytes | memoryview | np.ndarray) -> bytes:
+    """16-byte BLAKE2b digest used for payload sections and decoded tensors (a
+    C-contiguous array is hashed in place, as its bytes)."""
     return hashlib.blake2b(data, digest_size=16).digest()
 
 

@@ -551,14 +551,6 @@ def _classes_to_lehmer(cls: np.ndarray, distinct: np.ndarray) -> tuple[np.ndarra
 # ------------------------------------------------ row-rans: one segment per lane
 
 
-def _jit_parallel(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Like :func:`_jit`, with ``prange`` loops run on numba's threads."""
-    try:
-        return numba.njit(cache=True, parallel=True)(fn)
-    except RuntimeError:
-        return numba.njit(cache=False, parallel=True)(fn)
-
-
 @_jit
 def _row_tree(counts: np.ndarray, r: int, levels: int, left: np.ndarray, sums: np.ndarray) -> None:
     """Fill ``left`` (node n: count of its left subtree's classes) for row r."""
@@ -658,7 +650,7 @@ def _decode_lane(
     return OK
 
 
-@_jit_parallel
+@_jit
 def _decode_rows_kernel(
     x: np.ndarray,
     starts: np.ndarray,
@@ -668,11 +660,14 @@ def _decode_rows_kernel(
     bounds: np.ndarray,
     m: int,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """All lanes of a ``row-rans`` stream, in parallel: (classes (R, m), lane statuses)."""
+    """All lanes of a ``row-rans`` stream: (classes (R, m), lane statuses). Lanes are
+    independent (a GPU or threads could take them all at once); on the CPU the decoder
+    takes a few lanes per call and keeps them serial, which also holds up on a busy
+    machine, where threads that wait on each other collapse."""
     lanes = x.shape[0]
     out = np.zeros((counts.shape[0], m), dtype=np.int64)
     status = np.zeros(lanes, dtype=np.int64)
-    for lane in numba.prange(lanes):
+    for lane in range(lanes):
         status[lane] = _decode_lane(
             x[lane],
             words,
@@ -741,7 +736,7 @@ def _row_intervals(
     return True
 
 
-@_jit_parallel
+@_jit
 def _encode_rows_kernel(
     cls: np.ndarray, counts: np.ndarray, distinct: np.ndarray, bounds: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
@@ -759,7 +754,7 @@ def _encode_rows_kernel(
     x = np.empty(lanes, dtype=np.int64)
     seg = np.empty(lanes, dtype=np.int64)
     ok = np.ones(lanes, dtype=np.bool_)
-    for lane in numba.prange(lanes):
+    for lane in range(lanes):
         start = np.empty(m, dtype=np.int64)
         freq = np.empty(m, dtype=np.int64)
         tree = np.empty(top, dtype=np.int64)
