@@ -137,14 +137,18 @@ class PermFile:
         except KeyError:
             raise KeyError(f"no tensor named {name!r} in {self.path}") from None
 
-    def tensor(self, name: str) -> np.ndarray:
-        """Decode one tensor, in its storage dtype (bfloat16 as uint16 bit patterns)."""
+    def payload(self, name: str) -> bytes:
+        """The coded bytes of one tensor, as stored (checked by :func:`decode_tensor`)."""
         e = self.entry(name)
         self._f.seek(self._start + e["offset"])
         payload = self._f.read(e["length"])
         if len(payload) != e["length"]:
             raise FormatError(f"file truncated inside tensor {name!r}")
-        return decode_tensor(e, payload)
+        return payload
+
+    def tensor(self, name: str) -> np.ndarray:
+        """Decode one tensor, in its storage dtype (bfloat16 as uint16 bit patterns)."""
+        return decode_tensor(self.entry(name), self.payload(name))
 
     def tensors(self) -> Iterator[tuple[str, np.ndarray]]:
         for name in self._entries:

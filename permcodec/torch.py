@@ -358,7 +358,7 @@ def load(
     """
     with PermFile(path) as pf:
         pf.verify_checksum()
-        sd = {name: to_torch(a, pf.entry(name)["dtype"], device) for name, a in pf.tensors()}
+        sd = {name: _decode_to(pf, name, torch.device(device)) for name in pf}
         plan = plan_from_header(pf.header)
     if model is None:
         return sd
@@ -367,6 +367,18 @@ def load(
     if plan is not None:
         setattr(model, PLAN_ATTR, plan)
     return result
+
+
+def _decode_to(pf: PermFile, name: str, device: torch.device) -> torch.Tensor:
+    """One tensor on ``device``: decoded there when it can be (``row-rans`` on CUDA,
+    :mod:`permcodec.device_decode`), else on the CPU and moved."""
+    entry = pf.entry(name)
+    if entry["coding"] == "row-rans":
+        from . import device_decode
+
+        if device_decode.usable(device):
+            return device_decode.decode_row_rans(entry, pf.payload(name), device)
+    return to_torch(pf.tensor(name), entry["dtype"], device)
 
 
 def save_checkpoint(
