@@ -13,10 +13,12 @@ tensors under ``TRITON_INTERPRET=1`` (how the tests check it without a GPU).
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import triton
 import triton.language as tl
 
+from . import rans_fast
 from .rans_fast import ENDS_EARLY, INCONSISTENT, OK
 
 BLOCK = 64
@@ -140,19 +142,6 @@ def _levels(k: int) -> int:
     return levels
 
 
-def _left_counts(m: int, device: torch.device) -> torch.Tensor:
-    """The left-count tree of m leaves of count 1 (node k: leaves in its left subtree)."""
-    levels = _levels(m)
-    top = 1 << levels
-    tree = torch.zeros(max(top, 1), dtype=torch.int64)
-    for depth in range(levels):
-        span = top >> depth
-        for k in range(1 << depth):
-            lo = k * span
-            tree[(1 << depth) + k] = max(0, min(m, lo + span // 2) - lo)
-    return tree.to(device)
-
-
 def decode_rows(
     states: torch.Tensor,
     starts: torch.Tensor,
@@ -174,7 +163,7 @@ def decode_rows(
     scratch = lanes if bool((distinct == 0).any()) else 1
     left = torch.zeros((scratch, top_n), dtype=torch.int64, device=device)
     cnt = torch.zeros((scratch, top_n), dtype=torch.int64, device=device)
-    base = _left_counts(m, device)
+    base = torch.from_numpy(rans_fast._left_counts(m)[0].astype(np.int64)).to(device)
     tree = torch.zeros((lanes, 1 << levels_m), dtype=torch.int64, device=device)
     out = torch.zeros((rows, m), dtype=torch.int64, device=device)
     status = torch.zeros(lanes, dtype=torch.int64, device=device)
