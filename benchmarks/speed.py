@@ -441,6 +441,13 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--nncodec-qp", type=int, default=-38)
     ap.add_argument("--no-nncodec", dest="nncodec", action="store_false")
+    ap.add_argument(
+        "--train-models",
+        default="lenet300,lenet5",
+        help="LaPerm training overhead on these (Fashion-MNIST); '' to skip",
+    )
+    ap.add_argument("--train-epochs", type=int, default=3, help="epochs per variant (median)")
+    ap.add_argument("--data-dir", default=None, help="Fashion-MNIST folder (default: Debian's)")
     ap.add_argument("--keep", type=Path, default=None, help="write the files here and keep them")
     ap.add_argument("--out", type=Path, default=RESULTS, help="folder for speed.json / .md")
     args = ap.parse_args()
@@ -457,6 +464,23 @@ def parse_args() -> argparse.Namespace:
 def run_all(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
     write_tiny(work)
     return [measure_model(name, args, work) for name in args.models]
+
+
+def training_overhead(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """LaPerm (k=20, k=1) against plain Adam, time per epoch (benchmarks/train_overhead.py)."""
+    names = [n for n in args.train_models.split(",") if n]
+    if not names:
+        return []
+    import train_overhead
+
+    from permcodec.data import load_dataset
+
+    data = load_dataset("fashion-mnist", args.data_dir)
+    records = []
+    for name in names:
+        records.append(train_overhead.measure(name, data, args.train_epochs))
+        print(f"{name}: training " + json.dumps(records[-1]["median_seconds"]), flush=True)
+    return records
 
 
 def main() -> int:
@@ -478,10 +502,20 @@ def main() -> int:
         "nncodec_qp": args.nncodec_qp,
         "seed": SEED,
     }
+    training = training_overhead(args)
     print(text_table(records))
+    if training:
+        import train_overhead
+
+        print(train_overhead.table(training))
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "speed.json").write_text(json.dumps({**info, "models": records}, indent=1))
-    (args.out / "speed.md").write_text(markdown(records, info))
+    result = {**info, "models": records, "training": training}
+    (args.out / "speed.json").write_text(json.dumps(result, indent=1))
+    md = markdown(records, info)
+    if training:
+        md += "\nLaPerm training overhead (median epoch times, interleaved):\n\n"
+        md += train_overhead.table(training) + "\n"
+    (args.out / "speed.md").write_text(md)
     print(f"wrote {args.out / 'speed.json'} and speed.md")
     return 0
 
