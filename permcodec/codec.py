@@ -7,6 +7,8 @@ Works one tensor at a time on numpy arrays in the storage dtypes of
 from __future__ import annotations
 
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -307,6 +309,30 @@ def _split_segments(
     return states, lengths, words
 
 
+_POOL: ThreadPoolExecutor | None = None
+
+
+def decode_threads() -> int:
+    """Threads that decode runs of lanes side by side (numpy's sort and the numba
+    kernels release the GIL): ``PERMCODEC_THREADS``, else the usable CPUs, at most 4."""
+    env = os.environ.get("PERMCODEC_THREADS", "")
+    if env.isdigit() and int(env) >= 1:
+        return int(env)
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(4, usable or 1))
+
+
+def _pool() -> ThreadPoolExecutor | None:
+    """The decoding thread pool, or None when one thread is asked for."""
+    global _POOL
+    threads = decode_threads()
+    if threads == 1:
+        return None
+    if _POOL is None or _POOL._max_workers != threads:
+        _POOL = ThreadPoolExecutor(threads, thread_name_prefix="permcodec-decode")
+    return _POOL
+
+
 def _lane_chunks(bounds: np.ndarray, m: int) -> list[tuple[int, int]]:
     """Runs of whole lanes [l0, l1) of about :data:`DECODE_CHUNK` values each."""
     chunks, l0 = [], 0
@@ -334,7 +360,9 @@ def _decode_row_rans(
     bounds = rans.lane_bounds(rows, len(states))
     starts = np.zeros(len(states) + 1, dtype=np.int64)
     np.cumsum(lengths, out=starts[1:])
-    for l0, l1 in _lane_chunks(bounds, m):
+
+    def run(lanes: tuple[int, int]) -> None:
+        l0, l1 = lanes
         r0, r1 = int(bounds[l0]), int(bounds[l1])
         init = init_rows(spec, key, shape, dtype, rows=(r0, r1))
         rc = arrangement.row_classes(init, order_keys(init, dtype))
@@ -343,6 +371,11 @@ def _decode_row_rans(
             states[l0:l1], lengths[l0:l1], seg, rc.counts, m, name, bounds[l0 : l1 + 1] - r0
         )
         out[r0:r1] = arrangement.rebuild(cls, rc)
+
+    chunks = _lane_chunks(bounds, m)
+    pool = _pool() if len(chunks) > 1 else None
+    for _ in map(run, chunks) if pool is None else pool.map(run, chunks):
+        pass  # the first failing run, in order, raises
     return out.reshape(shape)
 
 

@@ -16,7 +16,7 @@ _M0, _M1, _W0, _W1 = np.uint64(M0), np.uint64(M1), np.uint64(W0), np.uint64(W1)
 _MASK, _SHIFT = np.uint64(MASK32), np.uint64(32)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _blocks(b0: int, n_blocks: int, purpose: int, k0: int, k1: int) -> np.ndarray:
     """Words of blocks b0 .. b0 + n_blocks - 1 (4 per block), as int64."""
     out = np.empty(4 * n_blocks, dtype=np.int64)

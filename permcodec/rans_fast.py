@@ -38,12 +38,12 @@ _LOW_MASK = PROB_ONE - 1
 
 
 def _jit(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``numba.njit(cache=True)``, or without the on-disk cache where numba finds no
+    """``numba.njit(cache=True, nogil=True)`` (threads may decode side by side), or without the on-disk cache where numba finds no
     writable cache directory (it would refuse to compile at all otherwise)."""
     try:
-        return numba.njit(cache=True)(fn)
+        return numba.njit(cache=True, nogil=True)(fn)
     except RuntimeError:  # "cannot cache function ...: no locator available"
-        return numba.njit(cache=False)(fn)
+        return numba.njit(cache=False, nogil=True)(fn)
 
 
 # ---------------------------------------------------------------- kernels

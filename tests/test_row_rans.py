@@ -89,8 +89,9 @@ def test_damaged_segments_fail_alike_in_both_decoders(data):
     assert outcomes[0] == outcomes[1]
 
 
+@pytest.mark.parametrize("threads", ["1", "3"])
 @pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.kind)
-def test_tensor_decoded_one_lane_at_a_time_is_bit_exact(spec, monkeypatch):
+def test_tensor_decoded_one_lane_at_a_time_is_bit_exact(spec, threads, monkeypatch):
     shape = (200, 600)
     plan = Plan(7)
     tp = plan.add("w", spec, shape)
@@ -101,6 +102,8 @@ def test_tensor_decoded_one_lane_at_a_time_is_bit_exact(spec, monkeypatch):
     assert entry["coding"] == "row-rans" and entry["lanes"] > 1
     entry["offset"], entry["length"] = 0, len(payload)
     monkeypatch.setattr(codec, "DECODE_CHUNK", 1)  # every lane its own run
+    monkeypatch.setenv("PERMCODEC_THREADS", threads)
+    assert codec.decode_threads() == int(threads)
     assert codec.decode_tensor(entry, payload).tobytes() == trained.tobytes()
     assert 8 * len(payload) <= 1.01 * entry["bound_bits"] + 96 * entry["lanes"] + 64
 
@@ -139,6 +142,23 @@ def test_a_segment_longer_than_its_steps_is_refused():
     bad = payload[: 8 * lanes] + lengths.tobytes() + payload[12 * lanes :]
     with pytest.raises(FormatError, match="longer than its steps"):
         codec.decode_tensor(_with_digest(entry, bad), bad)
+
+
+def test_the_first_damaged_run_is_reported_whatever_the_threads(monkeypatch):
+    entry, payload = _entry_and_payload()
+    lanes = entry["lanes"]
+    bad = bytearray(payload)
+    for lane in (1, lanes - 1):  # two damaged lanes: the earlier one is reported
+        bad[8 * lane] ^= 1
+    entry = _with_digest(entry, bytes(bad))
+    monkeypatch.setattr(codec, "DECODE_CHUNK", 1)
+    messages = set()
+    for threads in ("1", "4"):
+        monkeypatch.setenv("PERMCODEC_THREADS", threads)
+        with pytest.raises(IntegrityError) as err:
+            codec.decode_tensor(entry, bytes(bad))
+        messages.add(str(err.value))
+    assert len(messages) == 1
 
 
 def test_payload_too_short_for_its_lanes_is_refused():
