@@ -314,12 +314,10 @@ _POOL: ThreadPoolExecutor | None = None
 
 def decode_threads() -> int:
     """Threads that decode runs of lanes side by side (numpy's sort and the numba
-    kernels release the GIL): ``PERMCODEC_THREADS``, else the usable CPUs, at most 4."""
+    kernels release the GIL): ``PERMCODEC_THREADS``, default 1. More threads pay on idle
+    cores; on a busy 2-core machine they measured slower than one."""
     env = os.environ.get("PERMCODEC_THREADS", "")
-    if env.isdigit() and int(env) >= 1:
-        return int(env)
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, min(4, usable or 1))
+    return int(env) if env.isdigit() and int(env) >= 1 else 1
 
 
 def _pool() -> ThreadPoolExecutor | None:
