@@ -438,7 +438,9 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--models", default=",".join(MODELS), help=f"from {', '.join(MODELS)}")
     ap.add_argument("--quick", action="store_true", help="only " + ", ".join(QUICK_MODELS))
     ap.add_argument("--repeat", type=int, default=3, help="timed runs after one warm-up")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument(
+        "--threads", type=int, default=1, help="torch threads (NNCodec and the decoder use one)"
+    )
     ap.add_argument("--nncodec-qp", type=int, default=-38)
     ap.add_argument("--no-nncodec", dest="nncodec", action="store_false")
     ap.add_argument(

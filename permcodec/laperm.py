@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.optim import Optimizer
 
-from . import arrangement, buckets
+from . import accel, arrangement, buckets
 from .buckets import MAX_BITS
 from .codec import init_rows
 from .dtypes import order_keys
@@ -51,6 +51,27 @@ def rank_order(w: torch.Tensor) -> torch.Tensor:
             packed &= 0xFFFFFFFF
             return torch.from_numpy(packed)
     return torch.argsort(w, dim=1, stable=True)
+
+
+def _sync_in_place(t: _Target) -> bool:
+    """The plain sync of a contiguous CPU float32 parameter with the numba kernels of
+    :mod:`permcodec.sync_fast`, written in place; False where they do not apply."""
+    p = t.param
+    if p.device.type != "cpu" or p.dtype != torch.float32 or not p.is_contiguous():
+        return False
+    fast = accel.kernels("sync_fast")
+    if fast is None or t.sorted_init.dtype != torch.float32:
+        return False
+    if t.m > fast.MAX_M:
+        return False
+    rows = p.detach().view(t.rows, t.m).numpy()
+    b = fast.index_bits(t.m)
+    packed, ok = fast.pack(rows, b)
+    if not ok:  # NaN: torch's order
+        return False
+    packed.sort(axis=1)
+    fast.place(packed, b, t.sorted_init.contiguous().numpy(), rows)
+    return True
 
 
 def _order_of_keys(keys: torch.Tensor) -> torch.Tensor:
@@ -196,7 +217,8 @@ class LaPerm(Optimizer):
         network their bucketed form."""
         for t in self._targets:
             if t.latent is None:
-                t.param.copy_(self._placed(t, t.param, False))
+                if not _sync_in_place(t):
+                    t.param.copy_(self._placed(t, t.param, False))
             else:
                 t.latent.copy_(self._placed(t, t.latent, False))
                 t.param.copy_(self._placed(t, t.latent, True))

@@ -281,3 +281,32 @@ def test_rank_order_is_torchs_stable_argsort(rows, m, pool, seed):
     w = values[torch.randint(len(pool), (rows, m), generator=g)]
     w = torch.where(torch.rand(rows, m, generator=g) < 0.5, torch.randn(rows, m, generator=g), w)
     assert torch.equal(rank_order(w), torch.argsort(w, dim=1, stable=True))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    rows=st.integers(1, 5),
+    m=st.integers(1, 40),
+    seed=st.integers(0, 2**16),
+    nan=st.booleans(),
+)
+def test_cpu_sync_kernels_place_values_as_torch_does(rows, m, seed, nan):
+    """The numba sync (rank, then place the sorted init by rank) equals torch's stable
+    argsort and scatter, ties and -0.0 included; NaN is refused (torch's path runs)."""
+    fast = pytest.importorskip("permcodec.sync_fast")
+    g = torch.Generator().manual_seed(seed)
+    pool = torch.tensor([0.0, -0.0, 1.0, -2.5, 3.0, 1.0000001, 1.0000002, -2.5000002])
+    w = pool[torch.randint(len(pool), (rows, m), generator=g)]
+    w = torch.where(torch.rand(rows, m, generator=g) < 0.5, torch.randn(rows, m, generator=g), w)
+    if nan:
+        w[0, 0] = float("nan")
+    sorted_init = torch.sort(torch.randn(rows, m, generator=g), dim=1).values
+    want = torch.empty_like(w).scatter_(1, torch.argsort(w, dim=1, stable=True), sorted_init)
+    b = fast.index_bits(m)
+    packed, ok = fast.pack(w.numpy(), b)
+    assert ok is not nan
+    if ok:
+        packed.sort(axis=1)
+        got = w.clone()
+        fast.place(packed, b, sorted_init.numpy(), got.numpy())
+        assert torch.equal(got, want)
