@@ -448,7 +448,7 @@ def parse_args() -> argparse.Namespace:
         default="lenet300,lenet5",
         help="LaPerm training overhead on these (Fashion-MNIST); '' to skip",
     )
-    ap.add_argument("--train-epochs", type=int, default=3, help="epochs per variant (median)")
+    ap.add_argument("--train-epochs", type=int, default=8, help="epochs per variant (median)")
     ap.add_argument("--data-dir", default=None, help="Fashion-MNIST folder (default: Debian's)")
     ap.add_argument("--keep", type=Path, default=None, help="write the files here and keep them")
     ap.add_argument("--out", type=Path, default=RESULTS, help="folder for speed.json / .md")
@@ -515,7 +515,8 @@ def main() -> int:
     (args.out / "speed.json").write_text(json.dumps(result, indent=1))
     md = markdown(records, info)
     if training:
-        md += "\nLaPerm training overhead (median epoch times, interleaved):\n\n"
+        md += "\nLaPerm training overhead (median epoch times; overhead: median of the\n"
+        md += "per-round ratios of interleaved epochs):\n\n"
         md += train_overhead.table(training) + "\n"
     (args.out / "speed.md").write_text(md)
     print(f"wrote {args.out / 'speed.json'} and speed.md")
