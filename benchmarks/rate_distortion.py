@@ -5,8 +5,7 @@ post-hoc rank buckets b = 8..1 of a lossless LaPerm model, approximate on the Ad
 model) next to float32+zstd, float16, int8, 4-bit quantile and NNCodec applied to the
 Adam model, all measured in one run. One command:
 
-    python benchmarks/rate_distortion.py                   # lenet300, lenet5
-    python benchmarks/rate_distortion.py --models conv2 --epochs 5
+    python benchmarks/rate_distortion.py        # lenet300, lenet5 (10 epochs), conv2 (5)
 
 Bits per weight count only the weight matrices (biases and norm layers are kept
 exact by every method and left out of the count); for permcodec they are the file's
@@ -41,6 +40,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 import baselines
 
 RESULTS = Path(__file__).parent / "results"
+#: Training epochs per model unless --epochs says otherwise.
+EPOCHS = {"lenet300": 10, "lenet5": 10, "conv2": 5}
 POST_HOC_BITS = (8, 6, 4, 3, 2, 1)
 APPROX_BITS = (8, 6, 4, 3, 2)
 #: The Adam baseline starts from permcodec.init(model, seed); approximating it with that
@@ -85,6 +86,11 @@ def weight_count(sd: dict[str, torch.Tensor]) -> int:
     return sum(sd[k].numel() for k in weight_names(sd))
 
 
+def epochs_for(args: argparse.Namespace, model: str) -> int:
+    """Training epochs of ``model``: --epochs, else its default in :data:`EPOCHS`."""
+    return args.epochs if args.epochs is not None else EPOCHS[model]
+
+
 def train_cached(
     model: str,
     label: str,
@@ -93,7 +99,7 @@ def train_cached(
     data: Dataset,
 ) -> tuple[dict[str, torch.Tensor], permcodec.Plan | None, float]:
     """Train (or reuse) one variant; returns its state dict, plan and final accuracy."""
-    epochs, seed = args.epochs, args.seed
+    epochs, seed = epochs_for(args, model), args.seed
     cache = args.out / "rd_cache"
     cache.mkdir(parents=True, exist_ok=True)
     stem = f"{model}_{label.replace(' ', '_').replace('%', 'pc').replace('±', 'pm')}"
@@ -180,7 +186,8 @@ def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
             trained[label] = train_cached(model, label, over, args, data)
             print(f"{model} {label}: trained, {trained[label][2]:.2f}%", flush=True)
         for label, method, codec in variants(model, trained):
-            key = f"{model}|{label}|{method}|seed={args.seed}|epochs={args.epochs}"
+            epochs = epochs_for(args, model)
+            key = f"{model}|{label}|{method}|seed={args.seed}|epochs={epochs}"
             if key in done:
                 records.append(done[key])
                 continue
@@ -203,7 +210,7 @@ def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
                 "rel_error": rel,
                 "seconds": time.perf_counter() - t0,
                 "seed": args.seed,
-                "epochs": args.epochs,
+                "epochs": epochs,
             }
             print(
                 f"{model:9} {label:30} {method:34} {rec['bits_per_weight']:7.3f} b/w "
@@ -282,11 +289,11 @@ def plot(records: list[dict[str, Any]], models: list[str], path: Path) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--models", default="lenet300,lenet5")
-    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--models", default=",".join(EPOCHS))
+    ap.add_argument("--epochs", type=int, default=None, help="for every model (default: EPOCHS)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--data-dir", default=None)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=RESULTS, help="Folder for results and cache.")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
