@@ -61,6 +61,17 @@ def _push_word(buf: np.ndarray, nw: int, word: int) -> np.ndarray:
 
 
 @_jit
+def _emit(x: int, lo: int, fr: int, buf: np.ndarray, nw: int) -> tuple[int, np.ndarray, int]:
+    """One encoder step of a lane: renormalize (pushing a word), then take the
+    interval [lo, lo + fr). Returns (state, buffer, word count)."""
+    if (x >> 32) >= fr:
+        buf = _push_word(buf, nw, x & WORD_MASK)
+        nw += 1
+        x >>= 32
+    return ((x // fr) << PROB_BITS) + (x % fr) + lo, buf, nw
+
+
+@_jit
 def _reversed_words(buf: np.ndarray, nw: int) -> np.ndarray:
     out = np.empty(nw, dtype=np.uint32)
     for i in range(nw):
@@ -92,19 +103,13 @@ def _end_status(x: np.ndarray, pos: int, n_words: int) -> int:
 @_jit
 def _encode_kernel(
     cls: np.ndarray,
-    code: np.ndarray,
-    distinct: np.ndarray,
     counts: np.ndarray,
     totals: np.ndarray,
     has_totals: bool,
     lanes: int,
     capacity: int,
 ) -> tuple[np.ndarray, np.ndarray, int]:
-    """Multiset model encoder: (states, words, status). Classes must be in [0, N).
-
-    Rows flagged ``distinct`` (m distinct values, no totals) are coded from their
-    Lehmer digits ``code`` without a tree; ``code`` is unused for other rows.
-    """
+    """Multiset model encoder: (states, words, status). Classes must be in [0, N)."""
     rows, m = cls.shape
     n = counts.shape[1]
     groups = (rows + lanes - 1) // lanes
@@ -121,18 +126,6 @@ def _encode_kernel(
         for j in range(m - 1, -1, -1):
             for lane in range(live - 1, -1, -1):
                 r = r0 + lane
-                if distinct[r]:
-                    total = m - j
-                    c = code[r, j]
-                    lo = (c << PROB_BITS) // total
-                    fr = ((c + 1) << PROB_BITS) // total - lo
-                    s = x[lane]
-                    if (s >> 32) >= fr:
-                        buf = _push_word(buf, nw, s & WORD_MASK)
-                        nw += 1
-                        s >>= 32
-                    x[lane] = ((s // fr) << PROB_BITS) + (s % fr) + lo
-                    continue
                 v = cls[r, j]
                 cnt[lane, v] += 1
                 i = v + 1
@@ -151,15 +144,8 @@ def _encode_kernel(
                 fr = ((below + cnt[lane, v]) << PROB_BITS) // total - lo
                 if fr <= 0:
                     return x, np.empty(0, dtype=np.uint32), FALLBACK
-                s = x[lane]
-                if (s >> 32) >= fr:
-                    buf = _push_word(buf, nw, s & WORD_MASK)
-                    nw += 1
-                    s >>= 32
-                x[lane] = ((s // fr) << PROB_BITS) + (s % fr) + lo
+                x[lane], buf, nw = _emit(x[lane], lo, fr, buf, nw)
         for lane in range(live):
-            if distinct[r0 + lane]:
-                continue
             for c in range(n):
                 if cnt[lane, c] != counts[r0 + lane, c]:
                     return x, np.empty(0, dtype=np.uint32), FALLBACK
@@ -208,12 +194,7 @@ def _encode_ctx_kernel(
                 fr = (hi_c << PROB_BITS) // total - lo
                 if fr <= 0:
                     return x, np.empty(0, dtype=np.uint32), FALLBACK
-                s = x[lane]
-                if (s >> 32) >= fr:
-                    buf = _push_word(buf, nw, s & WORD_MASK)
-                    nw += 1
-                    s >>= 32
-                x[lane] = ((s // fr) << PROB_BITS) + (s % fr) + lo
+                x[lane], buf, nw = _emit(x[lane], lo, fr, buf, nw)
         for lane in range(live):
             for c in range(k):
                 if rem[lane, c] != counts[r0 + lane, c]:
@@ -391,26 +372,75 @@ def _decode_ctx_kernel(
 
 
 @_jit
+def _levels(k: int) -> int:
+    """Depth of the implicit binary tree over k leaves (2**depth >= k)."""
+    levels = 0
+    while (1 << levels) < k:
+        levels += 1
+    return levels
+
+
+@_jit
+def _multiset_step(
+    c: int, total: int, plain: bool, left: np.ndarray, cnt: np.ndarray, levels: int
+) -> tuple[int, int, int]:
+    """Symbol and interval (sym, lo, fr) of the step whose scaled state is ``c``.
+
+    In a row of distinct values (``plain``) the c-th remaining value has exactly c
+    remaining values below it: the symbol is c itself (a Lehmer digit). Otherwise one
+    root-to-leaf pass down ``left`` (node n: remaining count of its left subtree)
+    finds the class and the count below it and takes the class out of ``left`` and
+    ``cnt``.
+    """
+    if plain:
+        lo = (c << PROB_BITS) // total
+        return c, lo, ((c + 1) << PROB_BITS) // total - lo
+    below = 0
+    rest = c
+    node = 1
+    for _ in range(levels):
+        lc = np.int64(left[node])
+        right = rest >= lc
+        left[node] = lc if right else lc - 1
+        rest = rest - lc if right else rest
+        below = below + lc if right else below
+        node = 2 * node + (1 if right else 0)
+    v = node - (1 << levels)
+    f = np.int64(cnt[v])
+    cnt[v] = f - 1
+    lo = (below << PROB_BITS) // total
+    return v, lo, ((below + f) << PROB_BITS) // total - lo
+
+
+@_jit
+def _row_tree(counts: np.ndarray, r: int, levels: int, left: np.ndarray, sums: np.ndarray) -> None:
+    """Fill ``left`` (node n: count of its left subtree's classes) for row r."""
+    top = 1 << levels
+    n = counts.shape[1]
+    sums[:] = 0
+    for c in range(n):
+        sums[top + c] = counts[r, c]
+    for node in range(top - 1, 0, -1):
+        sums[node] = sums[2 * node] + sums[2 * node + 1]
+        left[node] = sums[2 * node]
+
+
+@_jit
 def _decode_mixed_kernel(
     x: np.ndarray, words: np.ndarray, counts: np.ndarray, distinct: np.ndarray, m: int
 ) -> tuple[np.ndarray, int]:
     """Multiset decoder without totals (the loop of FORMAT 4.3.4), built for speed.
 
-    In a row of m distinct values the c-th remaining value has exactly c remaining
-    values below it, so the step only records c (the row's Lehmer code, which
-    :func:`_lehmer_to_classes` turns into classes). Other rows descend a tree whose
-    node n holds the remaining count of its left subtree: one root-to-leaf pass finds
-    the class, the count below it, and takes it out. Output is (groups, m, lanes) in
-    decoding order. With consistent counts no step has frequency 0, so the status is
+    Each step is :func:`_multiset_step`: rows of m distinct values record Lehmer
+    digits (:func:`_lehmer_to_classes` turns them into classes), other rows classes.
+    Output is (groups, m, lanes) in decoding order. With consistent counts no step has frequency 0, so the status is
     OK, ENDS_EARLY or INCONSISTENT (final states or unused words), as in the reference.
     """
     rows, n = counts.shape
     lanes = x.shape[0]
     groups = (rows + lanes - 1) // lanes
     n_words = words.shape[0]
-    levels = 0
-    while (1 << levels) < n:
-        levels += 1
+    levels = _levels(n)
     top = 1 << levels
     out = np.zeros((groups, m, lanes), dtype=np.int64)
     left = np.zeros((lanes, top), dtype=np.int32)
@@ -423,13 +453,8 @@ def _decode_mixed_kernel(
         for lane in range(live):
             if distinct[r0 + lane]:
                 continue
-            sums[:] = 0
-            for c in range(n):
-                cnt[lane, c] = counts[r0 + lane, c]
-                sums[top + c] = counts[r0 + lane, c]
-            for node in range(top - 1, 0, -1):
-                sums[node] = sums[2 * node] + sums[2 * node + 1]
-                left[lane, node] = sums[2 * node]
+            _row_tree(counts, r0 + lane, levels, left[lane], sums)
+            cnt[lane, :] = counts[r0 + lane, :]
         for j in range(m):
             total = m - j
             early = False
@@ -438,27 +463,10 @@ def _decode_mixed_kernel(
                 if lane < live:
                     s = xl & _LOW_MASK
                     c = ((s + 1) * total - 1) >> PROB_BITS
-                    if distinct[r0 + lane]:
-                        out[g, j, lane] = c
-                        lo = (c << PROB_BITS) // total
-                        fr = ((c + 1) << PROB_BITS) // total - lo
-                    else:
-                        below = 0
-                        rest = c
-                        node = 1
-                        for _ in range(levels):
-                            lc = np.int64(left[lane, node])
-                            right = rest >= lc
-                            left[lane, node] = lc if right else lc - 1
-                            rest = rest - lc if right else rest
-                            below = below + lc if right else below
-                            node = 2 * node + (1 if right else 0)
-                        v = node - top
-                        out[g, j, lane] = v
-                        f = np.int64(cnt[lane, v])
-                        cnt[lane, v] = f - 1
-                        lo = (below << PROB_BITS) // total
-                        fr = ((below + f) << PROB_BITS) // total - lo
+                    sym, lo, fr = _multiset_step(
+                        c, total, distinct[r0 + lane], left[lane], cnt[lane], levels
+                    )
+                    out[g, j, lane] = sym
                     xl = fr * (xl >> PROB_BITS) + s - lo
                 xl, pos, early = _refill(xl, words, pos, early)
                 x[lane] = xl
@@ -471,9 +479,7 @@ def _decode_mixed_kernel(
 def _left_counts(m: int) -> tuple[np.ndarray, int]:
     """Implicit binary tree over m leaves (padded to 2**levels): entry n of node n
     holds how many real leaves its left subtree has. Returns (tree, levels)."""
-    levels = 0
-    while (1 << levels) < m:
-        levels += 1
+    levels = _levels(m)
     top = 1 << levels
     tree = np.zeros(max(top, 1), dtype=np.int32)
     for depth in range(levels):
@@ -488,80 +494,20 @@ def _left_counts(m: int) -> tuple[np.ndarray, int]:
 def _lehmer_to_classes(code: np.ndarray, distinct: np.ndarray) -> np.ndarray:
     """Class indices (rows, m) from the output (groups, m, lanes) of
     :func:`_decode_mixed_kernel`: in a distinct row, digit c at step j is the c-th
-    (from 0) class not yet taken, found and taken out of the left counts in one
-    root-to-leaf pass; other rows already hold classes."""
+    (from 0) class not yet taken (:func:`_lehmer_row`); other rows already hold
+    classes."""
     _, m, lanes = code.shape
     rows = distinct.shape[0]
     base, levels = _left_counts(m)
-    top = 1 << levels
     tree = np.empty_like(base)
     out = np.empty((rows, m), dtype=np.int64)
     for r in range(rows):
         g, lane = r // lanes, r % lanes
-        if not distinct[r]:
-            for j in range(m):
-                out[r, j] = code[g, j, lane]
-            continue
-        tree[:] = base
         for j in range(m):
-            left = code[g, j, lane]
-            node = 1
-            for _ in range(levels):
-                c = tree[node]
-                right = left >= c
-                tree[node] = c if right else c - 1
-                left = left - c if right else left
-                node = 2 * node + (1 if right else 0)
-            out[r, j] = node - top
+            out[r, j] = code[g, j, lane]
+        if distinct[r]:
+            _lehmer_row(out[r], base, levels, tree)
     return out
-
-
-@_jit
-def _classes_to_lehmer(cls: np.ndarray, distinct: np.ndarray) -> tuple[np.ndarray, bool]:
-    """Inverse of :func:`_lehmer_to_classes` for the rows flagged ``distinct``: how
-    many classes below each one are not taken before it (other rows: 0). False if a
-    flagged row is not a permutation of 0..m-1."""
-    rows, m = cls.shape
-    base, levels = _left_counts(m)
-    tree = np.empty_like(base)
-    out = np.zeros((rows, m), dtype=np.int64)
-    seen = np.zeros(m, dtype=np.bool_)
-    for r in range(rows):
-        if not distinct[r]:
-            continue
-        tree[:] = base
-        seen[:] = False
-        for j in range(m):
-            v = cls[r, j]
-            if v < 0 or v >= m or seen[v]:
-                return out, False
-            seen[v] = True
-            below = 0
-            node = 1
-            for d in range(levels - 1, -1, -1):
-                right = (v >> d) & 1
-                c = tree[node]
-                below += c if right else 0
-                tree[node] = c if right else c - 1
-                node = 2 * node + right
-            out[r, j] = below
-    return out, True
-
-
-# ------------------------------------------------ row-rans: one segment per lane
-
-
-@_jit
-def _row_tree(counts: np.ndarray, r: int, levels: int, left: np.ndarray, sums: np.ndarray) -> None:
-    """Fill ``left`` (node n: count of its left subtree's classes) for row r."""
-    top = 1 << levels
-    n = counts.shape[1]
-    sums[:] = 0
-    for c in range(n):
-        sums[top + c] = counts[r, c]
-    for node in range(top - 1, 0, -1):
-        sums[node] = sums[2 * node] + sums[2 * node + 1]
-        left[node] = sums[2 * node]
 
 
 @_jit
@@ -597,9 +543,7 @@ def _decode_lane(
     returns a status (FORMAT 4.5: the loop of 4.3.4 on one lane)."""
     m = out.shape[1]
     n = counts.shape[1]
-    levels = 0
-    while (1 << levels) < n:
-        levels += 1
+    levels = _levels(n)
     top = 1 << levels
     left = np.zeros(top, dtype=np.int64)
     cnt = np.zeros(n, dtype=np.int64)
@@ -616,27 +560,7 @@ def _decode_lane(
             total = m - j
             s = x & _LOW_MASK
             c = ((s + 1) * total - 1) >> PROB_BITS
-            if plain:
-                out[r, j] = c
-                lo = (c << PROB_BITS) // total
-                fr = ((c + 1) << PROB_BITS) // total - lo
-            else:
-                below = 0
-                rest = c
-                node = 1
-                for _ in range(levels):
-                    lc = left[node]
-                    right = rest >= lc
-                    left[node] = lc if right else lc - 1
-                    rest = rest - lc if right else rest
-                    below = below + lc if right else below
-                    node = 2 * node + (1 if right else 0)
-                v = node - top
-                out[r, j] = v
-                f = cnt[v]
-                cnt[v] = f - 1
-                lo = (below << PROB_BITS) // total
-                fr = ((below + f) << PROB_BITS) // total - lo
+            out[r, j], lo, fr = _multiset_step(c, total, plain, left, cnt, levels)
             x = fr * (x >> PROB_BITS) + s - lo
             if x < STATE_LOW:
                 if pos >= end:
@@ -698,9 +622,7 @@ def _row_intervals(
     m = cls.shape[1]
     n = counts.shape[1]
     plain = distinct[r]
-    levels = 0
-    while (1 << levels) < (m if plain else n):
-        levels += 1
+    levels = _levels(m if plain else n)
     if plain:
         base, _ = _left_counts(m)
         tree[: base.shape[0]] = base
@@ -746,10 +668,7 @@ def _encode_rows_kernel(
     rows, m = cls.shape
     n = counts.shape[1]
     lanes = bounds.shape[0] - 1
-    levels = 0
-    while (1 << levels) < max(n, m):
-        levels += 1
-    top = 1 << levels
+    top = 1 << _levels(max(n, m))
     buf = np.empty(rows * m, dtype=np.uint32)
     x = np.empty(lanes, dtype=np.int64)
     seg = np.empty(lanes, dtype=np.int64)
@@ -866,19 +785,13 @@ def encode(
     rows, m = c.shape
     if rows == 0 or m == 0 or cnt.shape[0] != rows or not _in_range(c, cnt.shape[1]):
         return None
-    distinct = _distinct_rows(cnt, m) if totals is None else np.zeros(rows, dtype=np.bool_)
-    code, ok = _classes_to_lehmer(c, distinct)
-    if not ok:
-        return None
     if totals is None:
         tot, has_totals = np.zeros((1, 1), dtype=np.int64), False
     else:
         tot, has_totals = _int64_array(totals), True
         if tot is None or tot.shape != (rows, m):
             return None
-    x, words, status = _encode_kernel(
-        c, code, distinct, cnt, tot, has_totals, n_lanes, _word_capacity(rows, m)
-    )
+    x, words, status = _encode_kernel(c, cnt, tot, has_totals, n_lanes, _word_capacity(rows, m))
     if status != OK:
         return None
     return x.astype(np.uint64), words
