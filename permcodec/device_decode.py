@@ -76,8 +76,7 @@ def decode_row_rans(entry: dict[str, Any], payload: bytes, device: torch.device)
     tdtype = _TORCH_DTYPE[dtype]
     if rows * m == 0:
         return to_torch(codec.decode_tensor(entry, payload), dtype, device)
-    if ((states < rans.STATE_LOW) | (states >= np.uint64(1 << 63))).any():
-        raise IntegrityError(f"tensor {name!r}: coder state out of range", name)
+    rans.check_states(states, name)
 
     def dev(a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(a, dtype=np.int64)).to(device)

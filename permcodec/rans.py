@@ -16,6 +16,7 @@ kernels leave to it).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
@@ -168,10 +169,18 @@ def fast_kernels() -> ModuleType | None:
     return accel.kernels("rans_fast")
 
 
-def __getattr__(name: str) -> Any:
-    if name == "HAVE_FAST":  # whether the kernels loaded; None until first tried
-        return accel.available("rans_fast")
-    raise AttributeError(name)
+def _fast_or_reference(kernel: str, reference: Callable[..., Any], *args: Any) -> Any:
+    """``rans_fast.<kernel>(*args)``, or ``reference(*args)`` where the kernels are not
+    loaded or leave the input to the reference (they return None then)."""
+    fast = fast_kernels()
+    out = None if fast is None else getattr(fast, kernel)(*args)
+    return reference(*args) if out is None else out
+
+
+def check_states(states: np.ndarray, name: str) -> None:
+    """Every lane state must lie in [2**31, 2**63) (FORMAT 4.3.4)."""
+    if ((states < STATE_LOW) | (states >= np.uint64(1 << 63))).any():
+        raise IntegrityError(f"tensor {name!r}: coder state out of range", name)
 
 
 def encode(
@@ -179,18 +188,14 @@ def encode(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Code class sequences ``cls`` (R, m) given each row's class ``counts`` (R, N);
     see :func:`encode_numpy`."""
-    fast = fast_kernels()
-    out = None if fast is None else fast.encode(cls, counts, lanes, totals)
-    return encode_numpy(cls, counts, lanes, totals) if out is None else out
+    return _fast_or_reference("encode", encode_numpy, cls, counts, lanes, totals)
 
 
 def encode_ctx(
     sym: np.ndarray, ctx: np.ndarray, counts: np.ndarray, weights: np.ndarray, lanes: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Code symbols ``sym`` (R, m) under the context model; see :func:`encode_ctx_numpy`."""
-    fast = fast_kernels()
-    out = None if fast is None else fast.encode_ctx(sym, ctx, counts, weights, lanes)
-    return encode_ctx_numpy(sym, ctx, counts, weights, lanes) if out is None else out
+    return _fast_or_reference("encode_ctx", encode_ctx_numpy, sym, ctx, counts, weights, lanes)
 
 
 def decode(
@@ -202,9 +207,7 @@ def decode(
     totals: np.ndarray | None = None,
 ) -> np.ndarray:
     """Inverse of :func:`encode`: the class sequences (R, m)."""
-    fast = fast_kernels()
-    out = None if fast is None else fast.decode(states, stream, counts, m, name, totals)
-    return decode_numpy(states, stream, counts, m, name, totals) if out is None else out
+    return _fast_or_reference("decode", decode_numpy, states, stream, counts, m, name, totals)
 
 
 def decode_ctx(
@@ -216,9 +219,8 @@ def decode_ctx(
     name: str = "?",
 ) -> np.ndarray:
     """Inverse of :func:`encode_ctx`: the symbols (R, m)."""
-    fast = fast_kernels()
-    out = None if fast is None else fast.decode_ctx(states, stream, ctx, counts, weights, name)
-    return decode_ctx_numpy(states, stream, ctx, counts, weights, name) if out is None else out
+    args = (states, stream, ctx, counts, weights, name)
+    return _fast_or_reference("decode_ctx", decode_ctx_numpy, *args)
 
 
 def encode_numpy(
@@ -362,8 +364,7 @@ def _decode_with(
         if stream.shape[0] or (states != STATE_LOW).any():
             raise IntegrityError(f"tensor {name!r}: an empty tensor has coded data", name)
         return np.zeros((rows, m), dtype=np.int64)
-    if ((states < STATE_LOW) | (states >= np.uint64(1 << 63))).any():
-        raise IntegrityError(f"tensor {name!r}: coder state out of range", name)
+    check_states(states, name)
     words = stream.astype(np.int64)
     x = states.astype(np.int64)
     groups = -(-rows // lanes)
@@ -487,8 +488,7 @@ def decode_rows_numpy(
     segment."""
     rows = counts.shape[0]
     lanes = states.shape[0]
-    if ((states < STATE_LOW) | (states >= np.uint64(1 << 63))).any():
-        raise IntegrityError(f"tensor {name!r}: coder state out of range", name)
+    check_states(states, name)
     bounds = lane_bounds(rows, lanes) if bounds is None else bounds
     ends = np.cumsum(lengths.astype(np.int64))
     ptr = ends - lengths.astype(np.int64)
@@ -518,9 +518,7 @@ def encode_rows(
     cls: np.ndarray, counts: np.ndarray, lanes: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """:func:`encode_rows_numpy`, with the numba kernels when they are available."""
-    fast = fast_kernels()
-    out = None if fast is None else fast.encode_rows(cls, counts, lanes)
-    return encode_rows_numpy(cls, counts, lanes) if out is None else out
+    return _fast_or_reference("encode_rows", encode_rows_numpy, cls, counts, lanes)
 
 
 def decode_rows(
@@ -534,6 +532,4 @@ def decode_rows(
 ) -> np.ndarray:
     """:func:`decode_rows_numpy`, with the numba kernels when they are available."""
     args = (states, lengths, words, counts, m, name, bounds)
-    fast = fast_kernels()
-    out = None if fast is None else fast.decode_rows(*args)
-    return decode_rows_numpy(*args) if out is None else out
+    return _fast_or_reference("decode_rows", decode_rows_numpy, *args)
