@@ -112,8 +112,9 @@ def relative_error(reference: np.ndarray, approx: np.ndarray, dtype: str) -> flo
     return diff / norm if norm else (0.0 if diff == 0 else math.inf)
 
 
-def _rans_bytes(states: np.ndarray, words: np.ndarray) -> bytes:
-    return states.astype("<u8").tobytes() + words.astype("<u4").tobytes()
+def _rans_bytes(states: np.ndarray, *u32_arrays: np.ndarray) -> bytes:
+    """Lane states as little-endian u64, then each array as little-endian u32."""
+    return states.astype("<u8").tobytes() + b"".join(a.astype("<u4").tobytes() for a in u32_arrays)
 
 
 def _encode_lossless(
@@ -125,9 +126,7 @@ def _encode_lossless(
     choice = _choose_refine_bits(cls, rc, init_cls, bound)
     if choice is None:
         lanes = rans.choose_segment_lanes(rows, bound)
-        states, lengths, words = rans.encode_rows(cls, rc.counts, lanes)
-        payload = states.astype("<u8").tobytes() + lengths.astype("<u4").tobytes()
-        payload += words.astype("<u4").tobytes()
+        payload = _rans_bytes(*rans.encode_rows(cls, rc.counts, lanes))
         return {"coding": "row-rans", "lanes": lanes, "bound_bits": bound}, payload
     bk, sym, weights = choice
     extra, head = _encode_bucket_layer(sym, bk, weights)
@@ -309,7 +308,7 @@ def _split_segments(
     return states, lengths, words
 
 
-_POOL: ThreadPoolExecutor | None = None
+_POOLS: dict[int, ThreadPoolExecutor] = {}
 
 
 def decode_threads() -> int:
@@ -322,13 +321,12 @@ def decode_threads() -> int:
 
 def _pool() -> ThreadPoolExecutor | None:
     """The decoding thread pool, or None when one thread is asked for."""
-    global _POOL
     threads = decode_threads()
     if threads == 1:
         return None
-    if _POOL is None or _POOL._max_workers != threads:
-        _POOL = ThreadPoolExecutor(threads, thread_name_prefix="permcodec-decode")
-    return _POOL
+    if threads not in _POOLS:
+        _POOLS[threads] = ThreadPoolExecutor(threads, thread_name_prefix="permcodec-decode")
+    return _POOLS[threads]
 
 
 def _lane_chunks(bounds: np.ndarray, m: int) -> list[tuple[int, int]]:
