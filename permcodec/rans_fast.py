@@ -101,6 +101,17 @@ def _end_status(x: np.ndarray, pos: int, n_words: int) -> int:
 
 
 @_jit
+def _counts_used(seen: np.ndarray, counts: np.ndarray, r0: int, live: int) -> bool:
+    """Whether the counts an encoder rebuilt from a group's symbols (``seen``, one row
+    per lane) are the rows' given counts, as the model requires."""
+    for lane in range(live):
+        for c in range(counts.shape[1]):
+            if seen[lane, c] != counts[r0 + lane, c]:
+                return False
+    return True
+
+
+@_jit
 def _encode_kernel(
     cls: np.ndarray,
     counts: np.ndarray,
@@ -145,10 +156,8 @@ def _encode_kernel(
                 if fr <= 0:
                     return x, np.empty(0, dtype=np.uint32), FALLBACK
                 x[lane], buf, nw = _emit(x[lane], lo, fr, buf, nw)
-        for lane in range(live):
-            for c in range(n):
-                if cnt[lane, c] != counts[r0 + lane, c]:
-                    return x, np.empty(0, dtype=np.uint32), FALLBACK
+        if not _counts_used(cnt, counts, r0, live):
+            return x, np.empty(0, dtype=np.uint32), FALLBACK
     return x, _reversed_words(buf, nw), OK
 
 
@@ -195,10 +204,8 @@ def _encode_ctx_kernel(
                 if fr <= 0:
                     return x, np.empty(0, dtype=np.uint32), FALLBACK
                 x[lane], buf, nw = _emit(x[lane], lo, fr, buf, nw)
-        for lane in range(live):
-            for c in range(k):
-                if rem[lane, c] != counts[r0 + lane, c]:
-                    return x, np.empty(0, dtype=np.uint32), FALLBACK
+        if not _counts_used(rem, counts, r0, live):
+            return x, np.empty(0, dtype=np.uint32), FALLBACK
     return x, _reversed_words(buf, nw), OK
 
 
