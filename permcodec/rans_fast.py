@@ -567,7 +567,12 @@ def _decode_lane(
             total = m - j
             s = x & _LOW_MASK
             c = ((s + 1) * total - 1) >> PROB_BITS
-            out[r, j], lo, fr = _multiset_step(c, total, plain, left, cnt, levels)
+            if plain:  # the common case, kept inline: the call measured ~25% slower here
+                out[r, j] = c
+                lo = (c << PROB_BITS) // total
+                fr = ((c + 1) << PROB_BITS) // total - lo
+            else:
+                out[r, j], lo, fr = _multiset_step(c, total, False, left, cnt, levels)
             x = fr * (x >> PROB_BITS) + s - lo
             if x < STATE_LOW:
                 if pos >= end:
