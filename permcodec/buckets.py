@@ -49,33 +49,43 @@ class Buckets:
         return rank
 
 
-def bucketize(rc: RowClasses, init_cls: np.ndarray, bits: int) -> Buckets:
-    """Buckets of every class and position, from the row classes of the init."""
-    if not 1 <= bits <= MAX_BITS:
-        raise ValueError(f"bits must be in 1..{MAX_BITS}, got {bits}")
-    rows, m = init_cls.shape
+def class_buckets(rc: RowClasses, bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """The bucket of every class (R, N) and the values per bucket (R, K), from the row
+    classes alone; rows of distinct values share one table (a broadcast view)."""
+    rows, m = rc.sorted_keys.shape
     k = 1 << bits
-    if rc.distinct:  # the same buckets in every row: one table
+    if rc.distinct:
         row_bucket = (np.arange(m, dtype=np.int64) * k) // max(m, 1)
-        class_bucket = np.broadcast_to(row_bucket, (rows, m))
         counts = np.broadcast_to(np.bincount(row_bucket, minlength=k), (rows, k)).copy()
-        return Buckets(bits, class_bucket, counts, row_bucket[init_cls], init_cls)
+        return np.broadcast_to(row_bucket, (rows, m)), counts
     first_rank = np.zeros_like(rc.counts)
     np.cumsum(rc.counts[:, :-1], axis=1, out=first_rank[:, 1:])
     class_bucket = (first_rank * k) // max(m, 1)
     class_bucket[rc.counts == 0] = 0
     flat = (np.arange(rows, dtype=np.int64)[:, None] * k + class_bucket).reshape(-1)
     counts = np.bincount(flat, weights=rc.counts.reshape(-1), minlength=rows * k)
-    counts = counts.astype(np.int64).reshape(rows, k)
-    init_ctx = np.take_along_axis(class_bucket, init_cls, axis=1)
+    return class_bucket, counts.astype(np.int64).reshape(rows, k)
+
+
+def bucketize(rc: RowClasses, init_cls: np.ndarray, bits: int) -> Buckets:
+    """Buckets of every class and position, from the row classes of the init."""
+    if not 1 <= bits <= MAX_BITS:
+        raise ValueError(f"bits must be in 1..{MAX_BITS}, got {bits}")
+    class_bucket, counts = class_buckets(rc, bits)
+    init_ctx = _bucket_of(class_bucket, init_cls)
     return Buckets(bits, class_bucket, counts, init_ctx, init_cls)
+
+
+def _bucket_of(class_bucket: np.ndarray, cls: np.ndarray) -> np.ndarray:
+    """The bucket of every class index in ``cls`` (R, m)."""
+    if class_bucket.strides[0] == 0 and class_bucket.shape[0]:  # one table for all rows
+        return class_bucket[0][cls]
+    return np.take_along_axis(class_bucket, cls, axis=1)
 
 
 def symbols(cls: np.ndarray, bk: Buckets) -> np.ndarray:
     """The bucket of every weight, from its class."""
-    if bk.class_bucket.strides[0] == 0:  # one table for all rows
-        return bk.class_bucket[0][cls]
-    return np.take_along_axis(bk.class_bucket, cls, axis=1)
+    return _bucket_of(bk.class_bucket, cls)
 
 
 def sorted_values(rc: RowClasses) -> np.ndarray:
@@ -101,12 +111,13 @@ def refinement(cls: np.ndarray, sym: np.ndarray, bk: Buckets) -> tuple[np.ndarra
     """
     order = argsort_rows(sym)
     seq = np.take_along_axis(cls, order, axis=1)
-    return seq, segment_totals(np.take_along_axis(sym, order, axis=1), bk)
+    return seq, segment_totals(np.take_along_axis(sym, order, axis=1), bk.counts)
 
 
-def segment_totals(sym_sorted: np.ndarray, bk: Buckets) -> np.ndarray:
-    """Remaining count of the current bucket at every step of a bucket-major row."""
-    ends = np.cumsum(bk.counts, axis=1)
+def segment_totals(sym_sorted: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Remaining count of the current bucket at every step of a bucket-major row, from
+    the values per bucket ``counts`` (R, K)."""
+    ends = np.cumsum(counts, axis=1)
     j = np.arange(sym_sorted.shape[1], dtype=np.int64)[None, :]
     return np.take_along_axis(ends, sym_sorted, axis=1) - j
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -243,8 +245,9 @@ def _unzstd(payload: bytes, expected: int, name: str) -> bytes:
 
 
 SEEDED_CODINGS = ("perm-rans", "row-rans", "bucket-rans")
-#: Rows a ``row-rans`` decoder takes at once (whole lanes, at least one): bounds the
-#: decoder's working memory to a few arrays of this many values.
+#: Values a seeded decoder takes at once (whole lanes of ``row-rans``, whole groups of
+#: ``perm-rans`` and ``bucket-rans``, at least one): bounds the decoder's working
+#: memory to a few arrays of this many values.
 DECODE_CHUNK = 1 << 13
 
 
@@ -273,13 +276,15 @@ def _seed_fields(
     return spec, (key[0], key[1]), rows, m
 
 
-def _seeded_init(
-    entry: dict[str, Any], shape: tuple[int, ...], dtype: str
-) -> tuple[np.ndarray, arrangement.RowClasses, int, int]:
-    """Validate the seed fields of an entry; regenerate the init and its classes."""
-    spec, key, rows, m = _seed_fields(entry, shape, dtype)
-    init = init_rows(spec, key, shape, dtype)
-    return init, arrangement.row_classes(init, order_keys(init, dtype)), rows, m
+def check_entry(entry: dict[str, Any]) -> None:
+    """Validate the coding-specific fields of a header entry that passed the container's
+    checks, without decoding anything (readers call it when they open a file)."""
+    if entry["coding"] in SEEDED_CODINGS:
+        shape = tuple(entry["shape"])
+        _, _, rows, _ = _seed_fields(entry, shape, entry["dtype"])
+        lanes = entry.get("lanes")
+        if not is_int(lanes) or not 1 <= lanes <= max(rows, 1):
+            raise FormatError(f"tensor {entry['name']!r}: {lanes!r} lanes for {rows} rows")
 
 
 def _split_segments(
@@ -399,56 +404,203 @@ def _split_rans(
 def _decode_perm(
     entry: dict[str, Any], payload: bytes, shape: tuple[int, ...], dtype: str
 ) -> np.ndarray:
+    """A seeded tensor (``row-rans``, ``bucket-rans`` or ``perm-rans``)."""
     if entry["coding"] == "row-rans":
         return _decode_row_rans(entry, payload, shape, dtype)
-    name = entry["name"]
-    init, rc, rows, m = _seeded_init(entry, shape, dtype)
     if entry["coding"] == "bucket-rans":
-        cls = _decode_buckets(entry, payload, init, rc, rows, m)
-    else:
-        states, words, _ = _split_rans(name, payload, 0, entry.get("lanes"), None, rows)
-        cls = rans.decode(states, words, rc.counts, m, name)
-    return arrangement.rebuild(cls, rc).reshape(shape)
+        return _decode_buckets(entry, payload, shape, dtype)
+    return _decode_perm_rans(entry, payload, shape, dtype)
 
 
-def _decode_buckets(
-    entry: dict[str, Any],
-    payload: bytes,
-    init: np.ndarray,
-    rc: arrangement.RowClasses,
+def _group_runs(rows: int, lanes: int, m: int) -> list[tuple[int, int]]:
+    """Runs of rows [r0, r1) of whole groups of ``lanes`` rows (FORMAT 4.3.2), about
+    :data:`DECODE_CHUNK` values each and at least one group."""
+    step = lanes * max(1, DECODE_CHUNK // max(lanes * m, 1))
+    return [(r0, min(rows, r0 + step)) for r0 in range(0, rows, step)]
+
+
+@dataclass
+class _Stream:
+    """An interleaved rANS stream of a payload (rows of ``m`` values), decoded a run of
+    whole groups at a time: the lane states and word position carry between runs."""
+
+    states: np.ndarray
+    words: np.ndarray
+    rows: int
+    m: int
+    name: str
+    pos: int = 0
+
+    def runs(self) -> list[tuple[int, int]]:
+        return _group_runs(self.rows, self.states.shape[0], self.m)
+
+    def classes(self, r1: int, counts: np.ndarray, totals: np.ndarray | None = None) -> np.ndarray:
+        """Classes of the next run (ending at row ``r1``) under the multiset model."""
+        cls, self.states, self.pos = rans.decode_run(
+            self.states,
+            self.words,
+            counts,
+            self.m,
+            self.name,
+            totals,
+            pos=self.pos,
+            final=r1 == self.rows,
+        )
+        return cls
+
+    def symbols(self, r1: int, bk: buckets.Buckets, weights: np.ndarray) -> np.ndarray:
+        """Bucket symbols of the next run (ending at row ``r1``), context-coded."""
+        sym, self.states, self.pos = rans.decode_ctx_run(
+            self.states,
+            self.words,
+            bk.init_ctx,
+            bk.counts,
+            weights,
+            self.name,
+            pos=self.pos,
+            final=r1 == self.rows,
+        )
+        return sym
+
+
+@dataclass
+class _SeededRows:
+    """A tensor's initial values, regenerated a run of rows at a time."""
+
+    spec: dict[str, Any]
+    key: tuple[int, int]
+    shape: tuple[int, ...]
+    dtype: str
+    name: str
+
+    def classes(self, r0: int, r1: int) -> tuple[np.ndarray, arrangement.RowClasses]:
+        """Rows r0..r1-1 of the init and their classes."""
+        init = init_rows(self.spec, self.key, self.shape, self.dtype, rows=(r0, r1))
+        return init, arrangement.row_classes(init, order_keys(init, self.dtype))
+
+    def buckets(
+        self, r0: int, r1: int, bits: int
+    ) -> tuple[arrangement.RowClasses, buckets.Buckets]:
+        """Classes and buckets of rows r0..r1-1 of the init."""
+        init, rc = self.classes(r0, r1)
+        init_cls = arrangement.classes_of(order_keys(init, self.dtype), rc, self.name)
+        return rc, buckets.bucketize(rc, init_cls, bits)
+
+
+def _fill_rows(
     rows: int,
     m: int,
+    dtype: np.dtype | type,
+    runs: list[tuple[int, int]],
+    run_values: Callable[[int, int], np.ndarray],
 ) -> np.ndarray:
-    """Classes of a ``bucket-rans`` tensor: bucket layer, then refinement or the
-    initial-rank rule."""
+    """A (rows, m) array filled run by run with ``run_values(r0, r1)``.
+
+    The array is allocated once the first run has decoded, so a garbage payload that
+    claims a huge tensor fails without asking for the tensor's memory (np.empty would
+    only reserve it, but tracemalloc and a strict overcommit policy count it).
+    """
+    out = None
+    for r0, r1 in runs:
+        values = run_values(r0, r1)
+        if out is None:
+            out = np.empty((rows, m), dtype=dtype)
+        out[r0:r1] = values
+    return np.empty((rows, m), dtype=dtype) if out is None else out
+
+
+def _decode_perm_rans(
+    entry: dict[str, Any], payload: bytes, shape: tuple[int, ...], dtype: str
+) -> np.ndarray:
+    """A ``perm-rans`` tensor, a run of whole groups at a time: each run regenerates
+    only its own rows of the init, so memory stays near the output plus one run."""
+    name = entry["name"]
+    spec, key, rows, m = _seed_fields(entry, shape, dtype)
+    states, words, _ = _split_rans(name, payload, 0, entry.get("lanes"), None, rows)
+    if rows * m == 0:  # the reference checks that the stream is empty
+        rans.decode(states, words, np.zeros((rows, 0), np.int64), m, name)
+        return np.empty(shape, dtype=storage_dtype(dtype))
+    init = _SeededRows(spec, key, shape, dtype, name)
+    stream = _Stream(states, words, rows, m, name)
+
+    def run(r0: int, r1: int) -> np.ndarray:
+        _, rc = init.classes(r0, r1)
+        return arrangement.rebuild(stream.classes(r1, rc.counts), rc)
+
+    return _fill_rows(rows, m, storage_dtype(dtype), stream.runs(), run).reshape(shape)
+
+
+def _bucket_model(entry: dict[str, Any], m: int) -> tuple[int, bool, np.ndarray]:
+    """(bits, exact, context weights) of a ``bucket-rans`` entry, validated."""
     name = entry["name"]
     bits, exact, weights = entry.get("bits"), entry.get("exact"), entry.get("weights")
     if not (is_int(bits) and 1 <= bits <= buckets.MAX_BITS and isinstance(exact, bool)):
         raise FormatError(f"tensor {name!r}: malformed bucket-rans entry")
     k = 1 << bits
     if weights is None:
-        w = np.ones(2 * k - 1, dtype=np.int64)
-    elif (
+        return bits, exact, np.ones(2 * k - 1, dtype=np.int64)
+    if (
         isinstance(weights, list)
         and len(weights) == 2 * k - 1
         and all(is_int(v) and 1 <= v <= buckets.max_weight(m) for v in weights)
     ):
-        w = np.asarray(weights, dtype=np.int64)
-    else:
-        raise FormatError(f"tensor {name!r}: bad context weights for {bits} bits")
-    n_words = entry.get("words")
-    states, words, end = _split_rans(name, payload, 0, entry.get("lanes"), n_words, rows)
-    if rows * m == 0:
-        rans.decode_ctx(states, words, np.zeros((rows, m), np.int64), np.zeros((rows, k)), w)
-        return np.zeros((rows, m), dtype=np.int64)
-    init_cls = arrangement.classes_of(order_keys(init, entry["dtype"]), rc, name)
-    bk = buckets.bucketize(rc, init_cls, bits)
-    sym = rans.decode_ctx(states, words, bk.init_ctx, bk.counts, w, name)
+        return bits, exact, np.asarray(weights, dtype=np.int64)
+    raise FormatError(f"tensor {name!r}: bad context weights for {bits} bits")
+
+
+def _decode_buckets(
+    entry: dict[str, Any], payload: bytes, shape: tuple[int, ...], dtype: str
+) -> np.ndarray:
+    """A ``bucket-rans`` tensor: its bucket layer, then the refinement stream or the
+    initial-rank rule; each stream a run of its own groups at a time."""
+    name = entry["name"]
+    spec, key, rows, m = _seed_fields(entry, shape, dtype)
+    bits, exact, weights = _bucket_model(entry, m)
+    states, words, end = _split_rans(name, payload, 0, entry.get("lanes"), entry.get("words"), rows)
+    if rows * m == 0:  # the reference checks that the bucket stream is empty
+        empty = np.zeros((rows, m), np.int64)
+        rans.decode_ctx(states, words, empty, np.zeros((rows, 1 << bits), np.int64), weights, name)
+        return np.empty(shape, dtype=storage_dtype(dtype))
+    if not exact and end != len(payload):
+        raise FormatError(f"tensor {name!r}: {len(payload) - end} bytes after the stream")
+    init = _SeededRows(spec, key, shape, dtype, name)
+    layer = _Stream(states, words, rows, m, name)
     if not exact:
-        if end != len(payload):
-            raise FormatError(f"tensor {name!r}: {len(payload) - end} bytes after the stream")
-        return buckets.rebuild_lossy_cls(sym, bk, rc)
-    states, words, _ = _split_rans(name, payload, end, entry.get("refine_lanes"), None, rows)
-    totals = buckets.segment_totals(np.sort(sym, axis=1), bk)
-    seq = rans.decode(states, words, rc.counts, m, name, totals)
-    return buckets.unrefine(seq, sym)
+        return _lossy_rows(init, layer, bits, weights).reshape(shape)
+    refine_lanes = entry.get("refine_lanes")
+    refine_states, refine_words, _ = _split_rans(name, payload, end, refine_lanes, None, rows)
+    refine = _Stream(refine_states, refine_words, rows, m, name)
+    return _exact_rows(init, layer, refine, bits, weights).reshape(shape)
+
+
+def _lossy_rows(init: _SeededRows, layer: _Stream, bits: int, weights: np.ndarray) -> np.ndarray:
+    """Rows rebuilt from their buckets alone (FORMAT 5.4), a run of the bucket
+    stream's groups at a time."""
+
+    def run(r0: int, r1: int) -> np.ndarray:
+        rc, bk = init.buckets(r0, r1, bits)
+        sym = layer.symbols(r1, bk, weights)
+        return arrangement.rebuild(buckets.rebuild_lossy_cls(sym, bk, rc), rc)
+
+    return _fill_rows(layer.rows, layer.m, storage_dtype(init.dtype), layer.runs(), run)
+
+
+def _exact_rows(
+    init: _SeededRows, layer: _Stream, refine: _Stream, bits: int, weights: np.ndarray
+) -> np.ndarray:
+    """Rows from their buckets and the refinement stream. The two streams group rows
+    by different lanes, so the bucket symbols of all rows come first (uint8: K <= 256)."""
+
+    def run_buckets(r0: int, r1: int) -> np.ndarray:
+        return layer.symbols(r1, init.buckets(r0, r1, bits)[1], weights)
+
+    sym_all = _fill_rows(layer.rows, layer.m, np.uint8, layer.runs(), run_buckets)
+
+    def run(r0: int, r1: int) -> np.ndarray:
+        _, rc = init.classes(r0, r1)
+        sym = sym_all[r0:r1].astype(np.int64)
+        totals = buckets.segment_totals(np.sort(sym, axis=1), buckets.class_buckets(rc, bits)[1])
+        seq = refine.classes(r1, rc.counts, totals)
+        return arrangement.rebuild(buckets.unrefine(seq, sym), rc)
+
+    return _fill_rows(layer.rows, layer.m, storage_dtype(init.dtype), refine.runs(), run)

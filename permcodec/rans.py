@@ -11,7 +11,8 @@ The numpy functions here (``*_numpy``) are the reference. :func:`encode`,
 :func:`decode`, :func:`encode_ctx` and :func:`decode_ctx` run the bit-identical numba
 kernels of :mod:`permcodec.rans_fast` when numba imports, unless the environment sets
 ``PERMCODEC_PURE_NUMPY=1``, and the reference otherwise (also for the rare inputs the
-kernels leave to it).
+kernels leave to it). :func:`decode_run` and :func:`decode_ctx_run` decode a stream a
+run of whole groups at a time, so a decoder needs the model of only those rows.
 """
 
 from __future__ import annotations
@@ -207,7 +208,7 @@ def decode(
     totals: np.ndarray | None = None,
 ) -> np.ndarray:
     """Inverse of :func:`encode`: the class sequences (R, m)."""
-    return _fast_or_reference("decode", decode_numpy, states, stream, counts, m, name, totals)
+    return decode_run(states, stream, counts, m, name, totals)[0]
 
 
 def decode_ctx(
@@ -219,8 +220,62 @@ def decode_ctx(
     name: str = "?",
 ) -> np.ndarray:
     """Inverse of :func:`encode_ctx`: the symbols (R, m)."""
-    args = (states, stream, ctx, counts, weights, name)
-    return _fast_or_reference("decode_ctx", decode_ctx_numpy, *args)
+    return decode_ctx_run(states, stream, ctx, counts, weights, name)[0]
+
+
+def _window(stream: np.ndarray, rows: int, lanes: int, m: int, pos: int, final: bool) -> np.ndarray:
+    """The words a run of ``rows`` rows starting at word ``pos`` may read: the rest of
+    the stream for the last run, else at most one word per lane and step (so a run
+    converts or copies only its own words)."""
+    if not (isinstance(pos, (int, np.integer)) and 0 <= pos <= stream.shape[0]):
+        raise ValueError(f"word position {pos!r} outside the stream of {stream.shape[0]}")
+    if final:
+        return stream[pos:]
+    if rows % lanes:
+        raise ValueError(f"a run other than the last must be whole groups of {lanes} rows")
+    return stream[pos : pos + rows * m]
+
+
+def decode_run(
+    states: np.ndarray,
+    stream: np.ndarray,
+    counts: np.ndarray,
+    m: int,
+    name: str = "?",
+    totals: np.ndarray | None = None,
+    *,
+    pos: int = 0,
+    final: bool = True,
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """:func:`decode` resumable a run of whole groups at a time (FORMAT 4.3.2):
+    ``counts`` (and ``totals``) are those of the run's rows, ``states`` and ``pos``
+    where the previous run left the stream. Returns (classes, lane states, next word
+    position); only the last run (``final``) checks that the stream ends there."""
+    window = _window(stream, counts.shape[0], states.shape[0], m, pos, final)
+    # the states are checked where no word has been read: a state that leaves
+    # [2**31, 2**63) reads one at once, so a run resumed at pos 0 holds valid states
+    args = (states, window, counts, m, name, totals, pos == 0, final)
+    sym, states, used = _fast_or_reference("decode_window", decode_window_numpy, *args)
+    return sym, states, pos + used
+
+
+def decode_ctx_run(
+    states: np.ndarray,
+    stream: np.ndarray,
+    ctx: np.ndarray,
+    counts: np.ndarray,
+    weights: np.ndarray,
+    name: str = "?",
+    *,
+    pos: int = 0,
+    final: bool = True,
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """:func:`decode_ctx` resumable a run of whole groups at a time, as
+    :func:`decode_run`: (symbols, lane states, next word position)."""
+    window = _window(stream, counts.shape[0], states.shape[0], ctx.shape[1], pos, final)
+    args = (states, window, ctx, counts, weights, name, pos == 0, final)
+    sym, states, used = _fast_or_reference("decode_ctx_window", decode_ctx_window_numpy, *args)
+    return sym, states, pos + used
 
 
 def encode_numpy(
@@ -353,19 +408,25 @@ def _decode_step(
 def _decode_with(
     model: _MultisetModel | _ContextModel,
     states: np.ndarray,
-    stream: np.ndarray,
+    window: np.ndarray,
     rows: int,
     m: int,
     name: str,
-) -> np.ndarray:
-    """The rANS decoder loop shared by both models: symbols (R, m)."""
+    start: bool = True,
+    final: bool = True,
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """The rANS decoder loop shared by both models, over the groups of ``rows`` rows
+    reading ``window`` (the stream from where the previous run stopped): (symbols
+    (R, m), lane states, words used). ``start``: the states are the stream's stored
+    ones (checked); ``final``: the stream must end with these groups."""
     lanes = states.shape[0]
     if rows == 0 or m == 0:
-        if stream.shape[0] or (states != STATE_LOW).any():
+        if final and (window.shape[0] or (states != STATE_LOW).any()):
             raise IntegrityError(f"tensor {name!r}: an empty tensor has coded data", name)
-        return np.zeros((rows, m), dtype=np.int64)
-    check_states(states, name)
-    words = stream.astype(np.int64)
+        return np.zeros((rows, m), dtype=np.int64), states.astype(np.uint64), 0
+    if start:
+        check_states(states, name)
+    words = window.astype(np.int64)
     x = states.astype(np.int64)
     groups = -(-rows // lanes)
     out = np.zeros((groups * lanes, m), dtype=np.int64)
@@ -382,9 +443,9 @@ def _decode_with(
                 x[need] = (x[need] << 32) | words[pos : pos + k]
                 pos += k
             out[g * lanes : (g + 1) * lanes, j] = sym
-    if pos != words.shape[0] or (x != STATE_LOW).any():
+    if final and (pos != words.shape[0] or (x != STATE_LOW).any()):
         raise IntegrityError(f"tensor {name!r}: coded stream is inconsistent", name)
-    return out[:rows]
+    return out[:rows], x.astype(np.uint64), pos
 
 
 def decode_numpy(
@@ -396,8 +457,7 @@ def decode_numpy(
     totals: np.ndarray | None = None,
 ) -> np.ndarray:
     """Inverse of :func:`encode_numpy`: the class sequences (R, m)."""
-    model = _MultisetModel(counts, m, states.shape[0], totals)
-    return _decode_with(model, states, stream, counts.shape[0], m, name)
+    return decode_window_numpy(states, stream, counts, m, name, totals)[0]
 
 
 def decode_ctx_numpy(
@@ -409,8 +469,38 @@ def decode_ctx_numpy(
     name: str = "?",
 ) -> np.ndarray:
     """Inverse of :func:`encode_ctx_numpy`: the symbols (R, m)."""
+    return decode_ctx_window_numpy(states, stream, ctx, counts, weights, name)[0]
+
+
+def decode_window_numpy(
+    states: np.ndarray,
+    window: np.ndarray,
+    counts: np.ndarray,
+    m: int,
+    name: str = "?",
+    totals: np.ndarray | None = None,
+    start: bool = True,
+    final: bool = True,
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """The reference behind :func:`decode_run`: (classes, lane states, words used)."""
+    model = _MultisetModel(counts, m, states.shape[0], totals)
+    return _decode_with(model, states, window, counts.shape[0], m, name, start, final)
+
+
+def decode_ctx_window_numpy(
+    states: np.ndarray,
+    window: np.ndarray,
+    ctx: np.ndarray,
+    counts: np.ndarray,
+    weights: np.ndarray,
+    name: str = "?",
+    start: bool = True,
+    final: bool = True,
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """The reference behind :func:`decode_ctx_run`: (symbols, lane states, words used)."""
     model = _ContextModel(ctx, counts, weights, states.shape[0])
-    return _decode_with(model, states, stream, counts.shape[0], ctx.shape[1], name)
+    rows, m = counts.shape[0], ctx.shape[1]
+    return _decode_with(model, states, window, rows, m, name, start, final)
 
 
 # ------------------------------------------------ row-rans: one segment per lane

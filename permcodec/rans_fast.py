@@ -90,8 +90,11 @@ def _refill(xl: int, words: np.ndarray, pos: int, early: bool) -> tuple[int, int
 
 
 @_jit
-def _end_status(x: np.ndarray, pos: int, n_words: int) -> int:
-    """OK if the decoder used every word and every lane is back at its initial state."""
+def _end_status(x: np.ndarray, pos: int, n_words: int, final: bool) -> int:
+    """OK if the decoder used every word and every lane is back at its initial state,
+    or if the stream goes on after this run (not ``final``)."""
+    if not final:
+        return OK
     if pos != n_words:
         return INCONSISTENT
     for lane in range(x.shape[0]):
@@ -218,8 +221,11 @@ def _decode_kernel(
     has_totals: bool,
     m: int,
     top: int,
-) -> tuple[np.ndarray, int]:
-    """Multiset model decoder, the loop of FORMAT 4.3.4: (classes (R, m), status).
+    final: bool,
+) -> tuple[np.ndarray, int, int]:
+    """Multiset model decoder, the loop of FORMAT 4.3.4 over the groups of the given
+    rows, from ``words[0]`` (the stream where the previous run stopped) on: (classes
+    (R, m), status, words used); only a ``final`` run checks the end of the stream.
 
     Follows the reference step for step, also where a damaged stream leads it: the
     class search clamps to N - 1, lanes with no counts keep their state, and a step
@@ -274,7 +280,7 @@ def _decode_kernel(
                         lo = (below << PROB_BITS) // total
                         fr = ((below + cnt[lane, at]) << PROB_BITS) // total - lo
                         if fr <= 0:
-                            return out, INCONSISTENT
+                            return out, INCONSISTENT, pos
                         cnt[lane, at] -= 1
                         i = at + 1
                         while i <= n:
@@ -284,8 +290,8 @@ def _decode_kernel(
                 xl, pos, early = _refill(xl, words, pos, early)
                 x[lane] = xl
             if early:
-                return out, ENDS_EARLY
-    return out, _end_status(x, pos, n_words)
+                return out, ENDS_EARLY, pos
+    return out, _end_status(x, pos, n_words, final), pos
 
 
 @_jit
@@ -295,8 +301,10 @@ def _decode_ctx_kernel(
     ctx: np.ndarray,
     counts: np.ndarray,
     weights: np.ndarray,
-) -> tuple[np.ndarray, int]:
-    """Context model decoder (FORMAT 4.4.2 in the loop of 4.3.4): (symbols, status).
+    final: bool,
+) -> tuple[np.ndarray, int, int]:
+    """Context model decoder (FORMAT 4.4.2 in the loop of 4.3.4), resumable like
+    :func:`_decode_kernel`: (symbols, status, words used).
 
     Needs weights >= 1 and counts >= 0, so that cumulative weights never decrease
     (remaining counts stay >= 0: a step that would take one from an empty bucket has
@@ -368,14 +376,14 @@ def _decode_ctx_kernel(
                         lo = (lo_c << PROB_BITS) // total
                         fr = (hi_c << PROB_BITS) // total - lo
                         if fr <= 0:
-                            return out, INCONSISTENT
+                            return out, INCONSISTENT, pos
                         rem[lane, t] -= 1
                         xl = fr * (xl >> PROB_BITS) + s - lo
                 xl, pos, early = _refill(xl, words, pos, early)
                 x[lane] = xl
             if early:
-                return out, ENDS_EARLY
-    return out, _end_status(x, pos, n_words)
+                return out, ENDS_EARLY, pos
+    return out, _end_status(x, pos, n_words, final), pos
 
 
 @_jit
@@ -434,14 +442,21 @@ def _row_tree(counts: np.ndarray, r: int, levels: int, left: np.ndarray, sums: n
 
 @_jit
 def _decode_mixed_kernel(
-    x: np.ndarray, words: np.ndarray, counts: np.ndarray, distinct: np.ndarray, m: int
-) -> tuple[np.ndarray, int]:
-    """Multiset decoder without totals (the loop of FORMAT 4.3.4), built for speed.
+    x: np.ndarray,
+    words: np.ndarray,
+    counts: np.ndarray,
+    distinct: np.ndarray,
+    m: int,
+    final: bool,
+) -> tuple[np.ndarray, int, int]:
+    """Multiset decoder without totals (the loop of FORMAT 4.3.4), built for speed and
+    resumable like :func:`_decode_kernel`: (code, status, words used).
 
     Each step is :func:`_multiset_step`: rows of m distinct values record Lehmer
     digits (:func:`_lehmer_to_classes` turns them into classes), other rows classes.
-    Output is (groups, m, lanes) in decoding order. With consistent counts no step has frequency 0, so the status is
-    OK, ENDS_EARLY or INCONSISTENT (final states or unused words), as in the reference.
+    Output is (groups, m, lanes) in decoding order. With consistent counts no step has
+    frequency 0, so the status is OK, ENDS_EARLY or INCONSISTENT (final states or
+    unused words), as in the reference.
     """
     rows, n = counts.shape
     lanes = x.shape[0]
@@ -478,8 +493,8 @@ def _decode_mixed_kernel(
                 xl, pos, early = _refill(xl, words, pos, early)
                 x[lane] = xl
             if early:
-                return out, ENDS_EARLY
-    return out, _end_status(x, pos, n_words)
+                return out, ENDS_EARLY, pos
+    return out, _end_status(x, pos, n_words, final), pos
 
 
 @_jit
@@ -840,30 +855,8 @@ def decode(
     totals: np.ndarray | None = None,
 ) -> np.ndarray | None:
     """:func:`permcodec.rans.decode` with a numba kernel; None outside its domain."""
-    x, words, cnt = _states(states), _words(stream), _int64_array(counts)
-    if x is None or words is None or cnt is None or cnt.ndim != 2:
-        return None
-    if not isinstance(m, (int, np.integer)):
-        return None
-    m = int(m)
-    rows, n = cnt.shape
-    if rows == 0 or m <= 0 or n == 0:
-        return None
-    if totals is None and _consistent(cnt, m):
-        distinct = _distinct_rows(cnt, m)
-        code, status = _decode_mixed_kernel(x, words, cnt, distinct, m)
-        _raise(status, name)
-        return _lehmer_to_classes(code, distinct)
-    top = 1 << (max(1, n.bit_length()) - 1)
-    if totals is None:
-        tot, has_totals = np.zeros((1, 1), dtype=np.int64), False
-    else:
-        tot, has_totals = _int64_array(totals), True
-        if tot is None or tot.shape != (rows, m) or int(tot.min()) < 1:
-            return None  # a zero total divides by zero in the reference
-    out, status = _decode_kernel(x, words, cnt, tot, has_totals, m, top)
-    _raise(status, name)
-    return out
+    out = decode_window(states, stream, counts, m, name, totals)
+    return None if out is None else out[0]
 
 
 def decode_ctx(
@@ -875,7 +868,62 @@ def decode_ctx(
     name: str = "?",
 ) -> np.ndarray | None:
     """:func:`permcodec.rans.decode_ctx` with a numba kernel; None outside its domain."""
-    x, words = _states(states), _words(stream)
+    out = decode_ctx_window(states, stream, ctx, counts, weights, name)
+    return None if out is None else out[0]
+
+
+def decode_window(
+    states: np.ndarray,
+    window: np.ndarray,
+    counts: np.ndarray,
+    m: int,
+    name: str = "?",
+    totals: np.ndarray | None = None,
+    start: bool = True,
+    final: bool = True,
+) -> tuple[np.ndarray, np.ndarray, int] | None:
+    """:func:`permcodec.rans.decode_window_numpy` with numba kernels: (classes, lane
+    states, words used), or None outside their domain. States out of range always go
+    to the reference, which rejects them at the ``start`` of a stream."""
+    x, words, cnt = _states(states), _words(window), _int64_array(counts)
+    if x is None or words is None or cnt is None or cnt.ndim != 2:
+        return None
+    if not isinstance(m, (int, np.integer)):
+        return None
+    m = int(m)
+    rows, n = cnt.shape
+    if rows == 0 or m <= 0 or n == 0:
+        return None
+    if totals is None and _consistent(cnt, m):
+        distinct = _distinct_rows(cnt, m)
+        code, status, used = _decode_mixed_kernel(x, words, cnt, distinct, m, final)
+        _raise(status, name)
+        return _lehmer_to_classes(code, distinct), x.astype(np.uint64), used
+    top = 1 << (max(1, n.bit_length()) - 1)
+    if totals is None:
+        tot, has_totals = np.zeros((1, 1), dtype=np.int64), False
+    else:
+        tot, has_totals = _int64_array(totals), True
+        if tot is None or tot.shape != (rows, m) or int(tot.min()) < 1:
+            return None  # a zero total divides by zero in the reference
+    out, status, used = _decode_kernel(x, words, cnt, tot, has_totals, m, top, final)
+    _raise(status, name)
+    return out, x.astype(np.uint64), used
+
+
+def decode_ctx_window(
+    states: np.ndarray,
+    window: np.ndarray,
+    ctx: np.ndarray,
+    counts: np.ndarray,
+    weights: np.ndarray,
+    name: str = "?",
+    start: bool = True,
+    final: bool = True,
+) -> tuple[np.ndarray, np.ndarray, int] | None:
+    """:func:`permcodec.rans.decode_ctx_window_numpy` with a numba kernel: (symbols,
+    lane states, words used), or None outside its domain (see :func:`decode_window`)."""
+    x, words = _states(states), _words(window)
     cx, cnt, w = _index_array(ctx), _int64_array(counts), _int64_array(weights)
     if x is None or words is None or cx is None or cnt is None or w is None:
         return None
@@ -888,9 +936,9 @@ def decode_ctx(
         return None
     if int(w.min()) < 1 or int(cnt.min()) < 0 or int(cnt.max()) * k * int(w.max()) >= 1 << 62:
         return None  # the kernel's search needs non-decreasing cumulative weights
-    out, status = _decode_ctx_kernel(x, words, cx, cnt, w)
+    out, status, used = _decode_ctx_kernel(x, words, cx, cnt, w, final)
     _raise(status, name)
-    return out
+    return out, x.astype(np.uint64), used
 
 
 def _segment_starts(lengths: Any, lanes: int, n_words: int) -> np.ndarray | None:
