@@ -1,15 +1,20 @@
 """``permcodec``: encode, decode, inspect and verify `.perm` files.
 
 A thin click layer over :mod:`permcodec.convert` and :class:`permcodec.PermFile`.
-Exit codes: 0 success, 1 the operation failed, 2 usage error, 3 invalid or damaged
-`.perm` file.
+Every error is one line on stderr (``PERMCODEC_DEBUG=1`` adds the traceback of
+unexpected ones). Exit codes: 0 success, 1 the operation failed, 2 usage error, 3
+invalid, damaged or unsafe input file, 4 a resource limit (``--max-bytes``) refused the
+file, 130 interrupted.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import os
+import signal
 import sys
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,34 +22,80 @@ from typing import Any
 import click
 
 import permcodec
-from permcodec import FormatError, PermcodecError
+from permcodec import FormatError, LimitError, PermcodecError, UnsafeCheckpointError
 from permcodec.buckets import MAX_BITS
-from permcodec.convert import decode_file, encode_checkpoint
+from permcodec.convert import OUTPUT_FORMATS, decode_file, encode_checkpoint
+from permcodec.limits import ENV_MAX_BYTES, parse_size
 from permcodec.permfile import PermFile
 
-EXIT_FAILED, EXIT_USAGE, EXIT_DAMAGED = 1, 2, 3
+EXIT_FAILED, EXIT_USAGE, EXIT_DAMAGED, EXIT_LIMIT, EXIT_INTERRUPTED = 1, 2, 3, 4, 130
 
 
 def _fail(message: str, code: int) -> None:
-    click.echo(f"permcodec: error: {message}", err=True)
+    first = message.strip().splitlines()[0] if message.strip() else "failed"
+    click.echo(f"permcodec: error: {first}", err=True)
     sys.exit(code)
 
 
 def reports_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn library errors into one line on stderr and a meaningful exit code."""
+    """Turn every error into one line on stderr and a meaningful exit code."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except FormatError as e:
+        except (FormatError, UnsafeCheckpointError) as e:
             _fail(str(e), EXIT_DAMAGED)
+        except LimitError as e:
+            _fail(str(e), EXIT_LIMIT)
         except (PermcodecError, OSError, ImportError) as e:
             _fail(str(e), EXIT_FAILED)
         except KeyboardInterrupt:
-            _fail("interrupted", 130)
+            _fail("interrupted", EXIT_INTERRUPTED)
+        except Exception as e:  # a bug: still one line, unless debugging
+            if os.environ.get("PERMCODEC_DEBUG"):
+                traceback.print_exc()
+            _fail(f"internal error, please report it: {type(e).__name__}: {e}", EXIT_FAILED)
 
     return wrapper
+
+
+class OneLineErrors(click.Group):
+    """A group whose usage errors are one line on stderr too (exit 2)."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        signal.signal(signal.SIGTERM, _interrupt)  # clean up temporary files as on Ctrl-C
+        kwargs["standalone_mode"] = False
+        try:
+            rv = super().main(*args, **kwargs)
+        except click.UsageError as e:
+            where = e.ctx.command_path if e.ctx else "permcodec"
+            _fail(f"{e.format_message()} (see '{where} --help')", EXIT_USAGE)
+        except click.ClickException as e:
+            _fail(e.format_message(), e.exit_code)
+        except click.Abort:
+            _fail("interrupted", EXIT_INTERRUPTED)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _set_max_bytes(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    """Pass --max-bytes to the library through its environment variable."""
+    if value is None:
+        return
+    try:
+        os.environ[ENV_MAX_BYTES] = str(parse_size(value))
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+
+
+def _output_suffix(ctx: click.Context, param: click.Parameter, value: Path) -> Path:
+    if value.suffix.lower() not in OUTPUT_FORMATS:
+        raise click.BadParameter(f"{value.name} must end in one of {', '.join(OUTPUT_FORMATS)}")
+    return value
 
 
 def perm_file(metavar: str = "IN.perm") -> Callable[..., Any]:
@@ -69,13 +120,23 @@ force_option = click.option(
 )
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(permcodec.__version__, prog_name="permcodec")
+@click.option(
+    "--max-bytes",
+    metavar="SIZE",
+    envvar=ENV_MAX_BYTES,
+    expose_value=False,
+    callback=_set_max_bytes,
+    help="Refuse .perm files whose tensors take more than SIZE once decoded "
+    "(e.g. 512M, 64G) [default: 16G; env PERMCODEC_MAX_BYTES].",
+)
 def main() -> None:
     """Store networks trained by permutation (LaPerm) as seed + specs + permutations.
 
     \b
-    Exit codes: 0 ok, 1 operation failed, 2 usage error, 3 invalid or damaged .perm file.
+    Exit codes: 0 ok, 1 operation failed, 2 usage error, 3 invalid, damaged or
+    unsafe input file, 4 over a resource limit (--max-bytes), 130 interrupted.
     """
 
 
@@ -147,6 +208,7 @@ def _report_lossy(info: dict[str, Any]) -> None:
     "--output",
     required=True,
     type=click.Path(dir_okay=False, path_type=Path),
+    callback=_output_suffix,
     help="Output file: .pt (torch.save state dict), .safetensors or .npz.",
 )
 @click.option(
@@ -215,7 +277,7 @@ def verify(src: Path) -> None:
 
     Exits 3 and names each damaged tensor if anything does not match.
     """
-    with PermFile(src) as pf:
+    with PermFile(src, strict=False) as pf:
         problems = pf.verify()
         n = len(pf)
     if problems:

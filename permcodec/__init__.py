@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 
 from .errors import (
     FormatError,
     IntegrityError,
+    LimitError,
     LossyWarning,
     NotAnArrangementError,
     PermcodecError,
@@ -35,6 +36,7 @@ __all__ = [
     "InitSpec",
     "IntegrityError",
     "LaPerm",
+    "LimitError",
     "LossyWarning",
     "NotAnArrangementError",
     "PermFile",

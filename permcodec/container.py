@@ -2,20 +2,25 @@
 
 Layout (all integers little-endian; see docs/FORMAT.md, the contract)::
 
-    0   8  magic  b"\\x89PERM\\r\\n\\x1a"
-    8   4  format version (u32)
-    12  4  flags (u32, 0)
-    16  8  header length H (u64)
-    24  H  header (msgpack map)
-    .   .  zero padding to a multiple of 64
-    D   .  payload sections, at header-given offsets relative to D
-    end-32 BLAKE2b-256 of every byte before it
+    0    8  magic  b"\\x89PERM\\r\\n\\x1a"
+    8    4  format version (u32)
+    12   4  flags (u32, 0)
+    16   8  header length H (u64)
+    24   H  header (msgpack map)
+    24+H 16 BLAKE2b-128 of bytes [0, 24+H) (version 4 on)
+    .    .  zero padding to a multiple of 64
+    D    .  payload sections, at header-given offsets relative to D
+    end-32  BLAKE2b-256 of every byte before it
+
+Every field is checked against the file size and the reader's limits before anything
+is allocated from it (:func:`read_header`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import math
 import os
 import struct
 from typing import Any, BinaryIO
@@ -23,20 +28,25 @@ from typing import Any, BinaryIO
 import msgpack
 import numpy as np
 
+from .dtypes import STORAGE
 from .errors import FormatError, IntegrityError, UnsupportedVersionError
+from .limits import MAX_HEADER, MAX_TENSORS, check_claim
 from .validate import is_int
 
 MAGIC = b"\x89PERM\r\n\x1a"
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 PREAMBLE = struct.Struct("<8sIIQ")
 ALIGN = 64
 TRAILER = 32
-MAX_HEADER = 64 * 1024 * 1024
-#: The codings of each format version (version 2 added bucket-rans, 3 row-rans).
+#: Length of the header digest that follows the header from version 4 on.
+HEADER_DIGEST = 16
+#: The codings of each format version (version 2 added bucket-rans, 3 row-rans; 4
+#: added the header digest).
 CODINGS_OF = {
     1: ("perm-rans", "raw-zstd", "raw"),
     2: ("perm-rans", "bucket-rans", "raw-zstd", "raw"),
     3: ("perm-rans", "row-rans", "bucket-rans", "raw-zstd", "raw"),
+    4: ("perm-rans", "row-rans", "bucket-rans", "raw-zstd", "raw"),
 }
 CODINGS = CODINGS_OF[FORMAT_VERSION]
 
@@ -60,8 +70,18 @@ def _padding(n: int) -> int:
     return (-n) % ALIGN
 
 
-def write(stream: BinaryIO, header: dict[str, Any], payloads: list[bytes]) -> int:
-    """Write a complete container to ``stream``; offsets in ``header`` must match."""
+def write(
+    stream: BinaryIO,
+    header: dict[str, Any],
+    payloads: list[bytes],
+    version: int | None = None,
+) -> int:
+    """Write a complete container to ``stream``; offsets in ``header`` must match.
+
+    ``version`` (default: the current one) writes that version's layout, as asked and
+    unchecked: tests use it to make older or invalid files.
+    """
+    version = FORMAT_VERSION if version is None else version
     hbytes = msgpack.packb(header, use_bin_type=True)
     h = hashlib.blake2b(digest_size=TRAILER)
     size = 0
@@ -72,22 +92,32 @@ def write(stream: BinaryIO, header: dict[str, Any], payloads: list[bytes]) -> in
         stream.write(b)
         size += len(b)
 
-    put(PREAMBLE.pack(MAGIC, version_for(header), 0, len(hbytes)))
-    put(hbytes)
-    put(b"\0" * _padding(PREAMBLE.size + len(hbytes)))
+    head = PREAMBLE.pack(MAGIC, version, 0, len(hbytes)) + hbytes
+    if version >= 4:
+        head += section_digest(head)
+    put(head)
+    put(b"\0" * _padding(len(head)))
     for p in payloads:
         put(p)
     stream.write(h.digest())
     return size + TRAILER
 
 
-def data_start(header_len: int) -> int:
-    base = PREAMBLE.size + header_len
+def data_start(header_len: int, version: int = FORMAT_VERSION) -> int:
+    """Offset D of the payload area of a file whose header is ``header_len`` bytes."""
+    base = PREAMBLE.size + header_len + (HEADER_DIGEST if version >= 4 else 0)
     return base + _padding(base)
 
 
-def read_header(f: BinaryIO, file_size: int) -> tuple[dict[str, Any], int, int]:
-    """Read and validate the preamble and header; returns (header, data start offset)."""
+def read_header(
+    f: BinaryIO, file_size: int, max_bytes: int | None = None
+) -> tuple[dict[str, Any], int, int]:
+    """Read and validate the preamble and header: (header, data start D, version).
+
+    Checks, before trusting any of it, that every field is in range and fits the file,
+    that the header digest matches (version 4 on), and that the tensors claim at most
+    ``max_bytes`` once decoded (see :mod:`permcodec.limits`).
+    """
     f.seek(0)
     pre = f.read(PREAMBLE.size)
     if len(pre) < PREAMBLE.size:
@@ -102,16 +132,29 @@ def read_header(f: BinaryIO, file_size: int) -> tuple[dict[str, Any], int, int]:
         )
     if version < 1 or flags != 0:
         raise FormatError(f"bad preamble: version {version}, flags {flags}")
-    if hlen > MAX_HEADER or PREAMBLE.size + hlen + TRAILER > file_size:
-        raise FormatError(f"header length {hlen} does not fit a file of {file_size} bytes")
+    if hlen > MAX_HEADER:
+        raise FormatError(f"header length {hlen} exceeds the limit of {MAX_HEADER} bytes")
+    start = data_start(hlen, version)
+    if start + TRAILER > file_size:
+        raise FormatError(
+            f"file truncated at byte {file_size}: its {hlen}-byte header needs at least "
+            f"{start + TRAILER} bytes"
+        )
     raw = f.read(hlen)
+    if version >= 4 and f.read(HEADER_DIGEST) != section_digest(pre + raw):
+        raise IntegrityError("header checksum mismatch: the tensor table is damaged")
     try:
         header = msgpack.unpackb(raw, raw=False, strict_map_key=True)
     except Exception as e:  # msgpack raises several unrelated types
         raise FormatError(f"header is not valid msgpack: {e}") from None
-    start = data_start(hlen)
     _validate(header, start, file_size, version)
+    check_claim(claimed_bytes(header), max_bytes)
     return header, start, version
+
+
+def claimed_bytes(header: dict[str, Any]) -> int:
+    """Bytes of all the tensors of a validated header, once decoded."""
+    return sum(math.prod(t["shape"]) * STORAGE[t["dtype"]].itemsize for t in header["tensors"])
 
 
 def _check(cond: bool, msg: str) -> None:
@@ -125,8 +168,8 @@ def _validate(header: Any, start: int, file_size: int, version: int) -> None:
     _check(header.get("byteorder") == "little", "byteorder must be 'little'")
     tensors = header.get("tensors")
     _check(isinstance(tensors, list), "'tensors' must be a list")
+    _check(len(tensors) <= MAX_TENSORS, f"{len(tensors)} tensors exceed the limit {MAX_TENSORS}")
     data_len = file_size - TRAILER - start
-    _check(data_len >= 0, "payload area is negative")
     end = 0
     names = set()
     for i, t in enumerate(tensors):
@@ -137,8 +180,8 @@ def _validate(header: Any, start: int, file_size: int, version: int) -> None:
         shape = t.get("shape")
         _check(
             isinstance(shape, list)
-            and all(is_int(d) and 0 <= d < 2**40 for d in shape)
-            and len(shape) <= 8,
+            and len(shape) <= 8
+            and all(is_int(d) and 0 <= d < 2**40 for d in shape),
             f"tensor {name!r} shape invalid",
         )
         _check(
@@ -150,15 +193,13 @@ def _validate(header: Any, start: int, file_size: int, version: int) -> None:
             version >= 2 or not (isinstance(spec, dict) and spec.get("kind") == "quantile"),
             f"tensor {name!r}: the quantile kind needs format version 2",
         )
-        _check(isinstance(t.get("dtype"), str), f"tensor {name!r} dtype invalid")
+        _check(t.get("dtype") in STORAGE, f"tensor {name!r} dtype {t.get('dtype')!r} unknown")
         off, length = t.get("offset"), t.get("length")
+        _check(is_int(off) and is_int(length), f"tensor {name!r} offset or length invalid")
         _check(
-            is_int(off)
-            and is_int(length)
-            and off >= end
-            and length >= 0
-            and off + length <= data_len,
-            f"tensor {name!r} payload out of bounds or overlapping",
+            off >= end and length >= 0 and off + length <= data_len,
+            f"tensor {name!r} payload [{off}, {off + length}) is out of bounds or overlaps "
+            f"(payload area: {data_len} bytes; a truncated file?)",
         )
         end = off + length
         for k in ("digest", "payload_digest"):

@@ -28,6 +28,11 @@ class IntegrityError(FormatError):
         self.tensor = tensor
 
 
+class LimitError(PermcodecError):
+    """The file asks for more than a reader's resource limit allows (see
+    :mod:`permcodec.limits`); it may be valid, but it is not decoded."""
+
+
 class NotAnArrangementError(PermcodecError):
     """A permuted tensor is not an exact rearrangement of its seeded initialization."""
 

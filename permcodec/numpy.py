@@ -36,10 +36,12 @@ def dtype_name(a: np.ndarray) -> str:
         raise PermcodecError(f"dtype {a.dtype} is not supported by the .perm format") from None
 
 
-def load(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
-    """Decode every tensor of a `.perm` file into numpy arrays, verifying all checksums."""
-    with PermFile(path) as pf:
-        pf.verify_checksum()
+def load(path: str | os.PathLike[str], max_bytes: int | None = None) -> dict[str, np.ndarray]:
+    """Decode every tensor of a `.perm` file into numpy arrays, verifying all checksums.
+
+    ``max_bytes`` caps the decoded size the file may claim (:mod:`permcodec.limits`).
+    """
+    with PermFile(path, max_bytes=max_bytes) as pf:
         out = {}
         for name, arr in pf.tensors():
             out[name] = _bfloat16_view(arr) if pf.entry(name)["dtype"] == "bfloat16" else arr

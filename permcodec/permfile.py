@@ -11,8 +11,8 @@ import numpy as np
 
 from . import container
 from .atomic import atomic_path
-from .codec import SEEDED_CODINGS, decode_tensor, encode_tensor
-from .errors import FormatError, IntegrityError, LossyWarning, PermcodecError
+from .codec import SEEDED_CODINGS, check_entry, decode_tensor, encode_tensor
+from .errors import FormatError, IntegrityError, LimitError, LossyWarning, PermcodecError
 from .plan import Plan
 
 #: (name, array in its storage dtype, dtype name)
@@ -89,9 +89,18 @@ class PermFile:
 
     ``keys()`` lists tensors, ``tensor(name)`` decodes one (verifying its checksums),
     ``info()`` summarizes sizes against the bound. Use as a context manager.
+
+    Opening checks the header (its digest, every field, the limits) and, with
+    ``strict`` (the default), the whole-file checksum, so a damaged file is refused at
+    once. ``strict=False`` skips the whole-file check to read the intact tensors of a
+    damaged file: each tensor is still verified by its own digests, and a damaged one
+    raises :class:`IntegrityError` naming it. ``max_bytes`` caps the decoded size the
+    file may claim (:mod:`permcodec.limits`).
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], strict: bool = True, max_bytes: int | None = None
+    ) -> None:
         self.path = os.fspath(path)
         try:
             self._f: BinaryIO = open(self.path, "rb")  # noqa: SIM115 (closed in close())
@@ -99,7 +108,13 @@ class PermFile:
             raise FileNotFoundError(f"cannot open {self.path}: {e.strerror}") from None
         try:
             self._size = container.file_size(self._f)
-            self.header, self._start, self.version = container.read_header(self._f, self._size)
+            self.header, self._start, self.version = container.read_header(
+                self._f, self._size, max_bytes
+            )
+            for entry in self.header["tensors"]:
+                check_entry(entry)
+            if strict:
+                self._verify_at_open()
         except BaseException:
             self._f.close()
             raise
@@ -148,7 +163,12 @@ class PermFile:
 
     def tensor(self, name: str) -> np.ndarray:
         """Decode one tensor, in its storage dtype (bfloat16 as uint16 bit patterns)."""
-        return decode_tensor(self.entry(name), self.payload(name))
+        entry = self.entry(name)
+        try:
+            return decode_tensor(entry, self.payload(name))
+        except MemoryError:
+            need = container.claimed_bytes({"tensors": [entry]})
+            raise LimitError(f"tensor {name!r} needs {need:,} bytes: not enough memory") from None
 
     def tensors(self) -> Iterator[tuple[str, np.ndarray]]:
         for name in self._entries:
@@ -158,18 +178,29 @@ class PermFile:
         """Compare the whole-file BLAKE2b-256 with the trailer."""
         container.verify_file_checksum(self._f, self._size)
 
-    def verify(self) -> list[tuple[str, str]]:
-        """Decode every tensor; returns (name, problem) for each damaged one."""
-        problems = []
+    def _verify_at_open(self) -> None:
         try:
             self.verify_checksum()
         except IntegrityError as e:
-            problems.append(("<file>", str(e)))
+            raise IntegrityError(
+                f"{e}; `permcodec verify` names the damaged tensors, and "
+                "permcodec.open(path, strict=False) reads the intact ones"
+            ) from None
+
+    def verify(self) -> list[tuple[str, str]]:
+        """Decode every tensor; returns (name, problem) for each damaged one, and
+        ("<file>", problem) when the whole-file checksum fails outside them."""
+        problems = []
         for name in self._entries:
             try:
                 self.tensor(name)
             except FormatError as e:
                 problems.append((name, str(e)))
+        try:
+            self.verify_checksum()
+        except IntegrityError as e:
+            where = "" if problems else " (outside every tensor: padding or trailer)"
+            problems.append(("<file>", f"{e}{where}"))
         return problems
 
     def info(self) -> dict[str, Any]:
@@ -234,6 +265,8 @@ class PermFile:
         }
 
 
-def open_file(path: str | os.PathLike[str]) -> PermFile:
-    """Open a `.perm` file for lazy reading (``permcodec.open``)."""
-    return PermFile(path)
+def open_file(
+    path: str | os.PathLike[str], strict: bool = True, max_bytes: int | None = None
+) -> PermFile:
+    """Open a `.perm` file for lazy reading (``permcodec.open``); see :class:`PermFile`."""
+    return PermFile(path, strict=strict, max_bytes=max_bytes)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import os
-import pickle
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -350,14 +349,16 @@ def load(
     model: nn.Module | None = None,
     device: str | torch.device = "cpu",
     strict: bool = True,
+    max_bytes: int | None = None,
 ) -> Any:
     """Decode a `.perm` file into a state dict of tensors on ``device``.
 
     With ``model``, load it into the model like ``load_state_dict`` (returning its
     result) and record the file's plan on the model so training can continue.
+    Every checksum is verified; ``max_bytes`` caps the decoded size the file may claim
+    (:mod:`permcodec.limits`).
     """
-    with PermFile(path) as pf:
-        pf.verify_checksum()
+    with PermFile(path, max_bytes=max_bytes) as pf:
         sd = {name: _decode_to(pf, name, torch.device(device)) for name in pf}
         plan = plan_from_header(pf.header)
     if model is None:
@@ -401,9 +402,9 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tenso
     """
     try:
         obj = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
-    except FileNotFoundError:
+    except OSError:
         raise
-    except (pickle.UnpicklingError, RuntimeError, AttributeError, EOFError, ValueError) as e:
+    except Exception as e:  # torch.load raises many types on unsafe or malformed files
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UnsafeCheckpointError(
             f"{os.fspath(path)} cannot be loaded with weights_only=True (it needs unpickling "

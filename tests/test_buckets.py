@@ -8,10 +8,10 @@ import copy
 import io
 import warnings
 
-import msgpack
 import numpy as np
 import pytest
 import torch
+from hostile_files import edit_entry, seal, split
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -201,44 +201,35 @@ def _shuffled(model: nn.Module) -> nn.Module:
     return model
 
 
-def test_version_is_the_lowest_that_holds_the_codings(tmp_path):
+def test_older_versions_read_and_hold_only_their_codings(tmp_path):
     model = _mlp()
     permcodec.init(model, 1)
     permcodec.save(model, tmp_path / "init.perm")  # the init itself: context-coded
     assert permcodec.open(tmp_path / "init.perm").entry("0.weight")["coding"] == "bucket-rans"
     _shuffled(model)
-    permcodec.save(model, tmp_path / "v3.perm")  # row-rans
+    permcodec.save(model, tmp_path / "row.perm")  # row-rans
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", permcodec.LossyWarning)
-        permcodec.save(model, tmp_path / "v2.perm", bits=2)
-    permcodec.numpy.save({"b": np.zeros(3, np.float32)}, tmp_path / "v1.perm", None)  # raw
-    assert permcodec.open(tmp_path / "v3.perm").version == 3
-    assert permcodec.open(tmp_path / "v2.perm").version == 2
-    assert permcodec.open(tmp_path / "v1.perm").version == 1
+        permcodec.save(model, tmp_path / "bucket.perm", bits=2)
+    permcodec.numpy.save({"b": np.zeros(3, np.float32)}, tmp_path / "raw.perm", None)
+    for name, lowest in (("row", 3), ("bucket", 2), ("raw", 1)):
+        raw = (tmp_path / f"{name}.perm").read_bytes()
+        assert permcodec.open(tmp_path / f"{name}.perm").version == container.FORMAT_VERSION
+        header, payloads, _ = split(raw)
+        assert container.version_for(header) == lowest
+        for version in range(lowest, container.FORMAT_VERSION + 1):
+            old = tmp_path / f"{name}.v{version}.perm"
+            old.write_bytes(seal(header, payloads, version))
+            with permcodec.open(old) as pf:
+                assert pf.version == version
+                for t in pf:
+                    assert np.array_equal(
+                        pf.tensor(t), permcodec.open(tmp_path / f"{name}.perm").tensor(t)
+                    )
     # a version-1 file may not use a version-2 coding
-    data = bytearray((tmp_path / "v2.perm").read_bytes())
-    data[8:12] = (1).to_bytes(4, "little")
+    data = seal(*split((tmp_path / "bucket.perm").read_bytes())[:2], version=1)
     with pytest.raises(FormatError, match="unknown in format version 1"):
-        container.read_header(io.BytesIO(bytes(data)), len(data))
-
-
-def _rewrite_entry(path, name, **changes):
-    """Header edit of a .perm file, with the trailer recomputed (tests the reader)."""
-    import hashlib
-
-    raw = path.read_bytes()
-    hlen = int.from_bytes(raw[16:24], "little")
-    header = msgpack.unpackb(raw[24 : 24 + hlen])
-    for e in header["tensors"]:
-        if e["name"] == name:
-            e.update(changes)
-    hb = msgpack.packb(header, use_bin_type=True)
-    start = container.data_start(hlen)
-    body = raw[start:-32]
-    pre = raw[:16] + len(hb).to_bytes(8, "little") + hb
-    pre += b"\0" * ((-len(pre)) % 64)
-    out = pre + body
-    path.write_bytes(out + hashlib.blake2b(out, digest_size=32).digest())
+        container.read_header(io.BytesIO(data), len(data))
 
 
 @pytest.mark.parametrize(
@@ -259,7 +250,8 @@ def test_malformed_bucket_entries_are_format_errors(tmp_path, changes):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", permcodec.LossyWarning)
         permcodec.save(model, tmp_path / "m.perm", bits=1)
-    _rewrite_entry(tmp_path / "m.perm", "0.weight", **changes)
+    path = tmp_path / "m.perm"
+    path.write_bytes(edit_entry(path.read_bytes(), "0.weight", **changes))
     with pytest.raises(FormatError):
         permcodec.open(tmp_path / "m.perm").tensor("0.weight")
 

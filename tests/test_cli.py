@@ -148,7 +148,7 @@ def test_decode_unknown_suffix_and_missing_input(tmp_path: Path) -> None:
     _trained_checkpoint(tmp_path / "m.pt")
     run("encode", str(tmp_path / "m.pt"), "-o", str(tmp_path / "m.perm"))
     code, _, err = run("decode", str(tmp_path / "m.perm"), "-o", str(tmp_path / "out.bin"))
-    assert code == 1 and ".safetensors" in err
+    assert code == 2 and ".safetensors" in err and err.count("\n") == 1
     code, _, _ = run("decode", str(tmp_path / "missing.perm"), "-o", str(tmp_path / "o.pt"))
     assert code == 2
 

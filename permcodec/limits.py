@@ -1,0 +1,60 @@
+"""Resource limits a reader enforces before it allocates anything a file asks for.
+
+A `.perm` file can legitimately be tiny and decode to a large tensor (a constant
+initializer costs no bits), so the size a file claims cannot be judged from the file's
+own size. Instead the total a file claims once decoded is capped: by the ``max_bytes``
+argument of the readers, else by the ``PERMCODEC_MAX_BYTES`` environment variable,
+else by :data:`DEFAULT_MAX_BYTES`. Decoding then works a bounded chunk of rows at a
+time, so its memory stays near the output it was allowed to claim.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+from .errors import LimitError
+
+#: Default cap on the decoded size of all tensors of one file (16 GiB: 4 billion
+#: float32 weights).
+DEFAULT_MAX_BYTES = 16 << 30
+#: Largest header the reader parses.
+MAX_HEADER = 64 << 20
+#: Most tensors one file may hold.
+MAX_TENSORS = 1 << 20
+ENV_MAX_BYTES = "PERMCODEC_MAX_BYTES"
+
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def parse_size(text: str) -> int:
+    """Bytes from ``"123"``, ``"512M"``, ``"16G"`` or ``"1.5T"`` (powers of 1024)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*", text, re.IGNORECASE)
+    if not match:
+        raise ValueError(f"cannot read {text!r} as a size such as 4096, 512M or 16G")
+    return int(float(match[1]) * _UNITS[match[2].upper()])
+
+
+def max_bytes(value: int | None = None) -> int:
+    """The cap in force: ``value`` if given, else ``PERMCODEC_MAX_BYTES``, else the
+    default."""
+    if value is not None:
+        return int(value)
+    env = os.environ.get(ENV_MAX_BYTES)
+    if not env:
+        return DEFAULT_MAX_BYTES
+    try:
+        return parse_size(env)
+    except ValueError as e:
+        raise LimitError(f"{ENV_MAX_BYTES}: {e}") from None
+
+
+def check_claim(claimed: int, value: int | None = None) -> None:
+    """Refuse a file whose tensors would take more than the cap once decoded."""
+    cap = max_bytes(value)
+    if claimed > cap:
+        raise LimitError(
+            f"the file's tensors take {claimed:,} bytes once decoded, over the limit of "
+            f"{cap:,} bytes; raise it with max_bytes=, {ENV_MAX_BYTES} or --max-bytes if "
+            "you trust the file"
+        )
