@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -245,9 +246,9 @@ def _unzstd(payload: bytes, expected: int, name: str) -> bytes:
 
 
 SEEDED_CODINGS = ("perm-rans", "row-rans", "bucket-rans")
-#: Values a seeded decoder takes at once (whole lanes of ``row-rans``, whole groups of
-#: ``perm-rans`` and ``bucket-rans``, at least one): bounds the decoder's working
-#: memory to a few arrays of this many values.
+#: Values a seeded decoder takes at once (whole lanes of ``row-rans``, or rows of one
+#: longer lane; whole groups of ``perm-rans`` and ``bucket-rans``; at least one row or
+#: group): bounds the decoder's working memory to a few arrays of this many values.
 DECODE_CHUNK = 1 << 13
 
 
@@ -335,49 +336,104 @@ def _pool() -> ThreadPoolExecutor | None:
 
 
 def _lane_chunks(bounds: np.ndarray, m: int) -> list[tuple[int, int]]:
-    """Runs of whole lanes [l0, l1) of about :data:`DECODE_CHUNK` values each."""
+    """Runs of whole lanes [l0, l1) of about :data:`DECODE_CHUNK` values each; a lane
+    of more values is a run of its own (decoded in sub-runs, :func:`_row_runs`)."""
     chunks, l0 = [], 0
     lanes = bounds.shape[0] - 1
     for lane in range(1, lanes + 1):
+        if l0 < lane - 1 and (bounds[lane] - bounds[lane - 1]) * m > DECODE_CHUNK:
+            chunks.append((l0, lane - 1))  # the small lanes before a big one
+            l0 = lane - 1
         if (bounds[lane] - bounds[l0]) * m >= DECODE_CHUNK or lane == lanes:
             chunks.append((l0, lane))
             l0 = lane
     return chunks
 
 
+def _row_runs(bounds: np.ndarray, lanes: tuple[int, int], m: int) -> list[tuple[int, int]]:
+    """Rows [r0, r1) of the runs that decode a run of lanes: several lanes at once, or
+    one lane in sub-runs of about :data:`DECODE_CHUNK` values (at least one row: a
+    row's classes need its whole init)."""
+    r0, r1 = int(bounds[lanes[0]]), int(bounds[lanes[1]])
+    if lanes[1] - lanes[0] > 1:
+        return [(r0, r1)]
+    step = max(1, DECODE_CHUNK // max(m, 1))
+    return [(a, min(r1, a + step)) for a in range(r0, r1, step)]
+
+
+class _LazyRows:
+    """A (rows, m) output allocated at its first write (threads may share it), so a
+    garbage payload that claims a huge tensor fails without asking for the tensor's
+    memory (np.empty would only reserve it, but tracemalloc and a strict overcommit
+    policy count it)."""
+
+    def __init__(self, rows: int, m: int, dtype: np.dtype | type) -> None:
+        self.shape, self.dtype = (rows, m), dtype
+        self.array: np.ndarray | None = None
+        self._lock = threading.Lock()
+
+    def put(self, r0: int, r1: int, values: np.ndarray) -> None:
+        if self.array is None:
+            with self._lock:
+                if self.array is None:
+                    self.array = np.empty(self.shape, dtype=self.dtype)
+        self.array[r0:r1] = values
+
+    def result(self) -> np.ndarray:
+        return np.empty(self.shape, dtype=self.dtype) if self.array is None else self.array
+
+
 def _decode_row_rans(
     entry: dict[str, Any], payload: bytes, shape: tuple[int, ...], dtype: str
 ) -> np.ndarray:
-    """A ``row-rans`` tensor, a run of lanes at a time: each run regenerates only its
-    own rows of the init, so memory stays near the output plus one run."""
+    """A ``row-rans`` tensor, a run of lanes (or of one lane's rows) at a time: each run
+    regenerates only its own rows of the init, so memory stays near the output plus
+    one run, and a garbage payload fails in its first run."""
     name = entry["name"]
     spec, key, rows, m = _seed_fields(entry, shape, dtype)
     states, lengths, words = _split_segments(name, payload, entry.get("lanes"), rows, m)
-    out = np.empty((rows, m), dtype=storage_dtype(dtype))
     if rows * m == 0:
         if words.size or (states != rans.STATE_LOW).any():
             raise IntegrityError(f"tensor {name!r}: an empty tensor has coded data", name)
-        return out.reshape(shape)
+        return np.empty(shape, dtype=storage_dtype(dtype))
     bounds = rans.lane_bounds(rows, len(states))
     starts = np.zeros(len(states) + 1, dtype=np.int64)
     np.cumsum(lengths, out=starts[1:])
+    init = _SeededRows(spec, key, shape, dtype, name)
+    out = _LazyRows(rows, m, storage_dtype(dtype))
 
     def run(lanes: tuple[int, int]) -> None:
+        """Decode lanes [l0, l1) run by run, their states and word positions carried."""
         l0, l1 = lanes
-        r0, r1 = int(bounds[l0]), int(bounds[l1])
-        init = init_rows(spec, key, shape, dtype, rows=(r0, r1))
-        rc = arrangement.row_classes(init, order_keys(init, dtype))
+        x, used = states[l0:l1], None
         seg = words[starts[l0] : starts[l1]]
-        cls = rans.decode_rows(
-            states[l0:l1], lengths[l0:l1], seg, rc.counts, m, name, bounds[l0 : l1 + 1] - r0
-        )
-        out[r0:r1] = arrangement.rebuild(cls, rc)
+        runs = _row_runs(bounds, lanes, m)
+        for r0, r1 in runs:
+            _, rc = init.classes(r0, r1)
+            # several lanes decode in one run; a lane's sub-run holds rows of it alone
+            lane_rows = (
+                bounds[l0 : l1 + 1] - r0
+                if len(runs) == 1
+                else np.array([0, r1 - r0], dtype=np.int64)
+            )
+            cls, x, used = rans.decode_rows_run(
+                x,
+                lengths[l0:l1],
+                seg,
+                rc.counts,
+                m,
+                name,
+                lane_rows,
+                used=used,
+                final=r1 == runs[-1][1],
+            )
+            out.put(r0, r1, arrangement.rebuild(cls, rc))
 
     chunks = _lane_chunks(bounds, m)
     pool = _pool() if len(chunks) > 1 else None
     for _ in map(run, chunks) if pool is None else pool.map(run, chunks):
         pass  # the first failing run, in order, raises
-    return out.reshape(shape)
+    return out.result().reshape(shape)
 
 
 def _split_rans(
@@ -494,19 +550,12 @@ def _fill_rows(
     runs: list[tuple[int, int]],
     run_values: Callable[[int, int], np.ndarray],
 ) -> np.ndarray:
-    """A (rows, m) array filled run by run with ``run_values(r0, r1)``.
-
-    The array is allocated once the first run has decoded, so a garbage payload that
-    claims a huge tensor fails without asking for the tensor's memory (np.empty would
-    only reserve it, but tracemalloc and a strict overcommit policy count it).
-    """
-    out = None
+    """A (rows, m) array filled run by run with ``run_values(r0, r1)``, allocated once
+    the first run has decoded (:class:`_LazyRows`)."""
+    out = _LazyRows(rows, m, dtype)
     for r0, r1 in runs:
-        values = run_values(r0, r1)
-        if out is None:
-            out = np.empty((rows, m), dtype=dtype)
-        out[r0:r1] = values
-    return np.empty((rows, m), dtype=dtype) if out is None else out
+        out.put(r0, r1, run_values(r0, r1))
+    return out.result()
 
 
 def _decode_perm_rans(

@@ -12,7 +12,8 @@ The numpy functions here (``*_numpy``) are the reference. :func:`encode`,
 kernels of :mod:`permcodec.rans_fast` when numba imports, unless the environment sets
 ``PERMCODEC_PURE_NUMPY=1``, and the reference otherwise (also for the rare inputs the
 kernels leave to it). :func:`decode_run` and :func:`decode_ctx_run` decode a stream a
-run of whole groups at a time, so a decoder needs the model of only those rows.
+run of whole groups at a time, and :func:`decode_rows_run` a ``row-rans`` stream a run
+of rows of its lanes at a time, so a decoder needs the model of only those rows.
 """
 
 from __future__ import annotations
@@ -576,13 +577,32 @@ def decode_rows_numpy(
     rows each lane codes (default :func:`lane_bounds`), so a decoder may take any run
     of whole lanes of a stream. All lanes advance in lockstep, each reading its own
     segment."""
+    return decode_rows_window_numpy(states, lengths, words, counts, m, name, bounds)[0]
+
+
+def decode_rows_window_numpy(
+    states: np.ndarray,
+    lengths: np.ndarray,
+    window: np.ndarray,
+    counts: np.ndarray,
+    m: int,
+    name: str = "?",
+    bounds: np.ndarray | None = None,
+    start: np.ndarray | bool = True,
+    final: bool = True,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The reference behind :func:`decode_rows_run`: lane l reads its window (the
+    next ``lengths[l]`` words of ``window``). Returns (classes, lane states, words each
+    lane used). ``start``: which lanes hold their stored states (checked); ``final``:
+    each lane must end with these rows."""
     rows = counts.shape[0]
     lanes = states.shape[0]
-    check_states(states, name)
+    check_states(states[np.broadcast_to(start, (lanes,))], name)
     bounds = lane_bounds(rows, lanes) if bounds is None else bounds
     ends = np.cumsum(lengths.astype(np.int64))
-    ptr = ends - lengths.astype(np.int64)
-    stream = words.astype(np.int64)
+    first = ends - lengths.astype(np.int64)
+    ptr = first.copy()
+    stream = window.astype(np.int64)
     x = states.astype(np.int64)
     out = np.zeros((rows, m), dtype=np.int64)
     rounds = int((bounds[1:] - bounds[:-1]).max()) if rows else 0
@@ -599,9 +619,9 @@ def decode_rows_numpy(
                 x[need] = (x[need] << 32) | stream[ptr[need]]
                 ptr[need] += 1
             out[row[live], j] = sym[live]
-    if (ptr != ends).any() or (x != STATE_LOW).any():
+    if final and ((ptr != ends).any() or (x != STATE_LOW).any()):
         raise IntegrityError(f"tensor {name!r}: coded stream is inconsistent", name)
-    return out
+    return out, x.astype(np.uint64), ptr - first
 
 
 def encode_rows(
@@ -621,5 +641,48 @@ def decode_rows(
     bounds: np.ndarray | None = None,
 ) -> np.ndarray:
     """:func:`decode_rows_numpy`, with the numba kernels when they are available."""
-    args = (states, lengths, words, counts, m, name, bounds)
-    return _fast_or_reference("decode_rows", decode_rows_numpy, *args)
+    return decode_rows_run(states, lengths, words, counts, m, name, bounds)[0]
+
+
+def _segment_windows(
+    lengths: np.ndarray, words: np.ndarray, used: np.ndarray, steps: np.ndarray, final: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """(window lengths, words) of the lanes from where they stopped: the rest of each
+    segment in a final run, else at most one word per step of the run's rows (so a run
+    converts or copies only its own words)."""
+    size = lengths.astype(np.int64)
+    if not (used.shape == size.shape and ((used >= 0) & (used <= size)).all()):
+        raise ValueError(f"word positions {used!r} outside the segments of {size!r} words")
+    take = size - used if final else np.minimum(size - used, steps)
+    first = np.cumsum(size) - size + used
+    return take, np.concatenate([words[a : a + t] for a, t in zip(first, take, strict=True)])
+
+
+def decode_rows_run(
+    states: np.ndarray,
+    lengths: np.ndarray,
+    words: np.ndarray,
+    counts: np.ndarray,
+    m: int,
+    name: str = "?",
+    bounds: np.ndarray | None = None,
+    *,
+    used: np.ndarray | None = None,
+    final: bool = True,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`decode_rows` resumable inside lanes: ``counts`` and ``bounds`` are those
+    of the run's rows (a lane's next rows), ``states`` and ``used`` (words of each
+    segment already read; None: none) where the previous run left each lane.
+    Returns (classes, lane states, words of each segment used so far); only the
+    lanes' last run (``final``) checks that each ends with its segment at 2**31."""
+    if used is None and final:  # whole lanes: their segments as they are
+        args = (states, lengths, words, counts, m, name, bounds, True, True)
+    else:
+        lanes = states.shape[0]
+        bounds = lane_bounds(counts.shape[0], lanes) if bounds is None else bounds
+        used = np.zeros(lanes, np.int64) if used is None else np.asarray(used, np.int64)
+        sizes, window = _segment_windows(lengths, words, used, np.diff(bounds) * m, final)
+        # as in decode_run: a lane that has read no word yet holds valid states
+        args = (states, sizes, window, counts, m, name, bounds, used == 0, final)
+    cls, states, took = _fast_or_reference("decode_rows_window", decode_rows_window_numpy, *args)
+    return cls, states, took if used is None else used + took

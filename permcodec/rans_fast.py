@@ -560,9 +560,11 @@ def _decode_lane(
     r0: int,
     r1: int,
     out: np.ndarray,
-) -> int:
-    """Decode rows [r0, r1) of one lane from its segment words[pos:end] into ``out``;
-    returns a status (FORMAT 4.5: the loop of 4.3.4 on one lane)."""
+    final: bool,
+) -> tuple[int, int, int]:
+    """Decode rows [r0, r1) of one lane from state ``x`` and its segment words[pos:end]
+    into ``out`` (FORMAT 4.5: the loop of 4.3.4 on one lane): (state, next word,
+    status). Only a ``final`` run (the lane's last rows) checks the segment's end."""
     m = out.shape[1]
     n = counts.shape[1]
     levels = _levels(n)
@@ -591,14 +593,14 @@ def _decode_lane(
             x = fr * (x >> PROB_BITS) + s - lo
             if x < STATE_LOW:
                 if pos >= end:
-                    return ENDS_EARLY
+                    return x, pos, ENDS_EARLY
                 x = (x << 32) | np.int64(words[pos])
                 pos += 1
         if plain:
             _lehmer_row(out[r], base, mlevels, tree)
-    if pos != end or x != STATE_LOW:
-        return INCONSISTENT
-    return OK
+    if final and (pos != end or x != STATE_LOW):
+        return x, pos, INCONSISTENT
+    return x, pos, OK
 
 
 @_jit
@@ -610,16 +612,20 @@ def _decode_rows_kernel(
     distinct: np.ndarray,
     bounds: np.ndarray,
     m: int,
-) -> tuple[np.ndarray, np.ndarray]:
-    """All lanes of a ``row-rans`` stream: (classes (R, m), lane statuses). Lanes are
-    independent (a GPU or threads could take them all at once); on the CPU the decoder
-    takes a few lanes per call and keeps them serial, which also holds up on a busy
-    machine, where threads that wait on each other collapse."""
+    final: bool,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Lanes of a ``row-rans`` stream, lane l from state x[l] (updated in place) and
+    its window words[starts[l]:starts[l+1]]: (classes (R, m), lane statuses, words
+    each lane used). Lanes are independent (a GPU or threads could take them all at
+    once); on the CPU the decoder takes a few lanes per call and keeps them serial,
+    which also holds up on a busy machine, where threads that wait on each other
+    collapse."""
     lanes = x.shape[0]
     out = np.zeros((counts.shape[0], m), dtype=np.int64)
     status = np.zeros(lanes, dtype=np.int64)
+    used = np.zeros(lanes, dtype=np.int64)
     for lane in range(lanes):
-        status[lane] = _decode_lane(
+        x[lane], pos, status[lane] = _decode_lane(
             x[lane],
             words,
             starts[lane],
@@ -629,8 +635,10 @@ def _decode_rows_kernel(
             bounds[lane],
             bounds[lane + 1],
             out,
+            final,
         )
-    return out, status
+        used[lane] = pos - starts[lane]
+    return out, status, used
 
 
 @_jit
@@ -996,9 +1004,27 @@ def decode_rows(
     bounds: np.ndarray | None = None,
 ) -> np.ndarray | None:
     """:func:`permcodec.rans.decode_rows` with numba kernels; None outside their domain."""
+    out = decode_rows_window(states, lengths, words, counts, m, name, bounds)
+    return None if out is None else out[0]
+
+
+def decode_rows_window(
+    states: np.ndarray,
+    lengths: np.ndarray,
+    window: np.ndarray,
+    counts: np.ndarray,
+    m: int,
+    name: str = "?",
+    bounds: np.ndarray | None = None,
+    start: Any = True,
+    final: bool = True,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """:func:`permcodec.rans.decode_rows_window_numpy` with numba kernels: (classes,
+    lane states, words each lane used), or None outside their domain. States out of
+    range always go to the reference, which rejects them at the ``start`` of a lane."""
     from .rans import lane_bounds
 
-    x, w, cnt = _states(states), _words(words), _int64_array(counts)
+    x, w, cnt = _states(states), _words(window), _int64_array(counts)
     if x is None or w is None or cnt is None or cnt.ndim != 2 or not isinstance(m, int):
         return None
     rows, lanes = cnt.shape[0], x.shape[0]
@@ -1009,6 +1035,7 @@ def decode_rows(
         bounds = lane_bounds(rows, lanes)
     elif not _valid_bounds(bounds, lanes, rows):
         return None
-    out, status = _decode_rows_kernel(x, starts, w, cnt, _distinct_rows(cnt, m), bounds, m)
+    distinct = _distinct_rows(cnt, m)
+    out, status, used = _decode_rows_kernel(x, starts, w, cnt, distinct, bounds, m, bool(final))
     _raise(ENDS_EARLY if (status == ENDS_EARLY).any() else int(status.max()), name)
-    return out
+    return out, x.view(np.uint64), used  # x: this call's copy, states >= 0

@@ -1,6 +1,7 @@
-"""``perm-rans`` and ``bucket-rans`` decoded a run of whole groups at a time: the same
-bits as one-shot decoding (kernels and reference alike), the same errors on damage, and
-a hostile entry that claims a huge tensor fails in its first run without the memory."""
+"""``perm-rans`` and ``bucket-rans`` decoded a run of whole groups at a time, ``row-rans``
+a run of whole lanes or of one lane's rows: the same bits as one-shot decoding (kernels
+and reference alike), the same errors on damage, and a hostile entry that claims a huge
+tensor fails in its first run without the memory."""
 
 from __future__ import annotations
 
@@ -221,9 +222,9 @@ def _entry(
     lanes: int,
     seed: int = 0,
 ) -> tuple[dict[str, Any], bytes, np.ndarray]:
-    """A ``perm-rans`` or ``bucket-rans`` entry (lossy or exact, 3 bits) of a tensor
-    whose ranks stay near the init's, made with the encoders (at most one lane per
-    row); its payload and the tensor its decoder must rebuild."""
+    """A ``perm-rans``, ``row-rans`` or ``bucket-rans`` entry (lossy or exact, 3 bits)
+    of a tensor whose ranks stay near the init's, made with the encoders (at most one
+    lane per row); its payload and the tensor its decoder must rebuild."""
     tp = Plan(seed).add("w", spec, shape)
     init = codec.init_rows(tp.spec, tp.key, shape, dtype)
     rows, m = init.shape
@@ -247,6 +248,9 @@ def _entry(
     if coding == "perm-rans":
         entry["coding"] = coding
         payload = codec._rans_bytes(*rans.encode(cls, rc.counts, lanes))
+    elif coding == "row-rans":
+        entry["coding"] = coding
+        payload = codec._rans_bytes(*rans.encode_rows(cls, rc.counts, lanes))
     else:
         bk = buckets.bucketize(rc, arrangement.classes_of(keys, rc), 3)
         sym = buckets.symbols(cls, bk)
@@ -375,15 +379,20 @@ def test_empty_tensors_decode_and_refuse_coded_data(coding, shape):
 
 
 @pytest.mark.parametrize("reference", [False, True], ids=["kernels", "reference"])
-@pytest.mark.parametrize("coding", CODINGS)
-def test_a_tiny_entry_claiming_a_huge_tensor_fails_fast_in_little_memory(coding, reference):
+@pytest.mark.parametrize(
+    ("coding", "lanes", "shape"),
+    [*((c, 2, (8192, 8192)) for c in CODINGS), ("row-rans", 1, (8192, 4096))],
+)
+def test_a_tiny_entry_claiming_a_huge_tensor_fails_fast_in_little_memory(
+    coding, lanes, shape, reference
+):
     """A valid 16 x 64 entry relabelled as 8192 x 8192 (2**26 float32 values, 256 MiB;
     fans changed so that the spec validates) with its payload of a few hundred bytes:
     the first run of rows finds the stream wrong. The decoders allocate their output
     only after a first run decoded, so tracemalloc (which counts numpy's allocations,
-    np.empty's untouched pages included) sees one run's working set, not 256 MiB."""
-    entry, payload, want = _entry(coding, SPECS[0], (16, 64), "float32", 2)
-    shape = (8192, 8192)
+    np.empty's untouched pages included) sees one run's working set, not 256 MiB.
+    ``row-rans`` with one lane (2**25 values, 128 MiB): the lane's first sub-run."""
+    entry, payload, want = _entry(coding, SPECS[0], (16, 64), "float32", lanes)
     spec = dict(entry["spec"])
     spec["fan_in"], spec["fan_out"] = fans(shape)
     hostile = dict(entry, shape=list(shape), spec=spec)
@@ -400,3 +409,178 @@ def test_a_tiny_entry_claiming_a_huge_tensor_fails_fast_in_little_memory(coding,
             tracemalloc.stop()
     assert elapsed < 2.0
     assert peak < 64 << 20, f"peak {peak / 2**20:.1f} MiB"
+
+
+# ---------------------------------------------------------------- row-rans: sub-runs of a lane
+
+
+def _lane_rows(bounds: np.ndarray, t0: int, t1: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows t0..t1-1 of every lane (counted from its first row; fewer where it ends):
+    the row indices, lane after lane, and the bounds of each lane's part of them."""
+    a = np.minimum(bounds[:-1] + t0, bounds[1:])
+    b = np.minimum(bounds[:-1] + t1, bounds[1:])
+    rows = np.concatenate([np.arange(x, y, dtype=np.int64) for x, y in zip(a, b, strict=True)])
+    return rows, np.concatenate([[0], np.cumsum(b - a)]).astype(np.int64)
+
+
+def _decode_lanes_in_runs(
+    states: np.ndarray,
+    lengths: np.ndarray,
+    words: np.ndarray,
+    counts: np.ndarray,
+    m: int,
+    runs: list[tuple[int, int]],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Classes of all rows decoded run by run, run (t0, t1) taking rows t0..t1-1 of
+    every lane (states and word positions carried); the final states and positions."""
+    bounds = rans.lane_bounds(counts.shape[0], states.shape[0])
+    out = np.empty((counts.shape[0], m), dtype=np.int64)
+    used = None
+    for t0, t1 in runs:
+        rows, run_bounds = _lane_rows(bounds, t0, t1)
+        final = t1 == runs[-1][1]
+        cls, states, used = rans.decode_rows_run(
+            states, lengths, words, counts[rows], m, "t", run_bounds, used=used, final=final
+        )
+        out[rows] = cls
+    return out, states, used
+
+
+def _segment_damage(
+    data: st.DataObject, kind: str, states: np.ndarray, lengths: np.ndarray, words: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A ``row-rans`` stream unchanged or with one kind of damage to one lane: its
+    segment cut short or one more word, a word's or its state's bit flipped (lengths
+    follow the words)."""
+    states, lengths, words = states.copy(), lengths.copy(), words.copy()
+    lane = data.draw(st.integers(0, states.size - 1), label="lane")
+    start, size = int(lengths[:lane].sum()), int(lengths[lane])
+    if kind == "flip_state" or (kind in ("cut", "flip_word") and not size):
+        states[lane] ^= np.uint64(1 << data.draw(st.integers(0, 63), label="bit"))
+    elif kind == "cut":
+        keep = data.draw(st.integers(0, size - 1), label="keep")
+        words = np.delete(words, np.arange(start + keep, start + size))
+        lengths[lane] = keep
+    elif kind == "flip_word":
+        at = start + data.draw(st.integers(0, size - 1), label="word")
+        words[at] ^= np.uint32(1 << data.draw(st.integers(0, 31), label="bit"))
+    elif kind == "extra":
+        words = np.insert(words, start + size, np.uint32(7))
+        lengths[lane] += 1
+    return states, lengths, words
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_row_segments_decode_run_by_run_inside_lanes(data):
+    rows = data.draw(st.integers(1, 12), label="rows")
+    m = data.draw(st.integers(1, 40), label="m")
+    lanes = data.draw(st.integers(1, rows), label="lanes")
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    repeats = data.draw(st.lists(st.booleans(), min_size=rows, max_size=rows), label="repeats")
+    cls = np.stack(
+        [rng.integers(0, max(1, m // 3), m) if r else rng.permutation(m) for r in repeats]
+    )
+    counts = np.stack([np.bincount(r, minlength=m) for r in cls]).astype(np.int64)
+    states, lengths, words = rans.encode_rows(cls, counts, lanes)
+    bounds = rans.lane_bounds(rows, lanes)
+    runs = _runs(data, int(np.diff(bounds).max()), 1)  # rounds of every lane's rows
+
+    for reference in (False, True):
+        with _coders(reference):
+            out, end_states, used = _decode_lanes_in_runs(states, lengths, words, counts, m, runs)
+        assert np.array_equal(out, cls)
+        assert np.array_equal(used, lengths) and (end_states == rans.STATE_LOW).all()
+
+    kind = data.draw(st.sampled_from(["none", "cut", "flip_word", "flip_state", "extra"]))
+    states, lengths, words = _segment_damage(data, kind, states, lengths, words)
+    _all_agree(
+        lambda: rans.decode_rows(states, lengths, words, counts, m, "t"),
+        lambda: _decode_lanes_in_runs(states, lengths, words, counts, m, runs)[0],
+    )
+
+
+def test_a_lane_resumes_only_inside_its_segment():
+    cls = np.array([[0, 1], [1, 0], [0, 1]])
+    counts = np.ones((3, 2), dtype=np.int64)
+    states, lengths, words = rans.encode_rows(cls, counts, 1)
+    with pytest.raises(ValueError, match="outside the segments"):
+        rans.decode_rows_run(states, lengths, words, counts, 2, used=lengths + 1)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    spec=st.sampled_from(SPECS),
+    dtype=st.sampled_from(["float32", "float16"]),
+    rows=st.integers(1, 40),
+    m=st.integers(1, 60),
+    lanes=st.integers(1, 5),
+    chunk=st.integers(1, 600),
+    reference=st.booleans(),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_row_rans_in_sub_runs_decodes_the_same_tensor(
+    spec, dtype, rows, m, lanes, chunk, reference, seed
+):
+    entry, payload, want = _entry("row-rans", spec, (rows, m), dtype, lanes, seed)
+    with _coders(reference):
+        whole = codec.decode_tensor(entry, payload)
+        with _chunk(chunk):
+            runs = codec.decode_tensor(entry, payload)
+    assert whole.tobytes() == runs.tobytes() == want.tobytes()
+
+
+@pytest.mark.parametrize("reference", [False, True], ids=["kernels", "reference"])
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+@pytest.mark.parametrize("spec", SPECS[:3], ids=["dense", "sparse", "two-value"])
+@pytest.mark.parametrize("lanes", [1, 3])
+def test_row_rans_lanes_of_many_rows_are_bit_exact_in_sub_runs(
+    lanes, spec, dtype, reference, monkeypatch
+):
+    """40 rows of 30 values in 1 or 3 lanes (13 to 40 rows each): one row per sub-run,
+    a few rows, lanes split and whole lanes side by side, and the default."""
+    entry, payload, want = _entry("row-rans", spec, (40, 30), dtype, lanes)
+    with _coders(reference):
+        for threads, chunk in itertools.product(("1", "3"), (1, 45, 100, 395, codec.DECODE_CHUNK)):
+            monkeypatch.setenv("PERMCODEC_THREADS", threads)
+            with _chunk(chunk):
+                assert codec.decode_tensor(entry, payload).tobytes() == want.tobytes()
+
+
+def test_a_lane_of_many_rows_regenerates_its_init_a_sub_run_at_a_time(monkeypatch):
+    entry, payload, want = _entry("row-rans", SPECS[0], (40, 30), "float32", 1)
+    asked = []
+    init_rows = codec.init_rows
+
+    def spy(*args: Any, rows: tuple[int, int] | None = None) -> np.ndarray:
+        asked.append(rows)
+        return init_rows(*args, rows=rows)
+
+    monkeypatch.setattr(codec, "init_rows", spy)
+    with _chunk(100):
+        assert codec.decode_tensor(entry, payload).tobytes() == want.tobytes()
+    assert asked == [(r, min(40, r + 3)) for r in range(0, 40, 3)]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    lanes=st.sampled_from([1, 3]),
+    kind=st.sampled_from(["cut", "flip_word", "flip_state"]),
+    data=st.data(),
+)
+def test_damaged_row_segments_fail_alike_in_sub_runs_and_whole(lanes, kind, data):
+    entry, payload, _ = _entry("row-rans", SPECS[1], (30, 50), "float32", lanes)
+    n = entry["lanes"]
+    states = np.frombuffer(payload, "<u8", n)
+    lengths = np.frombuffer(payload, "<u4", n, 8 * n)
+    words = np.frombuffer(payload, "<u4", offset=12 * n)
+    bad = codec._rans_bytes(*_segment_damage(data, kind, states, lengths, words))
+    bad_entry = _sealed(entry, bad)
+    outcomes = set()
+    for reference in (False, True):
+        with _coders(reference):
+            for chunk in (1, 120, codec.DECODE_CHUNK):
+                with _chunk(chunk):
+                    outcomes.add(_outcome(lambda: codec.decode_tensor(bad_entry, bad)))
+    assert len(outcomes) == 1, outcomes
+    assert next(iter(outcomes))[0] == "error"
