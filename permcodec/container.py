@@ -30,7 +30,7 @@ import numpy as np
 
 from .dtypes import STORAGE
 from .errors import FormatError, IntegrityError, UnsupportedVersionError
-from .limits import MAX_HEADER, MAX_TENSORS, check_claim
+from .limits import MAX_EXTENT, MAX_HEADER, MAX_TENSORS, check_claim
 from .validate import is_int
 
 MAGIC = b"\x89PERM\r\n\x1a"
@@ -181,8 +181,9 @@ def _validate(header: Any, start: int, file_size: int, version: int) -> None:
         _check(
             isinstance(shape, list)
             and len(shape) <= 8
-            and all(is_int(d) and 0 <= d < 2**40 for d in shape),
-            f"tensor {name!r} shape invalid",
+            and all(is_int(d) and 0 <= d < 2**40 for d in shape)
+            and math.prod(d for d in shape if d) < MAX_EXTENT,
+            f"tensor {name!r} shape {shape!r:.80} invalid",
         )
         _check(
             t.get("coding") in CODINGS_OF[version],

@@ -153,7 +153,11 @@ _FLOAT_PARAMS = ("a", "b", "mean", "std", "gain", "value", "low", "high", "p")
 def check_resolved(spec: Any, shape: tuple[int, ...] | None = None) -> None:
     """Raise :class:`PlanError` unless ``spec`` is a complete, sane resolved spec
     (for ``shape``, when given). Readers call this before trusting a stored spec."""
-    if not isinstance(spec, dict) or spec.get("kind") not in KINDS:
+    if (
+        not isinstance(spec, dict)
+        or not isinstance(spec.get("kind"), str)
+        or spec["kind"] not in KINDS
+    ):
         raise PlanError(f"initializer spec has an unknown kind: {spec!r:.80}")
     kind = spec["kind"]
     expected = {"kind", "version", "density", "granularity", "fan_in", "fan_out", *KINDS[kind]}

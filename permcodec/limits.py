@@ -22,6 +22,9 @@ DEFAULT_MAX_BYTES = 16 << 30
 MAX_HEADER = 64 << 20
 #: Most tensors one file may hold.
 MAX_TENSORS = 1 << 20
+#: Bound on the product of a shape's non-zero dimensions (so that even an empty
+#: tensor has a shape numpy and torch can hold).
+MAX_EXTENT = 1 << 48
 ENV_MAX_BYTES = "PERMCODEC_MAX_BYTES"
 
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}

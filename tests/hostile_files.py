@@ -8,6 +8,7 @@ took and how much it allocated.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import random
@@ -267,9 +268,19 @@ def mutate(raw: bytes, rng: random.Random, family: str) -> bytes | None:
 # ---------------------------------------------------------------- readers
 
 
-def _read_all(path: Path) -> dict[str, np.ndarray]:
-    with permcodec.open(path, strict=False, max_bytes=FUZZ_MAX_BYTES) as pf:
+def _read_all(path: Path, strict: bool = True) -> dict[str, np.ndarray]:
+    with permcodec.open(path, strict=strict, max_bytes=FUZZ_MAX_BYTES) as pf:
         return {name: pf.tensor(name) for name in pf}
+
+
+def _salvage(path: Path) -> dict[str, np.ndarray]:
+    """What ``open(strict=False)`` can still read: every tensor that decodes."""
+    with permcodec.open(path, strict=False, max_bytes=FUZZ_MAX_BYTES) as pf:
+        out = {}
+        for name in pf:
+            with contextlib.suppress(IntegrityError):
+                out[name] = pf.tensor(name)
+        return out
 
 
 def _verify(path: Path) -> dict[str, np.ndarray]:
@@ -283,8 +294,11 @@ def _verify(path: Path) -> dict[str, np.ndarray]:
 READERS: dict[str, Callable[[Path], dict[str, np.ndarray]]] = {
     "load_numpy": lambda p: load_numpy(p, max_bytes=FUZZ_MAX_BYTES),
     "open": _read_all,
+    "salvage": _salvage,
     "verify": _verify,
 }
+#: Readers that refuse a file on any damage (the others read around it).
+STRICT_READERS = ("load_numpy", "open", "verify")
 
 
 def claimed(raw: bytes) -> int:
