@@ -194,7 +194,8 @@ def _validate(header: Any, start: int, file_size: int, version: int) -> None:
             version >= 2 or not (isinstance(spec, dict) and spec.get("kind") == "quantile"),
             f"tensor {name!r}: the quantile kind needs format version 2",
         )
-        _check(t.get("dtype") in STORAGE, f"tensor {name!r} dtype {t.get('dtype')!r} unknown")
+        dtype = t.get("dtype")
+        _check(isinstance(dtype, str) and dtype in STORAGE, f"tensor {name!r} dtype {dtype!r:.40}")
         off, length = t.get("offset"), t.get("length")
         _check(is_int(off) and is_int(length), f"tensor {name!r} offset or length invalid")
         _check(

@@ -52,7 +52,8 @@ def from_float32(values: np.ndarray, name: str) -> np.ndarray:
         bias = 0x7FFF + ((bits >> 16) & 1)
         return ((bits + bias) >> 16).astype(np.uint16)
     if name in ("float16", "float64"):
-        return values.astype(STORAGE[name])
+        with np.errstate(over="ignore"):  # overflow to inf is the defined result
+            return values.astype(STORAGE[name])
     raise FormatError(f"dtype {name!r} cannot hold seeded values; use one of {FLOAT_DTYPES}")
 
 

@@ -338,7 +338,9 @@ def run_reader(raw: bytes, reader: str, tmp: Path) -> Outcome:
     t0 = time.perf_counter()
     out: dict[str, np.ndarray] = {}
     try:
-        out = READERS[reader](path)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # a warning would be an error under -W error
+            out = READERS[reader](path)
         result = "ok"
     except PermcodecError as e:
         result = type(e).__name__
