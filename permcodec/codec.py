@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import zstandard
 
-from . import arrangement, buckets, rans
+from . import arrangement, buckets, container, rans
 from .container import section_digest
 from .dtypes import FLOAT_DTYPES, as_float64, c_contiguous, from_float32, order_keys, storage_dtype
 from .errors import FormatError, IntegrityError, PlanError
@@ -275,6 +275,31 @@ def _seed_fields(
     if m > MAX_ROW:
         raise FormatError(f"tensor {name!r}: rows of {m} values exceed the limit {MAX_ROW}")
     return spec, (key[0], key[1]), rows, m
+
+
+#: Working memory of a seeded decoder per value of the run it decodes (measured:
+#: regenerating and classing a row takes 50 to 100 bytes per value; decoding more).
+RUN_BYTES_PER_VALUE = 128
+
+
+def decode_bytes(entries: list[dict[str, Any]]) -> int:
+    """Memory that decoding every tensor of checked ``entries`` may take: the decoded
+    tensors, plus the working set of the largest run of rows."""
+    runs = [_largest_run(e) for e in entries if e["coding"] in SEEDED_CODINGS]
+    return container.claimed_bytes({"tensors": entries}) + RUN_BYTES_PER_VALUE * max(
+        runs, default=0
+    )
+
+
+def _largest_run(entry: dict[str, Any]) -> int:
+    """Values in the largest run a seeded decoder takes at once: at least a row; for
+    ``perm-rans`` and ``bucket-rans`` at least a group of ``lanes`` rows."""
+    rows, m = row_shape(tuple(entry["shape"]), entry["spec"]["granularity"])
+    if entry["coding"] == "row-rans":
+        return min(rows * m, max(m, 2 * DECODE_CHUNK))
+    refine = entry.get("refine_lanes")
+    lanes = max(entry["lanes"], refine if is_int(refine) else 1)
+    return min(rows, max(lanes, -(-DECODE_CHUNK // max(m, 1)))) * m
 
 
 def check_entry(entry: dict[str, Any]) -> None:

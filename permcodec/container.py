@@ -30,7 +30,7 @@ import numpy as np
 
 from .dtypes import STORAGE
 from .errors import FormatError, IntegrityError, UnsupportedVersionError
-from .limits import MAX_EXTENT, MAX_HEADER, MAX_TENSORS, check_claim
+from .limits import MAX_EXTENT, MAX_HEADER, MAX_TENSORS
 from .validate import is_int
 
 MAGIC = b"\x89PERM\r\n\x1a"
@@ -109,14 +109,11 @@ def data_start(header_len: int, version: int = FORMAT_VERSION) -> int:
     return base + _padding(base)
 
 
-def read_header(
-    f: BinaryIO, file_size: int, max_bytes: int | None = None
-) -> tuple[dict[str, Any], int, int]:
+def read_header(f: BinaryIO, file_size: int) -> tuple[dict[str, Any], int, int]:
     """Read and validate the preamble and header: (header, data start D, version).
 
     Checks, before trusting any of it, that every field is in range and fits the file,
-    that the header digest matches (version 4 on), and that the tensors claim at most
-    ``max_bytes`` once decoded (see :mod:`permcodec.limits`).
+    and that the header digest matches (version 4 on).
     """
     f.seek(0)
     pre = f.read(PREAMBLE.size)
@@ -148,7 +145,6 @@ def read_header(
     except Exception as e:  # msgpack raises several unrelated types
         raise FormatError(f"header is not valid msgpack: {e}") from None
     _validate(header, start, file_size, version)
-    check_claim(claimed_bytes(header), max_bytes)
     return header, start, version
 
 

@@ -2,10 +2,11 @@
 
 A `.perm` file can legitimately be tiny and decode to a large tensor (a constant
 initializer costs no bits), so the size a file claims cannot be judged from the file's
-own size. Instead the total a file claims once decoded is capped: by the ``max_bytes``
-argument of the readers, else by the ``PERMCODEC_MAX_BYTES`` environment variable,
-else by :data:`DEFAULT_MAX_BYTES`. Decoding then works a bounded chunk of rows at a
-time, so its memory stays near the output it was allowed to claim.
+own size. Instead the memory its decoding takes, the decoded tensors plus the working
+set of one run of rows (:func:`permcodec.codec.decode_bytes`), is capped: by the
+``max_bytes`` argument of the readers, else by the ``PERMCODEC_MAX_BYTES`` environment
+variable, else by :data:`DEFAULT_MAX_BYTES`. It is checked when a file is opened,
+before anything is decoded.
 """
 
 from __future__ import annotations
@@ -53,11 +54,11 @@ def max_bytes(value: int | None = None) -> int:
 
 
 def check_claim(claimed: int, value: int | None = None) -> None:
-    """Refuse a file whose tensors would take more than the cap once decoded."""
+    """Refuse a file whose decoding would take more memory than the cap."""
     cap = max_bytes(value)
     if claimed > cap:
         raise LimitError(
-            f"the file's tensors take {claimed:,} bytes once decoded, over the limit of "
+            f"decoding the file's tensors takes {claimed:,} bytes, over the limit of "
             f"{cap:,} bytes; raise it with max_bytes=, {ENV_MAX_BYTES} or --max-bytes if "
             "you trust the file"
         )

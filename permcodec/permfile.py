@@ -11,8 +11,9 @@ import numpy as np
 
 from . import container
 from .atomic import atomic_path
-from .codec import SEEDED_CODINGS, check_entry, decode_tensor, encode_tensor
+from .codec import SEEDED_CODINGS, check_entry, decode_bytes, decode_tensor, encode_tensor
 from .errors import FormatError, IntegrityError, LimitError, LossyWarning, PermcodecError
+from .limits import check_claim
 from .plan import Plan
 
 #: (name, array in its storage dtype, dtype name)
@@ -94,7 +95,7 @@ class PermFile:
     ``strict`` (the default), the whole-file checksum, so a damaged file is refused at
     once. ``strict=False`` skips the whole-file check to read the intact tensors of a
     damaged file: each tensor is still verified by its own digests, and a damaged one
-    raises :class:`IntegrityError` naming it. ``max_bytes`` caps the decoded size the
+    raises :class:`IntegrityError` naming it. ``max_bytes`` caps the memory decoding the
     file may claim (:mod:`permcodec.limits`).
     """
 
@@ -108,11 +109,10 @@ class PermFile:
             raise FileNotFoundError(f"cannot open {self.path}: {e.strerror}") from None
         try:
             self._size = container.file_size(self._f)
-            self.header, self._start, self.version = container.read_header(
-                self._f, self._size, max_bytes
-            )
+            self.header, self._start, self.version = container.read_header(self._f, self._size)
             for entry in self.header["tensors"]:
                 check_entry(entry)
+            check_claim(decode_bytes(self.header["tensors"]), max_bytes)
             if strict:
                 self._verify_at_open()
         except BaseException:

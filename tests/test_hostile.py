@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 import permcodec
 from permcodec import container, limits
+from permcodec.codec import decode_bytes
 from permcodec.errors import FormatError, IntegrityError, LimitError, UnsupportedVersionError
 from permcodec.numpy import load as load_numpy
 
@@ -165,7 +166,7 @@ def test_claimed_size_is_limited_before_anything_is_allocated(tmp_path, monkeypa
     tracemalloc.stop()
     assert peak < 4 << 20
     # the limit follows max_bytes=, then PERMCODEC_MAX_BYTES
-    claimed = container.claimed_bytes(hf.split(raw)[0])
+    claimed = decode_bytes(hf.split(raw)[0]["tensors"])
     with pytest.raises(LimitError):
         load_numpy(_write(tmp_path, raw), max_bytes=claimed - 1)
     assert load_numpy(_write(tmp_path, raw), max_bytes=claimed)
@@ -175,6 +176,21 @@ def test_claimed_size_is_limited_before_anything_is_allocated(tmp_path, monkeypa
     monkeypatch.setenv(limits.ENV_MAX_BYTES, "lots")
     with pytest.raises(LimitError, match="PERMCODEC_MAX_BYTES"):
         permcodec.open(_write(tmp_path, raw))
+
+
+def test_the_limit_counts_the_working_set_of_a_long_row(tmp_path):
+    """One row of 2**22 values decodes into 16 MiB but takes about 128 bytes per value
+    to regenerate and class: the cap counts that before decoding starts."""
+    m = 1 << 22
+    edit = hf.entry_edit("fc.weight", shape=[1, m], spec_fan_in=m, spec_fan_out=1)
+    path = _write(tmp_path, hf.reseal(hf.valid_files()["exact"], edit))
+    tracemalloc.start()
+    with pytest.raises(LimitError, match="takes 5"):
+        load_numpy(path, max_bytes=256 << 20)
+    assert tracemalloc.get_traced_memory()[1] < 4 << 20
+    tracemalloc.stop()
+    with pytest.raises(IntegrityError, match="ends early"):
+        load_numpy(path, max_bytes=1 << 30)
 
 
 def test_tensor_count_is_limited(tmp_path, monkeypatch):
