@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
+import os
 import random
 import tempfile
 import time
@@ -34,8 +35,9 @@ from permcodec.plan import Plan
 
 Header = dict[str, Any]
 
-#: Longest a reader may take on one of these small files.
-SECONDS = 2.0
+#: Longest a reader may take on one of these small files (the numpy reference coders,
+#: forced by PERMCODEC_PURE_NUMPY=1, are far slower than the kernels).
+SECONDS = 30.0 if os.environ.get("PERMCODEC_PURE_NUMPY", "") not in ("", "0") else 2.0
 #: Memory a reader may take beyond the decoded size the file claims.
 SLACK = 32 << 20
 #: Cap on claimed sizes while fuzzing, so no case reserves more than this.
@@ -107,6 +109,19 @@ def entry_edit(name: str, **changes: Any) -> Callable[[Header], None]:
                         t[k] = v
 
     return edit
+
+
+def near_init(init: np.ndarray, rng: np.random.Generator, noise: float) -> np.ndarray:
+    """Each row rearranged so that ranks move by about ``noise * m`` from the init's."""
+    rows, m = init.shape
+    out = np.empty_like(init)
+    for r in range(rows):
+        order = np.argsort(init[r], kind="stable")
+        rank = np.empty(m)
+        rank[order] = np.arange(m)
+        target = np.argsort(rank + rng.normal(0, noise * m + 1e-9, m), kind="stable")
+        out[r, target] = init[r, order]
+    return out
 
 
 def _shuffled(init: np.ndarray, seed: int) -> np.ndarray:

@@ -11,7 +11,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from hostile_files import edit_entry, seal, split
+from hostile_files import edit_entry, near_init, seal, split
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -33,19 +33,6 @@ SPECS = [
     InitSpec("constant", value=0.08, random_sign=True, density=0.6),
     InitSpec("binary"),
 ]
-
-
-def _correlated(init: np.ndarray, rng: np.random.Generator, noise: float) -> np.ndarray:
-    """Each row rearranged so that ranks move by about ``noise * m`` from the init's."""
-    rows, m = init.shape
-    out = np.empty_like(init)
-    for r in range(rows):
-        order = np.argsort(init[r], kind="stable")
-        rank = np.empty(m)
-        rank[order] = np.arange(m)
-        target = np.argsort(rank + rng.normal(0, noise * m + 1e-9, m), kind="stable")
-        out[r, target] = init[r, order]
-    return out
 
 
 def _tensor(spec: InitSpec, shape: tuple[int, ...], seed: int = 0) -> tuple:
@@ -72,7 +59,7 @@ def _round_trip(arr: np.ndarray, tp, shape, bits=None) -> tuple[dict, np.ndarray
 )
 def test_lossless_round_trip_whatever_the_coding(spec, rows, m, noise, seed):
     tp, init = _tensor(spec, (rows, m), seed)
-    trained = _correlated(init, np.random.default_rng(seed), noise)
+    trained = near_init(init, np.random.default_rng(seed), noise)
     entry, out = _round_trip(trained, tp, (rows, m))
     assert out.tobytes() == trained.tobytes()
     assert "rel_error" not in entry
@@ -80,7 +67,7 @@ def test_lossless_round_trip_whatever_the_coding(spec, rows, m, noise, seed):
 
 def test_context_coding_beats_the_bound_when_ranks_stay_near():
     tp, init = _tensor(InitSpec("he_uniform"), (64, 784))
-    trained = _correlated(init, np.random.default_rng(0), 0.05)
+    trained = near_init(init, np.random.default_rng(0), 0.05)
     entry, out = _round_trip(trained, tp, (64, 784))
     assert out.tobytes() == trained.tobytes()
     assert entry["coding"] == "bucket-rans" and entry["exact"] is True
@@ -89,7 +76,7 @@ def test_context_coding_beats_the_bound_when_ranks_stay_near():
 
 def test_unrelated_ranks_keep_the_plain_coding_at_the_bound():
     tp, init = _tensor(InitSpec("he_uniform"), (64, 784))
-    trained = _correlated(init, np.random.default_rng(0), 10.0)
+    trained = near_init(init, np.random.default_rng(0), 10.0)
     entry, _ = _round_trip(trained, tp, (64, 784))
     assert entry["coding"] == "row-rans"
     assert 8 * entry["length"] <= 1.01 * entry["bound_bits"]
@@ -117,7 +104,7 @@ def _bucket_of_values(rows: np.ndarray, init: np.ndarray, bits: int) -> np.ndarr
 )
 def test_lossy_buckets_keep_the_multiset_and_every_bucket(spec, rows, m, bits, noise, seed):
     tp, init = _tensor(spec, (rows, m), seed)
-    trained = _correlated(init, np.random.default_rng(seed), noise)
+    trained = near_init(init, np.random.default_rng(seed), noise)
     entry, out = _round_trip(trained, tp, (rows, m), bits)
     out = out.reshape(rows, m)
     assert entry["coding"] == "bucket-rans" and entry["bits"] == bits
@@ -134,11 +121,11 @@ def test_lossy_buckets_keep_the_multiset_and_every_bucket(spec, rows, m, bits, n
 @pytest.mark.parametrize("bits", [1, 2, 4])
 def test_lossy_size_follows_bits(bits):
     tp, init = _tensor(InitSpec("he_uniform"), (64, 784))
-    unrelated = _correlated(init, np.random.default_rng(0), 10.0)
+    unrelated = near_init(init, np.random.default_rng(0), 10.0)
     entry, _ = _round_trip(unrelated, tp, (64, 784), bits)
     assert 8 * entry["length"] / unrelated.size <= bits * 1.01
     assert entry["weights"] is None  # no table: it would not pay
-    near = _correlated(init, np.random.default_rng(0), 0.02)
+    near = near_init(init, np.random.default_rng(0), 0.02)
     entry, _ = _round_trip(near, tp, (64, 784), bits)
     assert 8 * entry["length"] / near.size < 0.7 * bits
     assert entry["weights"] is not None
@@ -146,7 +133,7 @@ def test_lossy_size_follows_bits(bits):
 
 def test_rows_no_longer_than_the_buckets_are_exact():
     tp, init = _tensor(InitSpec("he_uniform"), (5, 200))
-    trained = _correlated(init, np.random.default_rng(1), 1.0)
+    trained = near_init(init, np.random.default_rng(1), 1.0)
     entry, out = _round_trip(trained, tp, (5, 200), 8)
     assert out.tobytes() == trained.tobytes() and entry["rel_error"] == 0.0
 
@@ -339,7 +326,7 @@ def test_numpy_save_reads_plan_bits(tmp_path):
     tp_plan = Plan(3, bits=2)
     tp = tp_plan.add("w", InitSpec("he_uniform"), (4, 64))
     init = init_rows(tp.spec, tp.key, (4, 64), "float32")
-    trained = _correlated(init, np.random.default_rng(0), 1.0)
+    trained = near_init(init, np.random.default_rng(0), 1.0)
     with pytest.warns(permcodec.LossyWarning):
         pnp.save({"w": trained}, tmp_path / "m.perm", tp_plan)
     e = permcodec.open(tmp_path / "m.perm").entry("w")
