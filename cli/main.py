@@ -129,7 +129,7 @@ force_option = click.option(
     expose_value=False,
     callback=_set_max_bytes,
     help="Refuse .perm files whose tensors take more than SIZE once decoded "
-    "(e.g. 512M, 64G) [default: 16G; env PERMCODEC_MAX_BYTES].",
+    "(e.g. 512M, 64G) [default: 4G; env PERMCODEC_MAX_BYTES].",
 )
 def main() -> None:
     """Store networks trained by permutation (LaPerm) as seed + specs + permutations.

@@ -16,9 +16,9 @@ import re
 
 from .errors import LimitError
 
-#: Default cap on the decoded size of all tensors of one file (16 GiB: 4 billion
-#: float32 weights).
-DEFAULT_MAX_BYTES = 16 << 30
+#: Default cap on the memory decoding one file may take (4 GiB: about a billion
+#: float32 weights, far beyond networks trained by permutation; raise it for more).
+DEFAULT_MAX_BYTES = 4 << 30
 #: Largest header the reader parses.
 MAX_HEADER = 64 << 20
 #: Most tensors one file may hold.
