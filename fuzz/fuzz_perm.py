@@ -97,7 +97,7 @@ with atheris.instrument_imports(include=["permcodec"], exclude=_NUMBA_MODULES):
 
 # after the instrumented imports, so the permcodec modules it uses are instrumented
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from hostile_files import near_init  # noqa: E402  (rows near their init)
+from hostile_files import near_init, shuffled_rows  # noqa: E402
 
 PACKAGE_DIR = Path(permcodec.__file__).resolve().parent
 _HERE = os.path.abspath(__file__)
@@ -150,13 +150,6 @@ RESOURCE_ANCHOR = "codec.py"
 # ---------------------------------------------------------------- seed corpus
 
 
-def _permuted(init: np.ndarray, seed: int) -> np.ndarray:
-    """Every row of ``init`` (rows, m) rearranged at random: an exact arrangement."""
-    rng = np.random.default_rng(seed)
-    order = np.argsort(rng.random(init.shape), axis=1, kind="stable")
-    return np.take_along_axis(init, order, axis=1)
-
-
 def _seeded(
     plan: Plan, name: str, spec: Any, shape: tuple[int, ...], dtype: str, noise: float | None
 ) -> tuple[str, np.ndarray, str]:
@@ -164,7 +157,11 @@ def _seeded(
     tp = plan.add(name, spec, shape)
     init = initializers.generate(tp.spec, tp.key, shape)
     init = permcodec.dtypes.from_float32(init, dtype)
-    rows = _permuted(init, 7) if noise is None else near_init(init, np.random.default_rng(7), noise)
+    rows = (
+        shuffled_rows(init, 7)
+        if noise is None
+        else near_init(init, np.random.default_rng(7), noise)
+    )
     return name, rows.reshape(shape), dtype
 
 

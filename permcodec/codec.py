@@ -286,9 +286,7 @@ def decode_bytes(entries: list[dict[str, Any]]) -> int:
     """Memory that decoding every tensor of checked ``entries`` may take: the decoded
     tensors, plus the working set of the largest run of rows."""
     runs = [_largest_run(e) for e in entries if e["coding"] in SEEDED_CODINGS]
-    return container.claimed_bytes({"tensors": entries}) + RUN_BYTES_PER_VALUE * max(
-        runs, default=0
-    )
+    return container.claimed_bytes(entries) + RUN_BYTES_PER_VALUE * max(runs, default=0)
 
 
 def _largest_run(entry: dict[str, Any]) -> int:

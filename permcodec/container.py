@@ -148,9 +148,9 @@ def read_header(f: BinaryIO, file_size: int) -> tuple[dict[str, Any], int, int]:
     return header, start, version
 
 
-def claimed_bytes(header: dict[str, Any]) -> int:
-    """Bytes of all the tensors of a validated header, once decoded."""
-    return sum(math.prod(t["shape"]) * STORAGE[t["dtype"]].itemsize for t in header["tensors"])
+def claimed_bytes(entries: list[dict[str, Any]]) -> int:
+    """Bytes of the tensors of validated header entries, once decoded."""
+    return sum(math.prod(t["shape"]) * STORAGE[t["dtype"]].itemsize for t in entries)
 
 
 def _check(cond: bool, msg: str) -> None:

@@ -167,7 +167,7 @@ class PermFile:
         try:
             return decode_tensor(entry, self.payload(name))
         except MemoryError:
-            need = container.claimed_bytes({"tensors": [entry]})
+            need = container.claimed_bytes([entry])
             raise LimitError(f"tensor {name!r} needs {need:,} bytes: not enough memory") from None
 
     def tensors(self) -> Iterator[tuple[str, np.ndarray]]:

@@ -124,7 +124,8 @@ def near_init(init: np.ndarray, rng: np.random.Generator, noise: float) -> np.nd
     return out
 
 
-def _shuffled(init: np.ndarray, seed: int) -> np.ndarray:
+def shuffled_rows(init: np.ndarray, seed: int) -> np.ndarray:
+    """Every row of ``init`` (rows, m) rearranged at random: an exact arrangement."""
     rng = np.random.default_rng(seed)
     return np.take_along_axis(init, rng.permuted(np.indices(init.shape)[-1], axis=-1), -1)
 
@@ -143,7 +144,7 @@ def valid_files() -> dict[str, bytes]:
         tp = plan.add(name, spec, shape)
         init = generate(tp.spec, tp.key, shape).astype(dtype).reshape(shape)
         # ctx.weight stays at its init: the context-coded (bucket-rans exact) case
-        items.append((name, init if name == "ctx.weight" else _shuffled(init, 1), dtype))
+        items.append((name, init if name == "ctx.weight" else shuffled_rows(init, 1), dtype))
     items += [
         ("fc.bias", np.linspace(-1, 1, 6, dtype=np.float32), "float32"),
         ("zeros", np.zeros((64, 4), np.float32), "float32"),
@@ -319,7 +320,7 @@ STRICT_READERS = ("load_numpy", "open", "verify")
 def claimed(raw: bytes) -> int:
     """The decoded size a file claims (0 when its header does not validate)."""
     try:
-        return container.claimed_bytes(split(raw)[0])
+        return container.claimed_bytes(split(raw)[0]["tensors"])
     except PermcodecError:
         return 0
 
