@@ -53,8 +53,13 @@ def save(
     path: str | os.PathLike[str],
     plan: Plan | dict | None,
     metadata: dict[str, str] | None = None,
+    bits: int | dict[str, int] | None = None,
 ) -> None:
-    """Encode numpy arrays into `.perm`; the tensors named by ``plan`` must be seeded."""
+    """Encode numpy arrays into `.perm`; the tensors named by ``plan`` must be seeded.
+
+    ``bits`` stores seeded tensors as rank buckets only (lossy, warned): one depth for
+    all, or a depth per tensor name.
+    """
     if isinstance(plan, dict):
         plan = Plan.from_dict(plan)
     items = []
@@ -64,4 +69,7 @@ def save(
         if name_dt == "bfloat16":
             a = a.view(np.uint16)
         items.append((name, a, name_dt))
-    write_file(path, items, plan, metadata)
+    if isinstance(bits, dict):
+        write_file(path, items, plan, metadata, tensor_bits=bits)
+    else:
+        write_file(path, items, plan, metadata, bits=bits)

@@ -1,0 +1,223 @@
+"""Write the golden `.perm` files of tests/golden (run once per format release).
+
+The files were written by permcodec 0.4.0 (format 4) before the package was reshaped
+(issue 12); tests/test_golden.py decodes each of them bit for bit and checks that the
+current writer gives the same bytes for the same inputs. Running this script again
+overwrites them with what the *current* code writes, which is only right when a new
+format version is released on purpose.
+
+Every coding (``perm-rans``, ``row-rans``, ``bucket-rans`` exact and lossy, ``raw``,
+``raw-zstd``), every dtype, every initializer kind (the quantile kind included), a
+sparse density, per-tensor granularity and the older layouts (format 1 to 3) are
+covered, on tensors small enough to keep the folder small (about 80 KB).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from conftest import SPEC_CASES  # noqa: E402
+from hostile_files import near_init, seal, shuffled_rows, split  # noqa: E402
+
+from permcodec import InitSpec, LossyWarning  # noqa: E402
+from permcodec.initializers import generate  # noqa: E402
+from permcodec.numpy import save as save_numpy  # noqa: E402
+from permcodec.plan import Plan  # noqa: E402
+
+SEED = 20261129
+
+
+def _seeded(plan: Plan, name: str, spec: InitSpec, shape: tuple[int, ...], dtype: str) -> Any:
+    """The init of ``name`` in its storage dtype, shaped ``shape``."""
+    from permcodec.dtypes import from_float32
+
+    tp = plan.add(name, spec, shape)
+    return from_float32(generate(tp.spec, tp.key, shape), dtype)  # (rows, m)
+
+
+def exact_case() -> tuple[dict[str, np.ndarray], Plan, dict[str, str]]:
+    """Every spec kind and float dtype seeded and rearranged, plus raw tensors."""
+    plan = Plan(SEED)
+    rng = np.random.default_rng(SEED)
+    tensors: dict[str, np.ndarray] = {}
+    dtypes = ["float32", "float16", "bfloat16", "float64"]
+    for i, (case_id, kind, params) in enumerate(SPEC_CASES):
+        dtype = dtypes[i % 4]
+        shape = (5, 3, 2, 2) if i % 3 == 0 else (6, 24)
+        init = _seeded(plan, f"{case_id}.weight", InitSpec(kind, **params), shape, dtype)
+        tensors[f"{case_id}.weight"] = shuffled_rows(init, i).reshape(shape)
+    extra = {
+        "sparse.weight": (InitSpec("he_normal", density=0.3), (8, 40), "float32"),
+        "tensorwise.weight": (InitSpec("he_uniform", granularity="tensor"), (4, 10), "float16"),
+        "quantile.weight": (
+            InitSpec("quantile", knots=[-0.3, -0.1, 0.0, 0.05, 0.4]),
+            (6, 32),
+            "float32",
+        ),
+        "near.weight": (InitSpec("he_uniform"), (16, 64), "float32"),  # bucket-rans exact
+    }
+    for name, (spec, shape, dtype) in extra.items():
+        init = _seeded(plan, name, spec, shape, dtype)
+        arranged = near_init(init, rng, 0.02) if name == "near.weight" else shuffled_rows(init, 9)
+        tensors[name] = arranged.reshape(shape)
+    tensors.update(
+        {
+            "fc.bias": np.linspace(-1, 1, 6, dtype=np.float32),
+            "zeros": np.zeros((64, 4), np.float32),
+            "steps": np.arange(5, dtype=np.int64),
+            "i32": np.arange(-3, 3, dtype=np.int32),
+            "i16": np.arange(4, dtype=np.int16) * 1000,
+            "i8": np.array([-128, 0, 127], np.int8),
+            "u8": np.arange(7, dtype=np.uint8),
+            "mask": np.array([True, False, True]),
+            "scalar": np.array(3.5, np.float64),
+            "empty": np.zeros((0, 5), np.float32),
+            "half": np.arange(12, dtype=np.float16),
+            "bfraw": np.arange(12, dtype=np.uint16) * 321,  # bfloat16 bits, stored raw
+        }
+    )
+    return tensors, plan, {"note": "golden exact"}
+
+
+def lossy_case() -> tuple[dict[str, np.ndarray], Plan, dict[str, int]]:
+    """Rank buckets only, at 1, 2 and 3 bits, of rows near and far from their init."""
+    plan = Plan(SEED + 1)
+    rng = np.random.default_rng(SEED + 1)
+    tensors = {}
+    bits = {}
+    for b, (name, spec, shape, dtype, near) in enumerate(
+        [
+            ("b1.weight", InitSpec("he_uniform"), (6, 40), "float32", True),
+            ("b2.weight", InitSpec("he_normal", density=0.5), (4, 32), "float16", False),
+            ("b3.weight", InitSpec("glorot_uniform"), (8, 64), "float32", True),
+        ],
+        start=1,
+    ):
+        init = _seeded(plan, name, spec, shape, dtype)
+        tensors[name] = near_init(init, rng, 0.05) if near else shuffled_rows(init, b)
+        bits[name] = b
+    return tensors, plan, bits
+
+
+def _perm_rans_file(exact: bytes) -> bytes:
+    """The exact file with its seeded float32 he_uniform tensor recoded as
+    ``perm-rans`` (no current writer chooses it; format 1 wrote only this coding)."""
+    from permcodec import arrangement, codec, container, rans
+    from permcodec.dtypes import order_keys
+
+    header, payloads, _ = split(exact)
+    for t, i in zip(header["tensors"], range(len(payloads)), strict=True):
+        if t["name"] != "he_uniform.weight":
+            continue
+        arr = codec.decode_tensor(t, payloads[i])
+        init = codec.init_rows(t["spec"], tuple(t["key"]), tuple(t["shape"]), t["dtype"])
+        rc = arrangement.row_classes(init, order_keys(init, t["dtype"]))
+        cls = arrangement.classes_of(order_keys(arr.reshape(init.shape), t["dtype"]), rc)
+        payloads[i] = codec._rans_bytes(*rans.encode(cls, rc.counts, 2))
+        t.update(coding="perm-rans", lanes=2)
+        t.pop("bound_bits", None)
+        t["payload_digest"] = container.section_digest(payloads[i])
+    return seal(header, payloads)
+
+
+def _older(raw: bytes, version: int, keep: set[str]) -> bytes:
+    """``raw`` with only the tensors of codings in ``keep``, written as ``version``."""
+    header, payloads, _ = split(raw)
+    pairs = [
+        (t, p) for t, p in zip(header["tensors"], payloads, strict=True) if t["coding"] in keep
+    ]
+    if version < 2:
+        pairs = [(t, p) for t, p in pairs if t.get("spec", {}).get("kind") != "quantile"]
+    header["tensors"] = [t for t, _ in pairs]
+    return seal(header, [p for _, p in pairs], version=version)
+
+
+def main() -> None:
+    from permcodec.numpy import dtype_name
+    from permcodec.permfile import write_file
+
+    manifest: dict[str, Any] = {}
+    tensors, plan, meta = exact_case()
+    save_numpy(_user_view(tensors), HERE / "v4_exact.perm", plan, meta)
+    manifest["v4_exact.perm"] = {"plan": plan.to_dict(), "metadata": meta, "inputs": "exact"}
+
+    lossy, lplan, bits = lossy_case()
+    items = [(n, a, dtype_name(a)) for n, a in lossy.items()]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", LossyWarning)
+        write_file(HERE / "v4_lossy.perm", items, lplan, {}, tensor_bits=bits)
+    manifest["v4_lossy.perm"] = {
+        "plan": lplan.to_dict(),
+        "metadata": {},
+        "tensor_bits": bits,
+        "inputs": "lossy",
+    }
+
+    exact = (HERE / "v4_exact.perm").read_bytes()
+    (HERE / "v4_perm_rans.perm").write_bytes(_perm_rans_file(exact))
+    (HERE / "v3_exact.perm").write_bytes(
+        _older(exact, 3, {"row-rans", "bucket-rans", "raw", "raw-zstd"})
+    )
+    perm_rans = (HERE / "v4_perm_rans.perm").read_bytes()
+    (HERE / "v2_mixed.perm").write_bytes(
+        _older(perm_rans, 2, {"perm-rans", "bucket-rans", "raw", "raw-zstd"})
+    )
+    (HERE / "v1_perm_rans.perm").write_bytes(_older(perm_rans, 1, {"perm-rans", "raw-zstd", "raw"}))
+    lossy_raw = (HERE / "v4_lossy.perm").read_bytes()
+    (HERE / "v2_lossy.perm").write_bytes(_older(lossy_raw, 2, {"bucket-rans"}))
+
+    np.savez(HERE / "inputs_exact.npz", **tensors)
+    np.savez(HERE / "inputs_lossy.npz", **lossy)
+    np.savez(HERE / "decoded_lossy.npz", **_decode_all(lossy_raw))
+    for path in sorted(HERE.glob("*.perm")):
+        raw = path.read_bytes()
+        expected = "decoded_lossy.npz" if "lossy" in path.name else "inputs_exact.npz"
+        want = np.load(HERE / expected)
+        for name, got in _decode_all(raw).items():  # every tensor is in the expected set
+            assert got.tobytes() == want[name].tobytes() and got.dtype == want[name].dtype
+        manifest.setdefault(path.name, {})["expected"] = expected
+        manifest[path.name]["tensors"] = {
+            t["name"]: {"coding": t["coding"], "dtype": t["dtype"]}
+            for t in split(raw)[0]["tensors"]
+        }
+    manifest["_about"] = (
+        "written by tests/golden/make_golden.py with permcodec 0.4.0 (format 4), before "
+        "the package was reshaped; bfloat16 arrays are stored as their uint16 bits"
+    )
+    (HERE / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+
+
+def _user_view(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """bfloat16 storage arrays as ml_dtypes.bfloat16, as numpy users hold them."""
+    import ml_dtypes
+
+    return {
+        n: (a.view(ml_dtypes.bfloat16) if n.split(".")[0] in _BF16_NAMES else a)
+        for n, a in tensors.items()
+    }
+
+
+def _decode_all(raw: bytes) -> dict[str, np.ndarray]:
+    from permcodec import codec
+
+    header, payloads, _ = split(raw)
+    return {
+        t["name"]: codec.decode_tensor(t, p)
+        for t, p in zip(header["tensors"], payloads, strict=True)
+    }
+
+
+# the SPEC_CASES entries seeded as bfloat16 (every fourth, from the third)
+_BF16_NAMES = {case[0] for i, case in enumerate(SPEC_CASES) if i % 4 == 2} | {"bfraw"}
+
+if __name__ == "__main__":
+    main()
