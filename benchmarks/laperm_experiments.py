@@ -3,7 +3,7 @@
     python benchmarks/laperm_experiments.py --groups main,ksweep,sgd,sparse,wann \
         --seeds 0,1,2 --epochs 10
 
-Each run is one `permcodec.train.run` (same seed, data order, init and schedule for
+Each run is one `permcodec.experiments.train.run` (same seed, data order, init and schedule for
 LaPerm and the baseline). Results append to a JSON-lines file, so an interrupted run
 resumes where it stopped; the summary table (mean and std over seeds of the final
 test accuracy, measured after the final sync; the best epoch, also measured on the
@@ -23,8 +23,8 @@ from pathlib import Path
 
 import torch
 
-from permcodec.data import load_dataset
-from permcodec.train import TrainConfig, run
+from permcodec.experiments.data import load_dataset
+from permcodec.experiments.train import TrainConfig, run
 
 BASE = TrainConfig(dataset="fashion-mnist", epochs=10, batch_size=128, lr=1e-3)
 

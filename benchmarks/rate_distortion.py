@@ -31,10 +31,10 @@ from typing import Any
 import torch
 
 import permcodec
-from permcodec.data import Dataset, load_dataset
-from permcodec.models import build_model
-from permcodec.torch import plan_from_header
-from permcodec.train import TrainConfig, evaluate_model, run
+from permcodec.experiments.data import Dataset, load_dataset
+from permcodec.experiments.models import build_model
+from permcodec.experiments.train import TrainConfig, evaluate_model, run
+from permcodec.torch import plan_of
 
 sys.path.insert(0, str(Path(__file__).parent))
 import baselines
@@ -117,7 +117,7 @@ def train_cached(
         return sd, None, acc
     path = base.with_suffix(".perm")
     with permcodec.open(path) as pf:
-        plan = plan_from_header(pf.header)
+        plan = plan_of(pf)
     return permcodec.load(path), plan, acc
 
 

@@ -42,7 +42,7 @@ import torch
 from torch import nn
 
 import permcodec
-from permcodec.models import build_model
+from permcodec.experiments.models import build_model
 
 sys.path.insert(0, str(Path(__file__).parent))
 import baselines
@@ -406,9 +406,9 @@ def machine() -> dict[str, Any]:
     import numba
 
     try:
-        from permcodec.rans import fast_kernels
+        from permcodec import kernels
 
-        numba_kernels: bool | None = fast_kernels() is not None
+        numba_kernels: bool | None = kernels.load("rans_numba") is not None
     except Exception:
         numba_kernels = None
     return {

@@ -27,8 +27,8 @@ import torch
 import torch.nn.functional as F
 
 import permcodec
-from permcodec.data import Dataset, batches, load_dataset
-from permcodec.train import TrainConfig, build
+from permcodec.experiments.data import Dataset, batches, load_dataset
+from permcodec.experiments.train import TrainConfig, build
 
 RESULTS = Path(__file__).parent / "results"
 VARIANTS: dict[str, dict[str, Any]] = {

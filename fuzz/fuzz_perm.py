@@ -12,7 +12,7 @@ is raised (libFuzzer then saves the input as ``<artifact_prefix>crash-<sha1>``) 
   count): ``SlowInputError``;
 * a reader call that grows the peak virtual or resident memory by more than
   ``--alloc-mb`` MiB (default 256), or by more than the memory the readers allow the
-  file's decoding to take (``permcodec.codec.decode_bytes``: the decoded tensors and
+  file's decoding to take (``permcodec.format.entry.decode_bytes``: the decoded tensors and
   one run's working set, capped by ``max_bytes``), whichever is larger:
   ``LargeAllocationError``, located by running the
   input again under an address-space limit. Each call may also grow the address space
@@ -20,7 +20,7 @@ is raised (libFuzzer then saves the input as ``<artifact_prefix>crash-<sha1>``) 
   once as a MemoryError where it is made instead of running into ``-rss_limit_mb``.
 
 Modes (``--mode``): ``structured`` (default) parses the input with
-``permcodec.container.read_header``, mutates the header map and/or the payloads, then
+``permcodec.format.container.read_header``, mutates the header map and/or the payloads, then
 reseals the file (fresh payload digests, offsets and trailer; :func:`reseal`), so the
 checksums do not stop the mutant before the decoders. ``bytes`` uses libFuzzer's own
 byte mutations only (mostly stopped by the checksums; it exercises the preamble and
@@ -43,9 +43,11 @@ hits the exit); ``--findings DIR`` also records each distinct finding as
 ``DIR/<signature>.perm`` and ``.txt`` and lists it in ``DIR/known.txt``; an input that
 raises a finding listed there is kept (the smallest) but not raised again, so a
 restarted run looks for new ones. A signature is the exception type and the innermost
-permcodec frame (``TypeError@permcodec/initializers.py:156``); memory and time findings
-use the innermost codec.py function instead (``MemoryError@permcodec/codec.py:run``),
-as where they surface depends on the memory the process holds. ``--only SIG`` raises
+permcodec frame (``TypeError@permcodec/core/initializers.py:156``); memory and time
+findings use the innermost function of a coding module instead
+(``MemoryError@permcodec/coding/row_rans.py:run``), as where they surface depends on
+the memory the process holds. (Findings recorded before permcodec 0.5 name the modules
+of the flat layout: ``codec.py``, ``initializers.py``.) ``--only SIG`` raises
 that finding alone (for ``-minimize_crash=1``). Known reproducers: ``tests/data/hostile``
 (see its README.md).
 """
@@ -78,22 +80,25 @@ import zstandard
 
 # The numba kernel modules must stay uninstrumented: numba compiles their bytecode.
 _NUMBA_MODULES = [
-    "permcodec.rans_fast",
-    "permcodec.philox_fast",
-    "permcodec.sync_fast",
-    "permcodec.triton_rans",
+    "permcodec.kernels.rans_numba",
+    "permcodec.kernels.philox_numba",
+    "permcodec.kernels.sync_numba",
+    "permcodec.kernels.rans_triton",
 ]
 with atheris.instrument_imports(include=["permcodec"], exclude=_NUMBA_MODULES):
     import permcodec
     import permcodec.numpy
     import permcodec.torch
-    from permcodec import container, initializers
-    from permcodec.codec import check_entry, decode_bytes
-    from permcodec.dtypes import STORAGE
+    from permcodec.coding import arrangement, rans
+    from permcodec.core import initializers
+    from permcodec.core.checks import is_int
+    from permcodec.core.dtypes import STORAGE, from_float32, order_keys
+    from permcodec.core.plan import Plan
     from permcodec.errors import PermcodecError
-    from permcodec.permfile import PermFile, write_file
-    from permcodec.plan import Plan
-    from permcodec.validate import is_int
+    from permcodec.format import container
+    from permcodec.format.entry import decode_bytes, parse_entry
+    from permcodec.format.reader import PermFile
+    from permcodec.format.writer import write_file
 
 # after the instrumented imports, so the permcodec modules it uses are instrumented
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
@@ -141,10 +146,10 @@ class HangError(BaseException):
 
 
 #: Where a memory or time finding surfaces depends on how much memory the process
-#: already holds, so these are told apart by the innermost function of codec.py (the
-#: coding that asked for the work), not by the innermost permcodec frame.
+#: already holds, so these are told apart by the innermost function of a coding module
+#: (the coding that asked for the work), not by the innermost permcodec frame.
 RESOURCE_ERRORS = (MemoryError, HangError, SlowInputError, LargeAllocationError)
-RESOURCE_ANCHOR = "codec.py"
+RESOURCE_ANCHORS = ("perm_rans.py", "row_rans.py", "bucket_rans.py", "raw.py")
 
 
 # ---------------------------------------------------------------- seed corpus
@@ -156,7 +161,7 @@ def _seeded(
     """A seeded tensor of ``plan`` in its storage dtype: a rearrangement of its init."""
     tp = plan.add(name, spec, shape)
     init = initializers.generate(tp.spec, tp.key, shape)
-    init = permcodec.dtypes.from_float32(init, dtype)
+    init = from_float32(init, dtype)
     rows = (
         shuffled_rows(init, 7)
         if noise is None
@@ -301,9 +306,6 @@ def seed_files() -> dict[str, bytes]:
 def _perm_rans_file() -> bytes:
     """A version-1 ``perm-rans`` file (writers no longer produce the coding), re-coded
     from a ``row-rans`` one with the reference coder."""
-    from permcodec import arrangement, rans
-    from permcodec.dtypes import order_keys
-
     plan = Plan(8)
     name, arr, dtype = _seeded(
         plan, "w", _spec("he_uniform", density=0.5), (6, 20), "float32", None
@@ -314,7 +316,7 @@ def _perm_rans_file() -> bytes:
     assert parsed is not None
     header, payloads = parsed
     tp = plan.tensors[name]
-    init = permcodec.dtypes.from_float32(initializers.generate(tp.spec, tp.key, arr.shape), dtype)
+    init = from_float32(initializers.generate(tp.spec, tp.key, arr.shape), dtype)
     rc = arrangement.row_classes(init, order_keys(init, dtype))
     cls = arrangement.classes_of(order_keys(arr.reshape(init.shape), dtype), rc, name)
     states, words = rans.encode(cls, rc.counts, 2)
@@ -378,16 +380,15 @@ def _in_package(filename: str) -> bool:
 def signature(exc: BaseException, kind: str | None = None) -> str:
     """``Type@permcodec/file.py:line``: the exception type (or ``kind``) and the
     innermost permcodec frame of its traceback (else the innermost frame not in this
-    harness). Resource findings: ``Type@permcodec/codec.py:function`` instead."""
+    harness). Resource findings: ``Type@permcodec/coding/<coding>.py:function``."""
     frames = [
         f for f in traceback.extract_tb(exc.__traceback__) if os.path.abspath(f.filename) != _HERE
     ]
     inside = [f for f in frames if _in_package(f.filename)]
-    anchored = [f for f in inside if Path(f.filename).name == RESOURCE_ANCHOR]
+    anchored = [f for f in inside if Path(f.filename).name in RESOURCE_ANCHORS]
     if isinstance(exc, RESOURCE_ERRORS) and anchored:
-        return (
-            f"{kind or type(exc).__name__}@{PACKAGE_DIR.name}/{RESOURCE_ANCHOR}:{anchored[-1].name}"
-        )
+        where = Path(anchored[-1].filename).name
+        return f"{kind or type(exc).__name__}@{PACKAGE_DIR.name}/coding/{where}:{anchored[-1].name}"
     top = inside[-1] if inside else (frames[-1] if frames else None)
     if top is None:
         where = "?"
@@ -509,9 +510,7 @@ def _budget_kb(data: bytes) -> int:
     once; a growth within it is the documented behaviour, not a finding."""
     try:
         header = container.read_header(io.BytesIO(data), len(data))[0]
-        for entry in header["tensors"]:
-            check_entry(entry)
-        return decode_bytes(header["tensors"]) // 1024
+        return decode_bytes([parse_entry(t) for t in header["tensors"]]) // 1024
     except PermcodecError:
         return 0
 

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
-__version__ = "0.4.0"
-
+from .core.initializers import InitSpec
+from .core.plan import Plan
+from .core.version import __version__
 from .errors import (
     FormatError,
     IntegrityError,
+    KernelWarning,
     LimitError,
     LossyWarning,
     NotAnArrangementError,
@@ -22,11 +24,9 @@ from .errors import (
     UnsafeCheckpointError,
     UnsupportedVersionError,
 )
-from .initializers import InitSpec
+from .format.reader import PermFile
+from .format.reader import open_file as open
 from .numpy import load as load_numpy
-from .permfile import PermFile
-from .permfile import open_file as open
-from .plan import Plan
 
 _TORCH_API = {"init", "save", "load", "save_checkpoint", "load_checkpoint"}
 _LAPERM_API = {"LaPerm"}
@@ -35,6 +35,7 @@ __all__ = [
     "FormatError",
     "InitSpec",
     "IntegrityError",
+    "KernelWarning",
     "LaPerm",
     "LimitError",
     "LossyWarning",

@@ -52,3 +52,8 @@ class UnsafeCheckpointError(PermcodecError):
 
 class LossyWarning(UserWarning):
     """Some tensors were stored lossily (rank buckets); the message says how much."""
+
+
+class KernelWarning(RuntimeWarning):
+    """A compiled kernel (numba, triton) could not be loaded; the numpy reference,
+    which computes the same bits more slowly, runs instead."""

@@ -10,10 +10,11 @@ import os
 
 import numpy as np
 
-from .dtypes import STORAGE
+from .core.dtypes import STORAGE
+from .core.plan import Plan
 from .errors import PermcodecError
-from .permfile import PermFile, write_file
-from .plan import Plan
+from .format.reader import PermFile
+from .format.writer import write_file
 
 _NUMPY_TO_NAME = {np.dtype(v).newbyteorder("="): k for k, v in STORAGE.items() if k != "bfloat16"}
 
@@ -39,12 +40,12 @@ def dtype_name(a: np.ndarray) -> str:
 def load(path: str | os.PathLike[str], max_bytes: int | None = None) -> dict[str, np.ndarray]:
     """Decode every tensor of a `.perm` file into numpy arrays, verifying all checksums.
 
-    ``max_bytes`` caps the decoded size the file may claim (:mod:`permcodec.limits`).
+    ``max_bytes`` caps the decoded size the file may claim (:mod:`permcodec.format.limits`).
     """
     with PermFile(path, max_bytes=max_bytes) as pf:
         out = {}
         for name, arr in pf.tensors():
-            out[name] = _bfloat16_view(arr) if pf.entry(name)["dtype"] == "bfloat16" else arr
+            out[name] = _bfloat16_view(arr) if pf.entry(name).dtype == "bfloat16" else arr
         return out
 
 

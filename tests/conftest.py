@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from permcodec import InitSpec, detmath, philox
+from permcodec import InitSpec
+from permcodec.core import detmath, philox
 
 #: (id, kind or alias, parameters): one case per initializer the format knows.
 SPEC_CASES: list[tuple[str, str, dict[str, Any]]] = [

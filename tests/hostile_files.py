@@ -25,13 +25,14 @@ from typing import Any
 import numpy as np
 
 import permcodec
-from permcodec import container
-from permcodec.codec import decode_tensor
+from permcodec.core.initializers import InitSpec, generate
+from permcodec.core.plan import Plan
 from permcodec.errors import IntegrityError, LossyWarning, PermcodecError
-from permcodec.initializers import InitSpec, generate
+from permcodec.format import container
+from permcodec.format.entry import parse_entry
+from permcodec.format.reader import decode_tensor
+from permcodec.format.writer import write_file
 from permcodec.numpy import load as load_numpy
-from permcodec.permfile import write_file
-from permcodec.plan import Plan
 
 Header = dict[str, Any]
 
@@ -320,7 +321,7 @@ STRICT_READERS = ("load_numpy", "open", "verify")
 def claimed(raw: bytes) -> int:
     """The decoded size a file claims (0 when its header does not validate)."""
     try:
-        return container.claimed_bytes(split(raw)[0]["tensors"])
+        return sum(parse_entry(t).nbytes for t in split(raw)[0]["tensors"])
     except PermcodecError:
         return 0
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from permcodec.data import IDX_TYPES
+from permcodec.experiments.data import IDX_TYPES
 
 _CODE = {np.dtype(v).newbyteorder("="): k for k, v in IDX_TYPES.items()}
 

@@ -15,12 +15,12 @@ from hypothesis import strategies as st
 from torch import nn
 
 import permcodec
-from permcodec.approximate import approximate_items, fit_knots
+from permcodec.cli.main import main
+from permcodec.core.approximate import approximate_items, fit_knots
+from permcodec.core.initializers import InitSpec, generate, resolve
+from permcodec.core.plan import Plan
 from permcodec.errors import PlanError
-from permcodec.initializers import InitSpec, generate, resolve
-from permcodec.plan import Plan
 from permcodec.torch import TorchOps
-from permcodec_cli.main import main
 
 
 @settings(max_examples=30, deadline=None)
@@ -80,13 +80,13 @@ def test_approximate_stores_arrangements_with_reported_error(tmp_path, bits):
             e = pf.entry(name)
             w, g = sd[name].double(), got[name].double()
             err = float((w - g).norm() / w.norm())
-            assert e["rel_error"] == pytest.approx(err, rel=1e-9)
+            assert e.rel_error == pytest.approx(err, rel=1e-9)
             assert by_name[name].rel_error == pytest.approx(err, rel=1e-9)
             assert 0 < err < (0.8 if bits == 3 else 0.5)
             # an exact arrangement of the seeded values, in the trained weights' order
-            init = generate(e["spec"], tuple(e["key"]), tuple(e["shape"]))
+            init = generate(e.fields["spec"], tuple(e.fields["key"]), e.shape)
             assert np.array_equal(np.sort(got[name].numpy().ravel()), np.sort(init.ravel()))
-            assert e["bits"] == (bits or 8) and e["spec"]["granularity"] == "tensor"
+            assert e.fields["bits"] == (bits or 8) and e.fields["spec"]["granularity"] == "tensor"
     assert not hasattr(model, "permcodec_plan")
 
 
@@ -144,5 +144,5 @@ def test_quantile_spec_files_round_trip_as_row_rans(tmp_path):
         w.copy_(torch.gather(w, 1, torch.argsort(torch.rand(w.shape, generator=g), 1)))
     permcodec.save(model, tmp_path / "q.perm")
     with permcodec.open(tmp_path / "q.perm") as pf:
-        assert pf.entry("0.weight")["coding"] == "row-rans"
+        assert pf.entry("0.weight").coding == "row-rans"
     assert torch.equal(permcodec.load(tmp_path / "q.perm")["0.weight"], model[0].weight)

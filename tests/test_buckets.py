@@ -17,14 +17,18 @@ from hypothesis import strategies as st
 from torch import nn
 
 import permcodec
-from permcodec import buckets, container, rans
 from permcodec import numpy as pnp
-from permcodec.arrangement import bound_bits, row_classes
-from permcodec.codec import decode_tensor, encode_tensor, init_rows
-from permcodec.dtypes import order_keys
+from permcodec.coding import buckets, rans
+from permcodec.coding.arrangement import bound_bits, row_classes
+from permcodec.core.dtypes import order_keys
+from permcodec.core.initializers import InitSpec, row_shape
+from permcodec.core.initializers import initial_rows as init_rows
+from permcodec.core.plan import Plan
 from permcodec.errors import FormatError, IntegrityError
-from permcodec.initializers import InitSpec, row_shape
-from permcodec.plan import Plan
+from permcodec.format import container
+from permcodec.format.entry import Entry, parse_entry
+from permcodec.format.reader import decode_entry
+from permcodec.format.writer import encode_entry
 
 SPECS = [
     InitSpec("he_uniform"),
@@ -43,10 +47,10 @@ def _tensor(spec: InitSpec, shape: tuple[int, ...], seed: int = 0) -> tuple:
     return tp, init.reshape(rows, m)
 
 
-def _round_trip(arr: np.ndarray, tp, shape, bits=None) -> tuple[dict, np.ndarray]:
-    entry, payload = encode_tensor("w", arr.reshape(shape), "float32", tp, bits)
-    entry["offset"], entry["length"] = 0, len(payload)
-    return entry, decode_tensor(entry, payload)
+def _round_trip(arr: np.ndarray, tp, shape, bits=None) -> tuple[Entry, np.ndarray]:
+    fields, payload = encode_entry("w", arr.reshape(shape), "float32", tp, bits)
+    entry = parse_entry({**fields, "offset": 0, "length": len(payload)})
+    return entry, decode_entry(entry, payload)
 
 
 @settings(max_examples=40, deadline=None)
@@ -62,7 +66,7 @@ def test_lossless_round_trip_whatever_the_coding(spec, rows, m, noise, seed):
     trained = near_init(init, np.random.default_rng(seed), noise)
     entry, out = _round_trip(trained, tp, (rows, m))
     assert out.tobytes() == trained.tobytes()
-    assert "rel_error" not in entry
+    assert entry.rel_error is None
 
 
 def test_context_coding_beats_the_bound_when_ranks_stay_near():
@@ -70,16 +74,16 @@ def test_context_coding_beats_the_bound_when_ranks_stay_near():
     trained = near_init(init, np.random.default_rng(0), 0.05)
     entry, out = _round_trip(trained, tp, (64, 784))
     assert out.tobytes() == trained.tobytes()
-    assert entry["coding"] == "bucket-rans" and entry["exact"] is True
-    assert 8 * entry["length"] < 0.8 * entry["bound_bits"]
+    assert entry.coding == "bucket-rans" and entry.fields["exact"] is True
+    assert 8 * entry.length < 0.8 * entry.fields["bound_bits"]
 
 
 def test_unrelated_ranks_keep_the_plain_coding_at_the_bound():
     tp, init = _tensor(InitSpec("he_uniform"), (64, 784))
     trained = near_init(init, np.random.default_rng(0), 10.0)
     entry, _ = _round_trip(trained, tp, (64, 784))
-    assert entry["coding"] == "row-rans"
-    assert 8 * entry["length"] <= 1.01 * entry["bound_bits"]
+    assert entry.coding == "row-rans"
+    assert 8 * entry.length <= 1.01 * entry.fields["bound_bits"]
 
 
 def _bucket_of_values(rows: np.ndarray, init: np.ndarray, bits: int) -> np.ndarray:
@@ -107,15 +111,15 @@ def test_lossy_buckets_keep_the_multiset_and_every_bucket(spec, rows, m, bits, n
     trained = near_init(init, np.random.default_rng(seed), noise)
     entry, out = _round_trip(trained, tp, (rows, m), bits)
     out = out.reshape(rows, m)
-    assert entry["coding"] == "bucket-rans" and entry["bits"] == bits
+    assert entry.coding == "bucket-rans" and entry.fields["bits"] == bits
     # an exact arrangement of the init ...
     assert (np.sort(out, axis=1) == np.sort(init, axis=1)).all()
     # ... in which every weight stays in the bucket it had
     assert (_bucket_of_values(out, init, bits) == _bucket_of_values(trained, init, bits)).all()
     # the bucketed form is a fixed point: coding it again loses nothing
     entry2, out2 = _round_trip(out, tp, (rows, m), bits)
-    assert out2.tobytes() == out.tobytes() and entry2["rel_error"] == 0.0
-    assert (entry["rel_error"] == 0.0) == (out.tobytes() == trained.tobytes())
+    assert out2.tobytes() == out.tobytes() and entry2.rel_error == 0.0
+    assert (entry.rel_error == 0.0) == (out.tobytes() == trained.tobytes())
 
 
 @pytest.mark.parametrize("bits", [1, 2, 4])
@@ -123,19 +127,19 @@ def test_lossy_size_follows_bits(bits):
     tp, init = _tensor(InitSpec("he_uniform"), (64, 784))
     unrelated = near_init(init, np.random.default_rng(0), 10.0)
     entry, _ = _round_trip(unrelated, tp, (64, 784), bits)
-    assert 8 * entry["length"] / unrelated.size <= bits * 1.01
-    assert entry["weights"] is None  # no table: it would not pay
+    assert 8 * entry.length / unrelated.size <= bits * 1.01
+    assert entry.fields["weights"] is None  # no table: it would not pay
     near = near_init(init, np.random.default_rng(0), 0.02)
     entry, _ = _round_trip(near, tp, (64, 784), bits)
-    assert 8 * entry["length"] / near.size < 0.7 * bits
-    assert entry["weights"] is not None
+    assert 8 * entry.length / near.size < 0.7 * bits
+    assert entry.fields["weights"] is not None
 
 
 def test_rows_no_longer_than_the_buckets_are_exact():
     tp, init = _tensor(InitSpec("he_uniform"), (5, 200))
     trained = near_init(init, np.random.default_rng(1), 1.0)
     entry, out = _round_trip(trained, tp, (5, 200), 8)
-    assert out.tobytes() == trained.tobytes() and entry["rel_error"] == 0.0
+    assert out.tobytes() == trained.tobytes() and entry.rel_error == 0.0
 
 
 @settings(max_examples=60, deadline=None)
@@ -163,7 +167,7 @@ def test_context_coder_inverse(data):
 def test_bucketize_never_splits_a_class():
     _, init = _tensor(InitSpec("he_uniform", density=0.3), (6, 100))
     rc = row_classes(init, order_keys(init, "float32"))
-    from permcodec.arrangement import classes_of
+    from permcodec.coding.arrangement import classes_of
 
     bk = buckets.bucketize(rc, classes_of(order_keys(init, "float32"), rc), 3)
     assert (bk.counts.sum(axis=1) == 100).all()
@@ -192,7 +196,7 @@ def test_older_versions_read_and_hold_only_their_codings(tmp_path):
     model = _mlp()
     permcodec.init(model, 1)
     permcodec.save(model, tmp_path / "init.perm")  # the init itself: context-coded
-    assert permcodec.open(tmp_path / "init.perm").entry("0.weight")["coding"] == "bucket-rans"
+    assert permcodec.open(tmp_path / "init.perm").entry("0.weight").coding == "bucket-rans"
     _shuffled(model)
     permcodec.save(model, tmp_path / "row.perm")  # row-rans
     with warnings.catch_warnings():
@@ -282,7 +286,7 @@ def test_laperm_bits_saves_without_loss(tmp_path, bits):
         assert torch.equal(got[name], t), name
     with permcodec.open(tmp_path / "m.perm") as pf:
         e = pf.entry("0.weight")
-        assert e["coding"] == "bucket-rans" and e["bits"] == bits and e["rel_error"] == 0.0
+        assert e.coding == "bucket-rans" and e.fields["bits"] == bits and e.rel_error == 0.0
     # the weights moved: training at b bits is not the init
     fresh = _mlp()
     permcodec.init(fresh, 2)
@@ -330,5 +334,5 @@ def test_numpy_save_reads_plan_bits(tmp_path):
     with pytest.warns(permcodec.LossyWarning):
         pnp.save({"w": trained}, tmp_path / "m.perm", tp_plan)
     e = permcodec.open(tmp_path / "m.perm").entry("w")
-    assert e["coding"] == "bucket-rans" and e["bits"] == 2
+    assert e.coding == "bucket-rans" and e.fields["bits"] == 2
     assert Plan.from_dict(tp_plan.to_dict()).bits == 2

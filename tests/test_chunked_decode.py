@@ -17,11 +17,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from permcodec import FormatError, IntegrityError, arrangement, buckets, codec, rans
-from permcodec.container import section_digest
-from permcodec.dtypes import order_keys
-from permcodec.initializers import InitSpec, fans
-from permcodec.plan import Plan
+from permcodec import FormatError, IntegrityError, kernels
+from permcodec.coding import arrangement, buckets, rans, runs
+from permcodec.coding.base import rans_bytes
+from permcodec.core.dtypes import order_keys
+from permcodec.core.initializers import InitSpec, fans, initial_rows
+from permcodec.core.plan import Plan
+from permcodec.format.container import section_digest
+from permcodec.format.reader import decode_tensor
 
 SPECS = [
     InitSpec("he_uniform"),
@@ -38,10 +41,10 @@ def _coders(reference: bool) -> Iterator[None]:
     the numba kernels."""
     with pytest.MonkeyPatch.context() as mp:
         if reference:
-            mp.setenv(rans.PURE_NUMPY_ENV, "1")
+            mp.setenv(kernels.PURE_NUMPY_ENV, "1")
         else:
             pytest.importorskip("numba")
-            mp.delenv(rans.PURE_NUMPY_ENV, raising=False)
+            mp.delenv(kernels.PURE_NUMPY_ENV, raising=False)
         yield
 
 
@@ -49,7 +52,7 @@ def _coders(reference: bool) -> Iterator[None]:
 def _chunk(values: int) -> Iterator[None]:
     """Seeded decoders take runs of about ``values`` values."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(codec, "DECODE_CHUNK", values)
+        mp.setattr(runs, "DECODE_CHUNK", values)
         yield
 
 
@@ -226,7 +229,7 @@ def _entry(
     of a tensor whose ranks stay near the init's, made with the encoders (at most one
     lane per row); its payload and the tensor its decoder must rebuild."""
     tp = Plan(seed).add("w", spec, shape)
-    init = codec.init_rows(tp.spec, tp.key, shape, dtype)
+    init = initial_rows(tp.spec, tp.key, shape, dtype)
     rows, m = init.shape
     lanes = max(1, min(lanes, rows))
     keys = order_keys(init, dtype)
@@ -247,16 +250,16 @@ def _entry(
     }
     if coding == "perm-rans":
         entry["coding"] = coding
-        payload = codec._rans_bytes(*rans.encode(cls, rc.counts, lanes))
+        payload = rans_bytes(*rans.encode(cls, rc.counts, lanes))
     elif coding == "row-rans":
         entry["coding"] = coding
-        payload = codec._rans_bytes(*rans.encode_rows(cls, rc.counts, lanes))
+        payload = rans_bytes(*rans.encode_rows(cls, rc.counts, lanes))
     else:
         bk = buckets.bucketize(rc, arrangement.classes_of(keys, rc), 3)
         sym = buckets.symbols(cls, bk)
         weights = buckets.fit_weights(sym, bk.init_ctx, 3)
         states, words = rans.encode_ctx(sym, bk.init_ctx, bk.counts, weights, lanes)
-        payload = codec._rans_bytes(states, words)
+        payload = rans_bytes(states, words)
         entry.update(
             coding="bucket-rans",
             bits=3,
@@ -267,7 +270,7 @@ def _entry(
         if coding == "bucket-exact":
             seq, totals = buckets.refinement(cls, sym, bk)
             refine_lanes = lanes % max(rows, 1) + 1  # grouped unlike the bucket stream
-            payload += codec._rans_bytes(*rans.encode(seq, rc.counts, refine_lanes, totals))
+            payload += rans_bytes(*rans.encode(seq, rc.counts, refine_lanes, totals))
             entry["refine_lanes"] = refine_lanes
         else:
             cls = buckets.rebuild_lossy_cls(sym, bk, rc)
@@ -297,9 +300,9 @@ def test_small_runs_decode_the_same_tensor(
 ):
     entry, payload, want = _entry(coding, spec, (rows, m), dtype, lanes, seed)
     with _coders(reference):
-        whole = codec.decode_tensor(entry, payload)
+        whole = decode_tensor(entry, payload)
         with _chunk(chunk):
-            runs = codec.decode_tensor(entry, payload)
+            runs = decode_tensor(entry, payload)
     assert whole.tobytes() == runs.tobytes() == want.tobytes()
 
 
@@ -309,9 +312,9 @@ def test_small_runs_decode_the_same_tensor(
 def test_many_runs_of_several_lanes_are_bit_exact(coding, dtype, reference):
     entry, payload, want = _entry(coding, SPECS[0], (45, 40), dtype, 4)
     with _coders(reference):
-        for chunk in (1, 500, codec.DECODE_CHUNK):
+        for chunk in (1, 500, runs.DECODE_CHUNK):
             with _chunk(chunk):
-                assert codec.decode_tensor(entry, payload).tobytes() == want.tobytes()
+                assert decode_tensor(entry, payload).tobytes() == want.tobytes()
 
 
 def _word_spans(entry: dict[str, Any], payload: bytes) -> list[tuple[int, int]]:
@@ -361,9 +364,9 @@ def test_damaged_streams_fail_alike_in_runs_and_whole(coding, damage, refinement
     outcomes = set()
     for reference in (False, True):
         with _coders(reference):
-            for chunk in (1, codec.DECODE_CHUNK):
+            for chunk in (1, runs.DECODE_CHUNK):
                 with _chunk(chunk):
-                    outcomes.add(_outcome(lambda: codec.decode_tensor(bad_entry, bad)))
+                    outcomes.add(_outcome(lambda: decode_tensor(bad_entry, bad)))
     assert len(outcomes) == 1, outcomes
     assert next(iter(outcomes))[0] == "error"
 
@@ -372,10 +375,10 @@ def test_damaged_streams_fail_alike_in_runs_and_whole(coding, damage, refinement
 @pytest.mark.parametrize("coding", CODINGS)
 def test_empty_tensors_decode_and_refuse_coded_data(coding, shape):
     entry, payload, want = _entry(coding, SPECS[0], shape, "float32", 1)
-    assert codec.decode_tensor(entry, payload).shape == shape == want.reshape(shape).shape
+    assert decode_tensor(entry, payload).shape == shape == want.reshape(shape).shape
     bad_entry, bad = _edited(entry, payload, 0, lambda w: np.append(w, np.uint32(1)))
     with pytest.raises(IntegrityError, match="an empty tensor has coded data"):
-        codec.decode_tensor(bad_entry, bad)
+        decode_tensor(bad_entry, bad)
 
 
 @pytest.mark.parametrize("reference", [False, True], ids=["kernels", "reference"])
@@ -397,12 +400,12 @@ def test_a_tiny_entry_claiming_a_huge_tensor_fails_fast_in_little_memory(
     spec["fan_in"], spec["fan_out"] = fans(shape)
     hostile = dict(entry, shape=list(shape), spec=spec)
     with _coders(reference):
-        assert codec.decode_tensor(entry, payload).tobytes() == want.tobytes()  # warm up
+        assert decode_tensor(entry, payload).tobytes() == want.tobytes()  # warm up
         tracemalloc.start()
         try:
             start = time.perf_counter()
             with pytest.raises((IntegrityError, FormatError)):
-                codec.decode_tensor(hostile, payload)
+                decode_tensor(hostile, payload)
             elapsed = time.perf_counter() - start
             peak = tracemalloc.get_traced_memory()[1]
         finally:
@@ -519,24 +522,24 @@ def test_row_rans_lanes_of_many_rows_are_bit_exact_in_sub_runs(
     a few rows, lanes split and whole lanes side by side, and the default."""
     entry, payload, want = _entry("row-rans", spec, (40, 30), dtype, lanes)
     with _coders(reference):
-        for threads, chunk in itertools.product(("1", "3"), (1, 45, 100, 395, codec.DECODE_CHUNK)):
+        for threads, chunk in itertools.product(("1", "3"), (1, 45, 100, 395, runs.DECODE_CHUNK)):
             monkeypatch.setenv("PERMCODEC_THREADS", threads)
             with _chunk(chunk):
-                assert codec.decode_tensor(entry, payload).tobytes() == want.tobytes()
+                assert decode_tensor(entry, payload).tobytes() == want.tobytes()
 
 
 def test_a_lane_of_many_rows_regenerates_its_init_a_sub_run_at_a_time(monkeypatch):
     entry, payload, want = _entry("row-rans", SPECS[0], (40, 30), "float32", 1)
     asked = []
-    init_rows = codec.init_rows
+    init_rows = initial_rows
 
     def spy(*args: Any, rows: tuple[int, int] | None = None) -> np.ndarray:
         asked.append(rows)
         return init_rows(*args, rows=rows)
 
-    monkeypatch.setattr(codec, "init_rows", spy)
+    monkeypatch.setattr(runs, "initial_rows", spy)
     with _chunk(100):
-        assert codec.decode_tensor(entry, payload).tobytes() == want.tobytes()
+        assert decode_tensor(entry, payload).tobytes() == want.tobytes()
     assert asked == [(r, min(40, r + 3)) for r in range(0, 40, 3)]
 
 
@@ -552,13 +555,13 @@ def test_damaged_row_segments_fail_alike_in_sub_runs_and_whole(lanes, kind, data
     states = np.frombuffer(payload, "<u8", n)
     lengths = np.frombuffer(payload, "<u4", n, 8 * n)
     words = np.frombuffer(payload, "<u4", offset=12 * n)
-    bad = codec._rans_bytes(*_segment_damage(data, kind, states, lengths, words))
+    bad = rans_bytes(*_segment_damage(data, kind, states, lengths, words))
     bad_entry = _sealed(entry, bad)
     outcomes = set()
     for reference in (False, True):
         with _coders(reference):
-            for chunk in (1, 120, codec.DECODE_CHUNK):
+            for chunk in (1, 120, runs.DECODE_CHUNK):
                 with _chunk(chunk):
-                    outcomes.add(_outcome(lambda: codec.decode_tensor(bad_entry, bad)))
+                    outcomes.add(_outcome(lambda: decode_tensor(bad_entry, bad)))
     assert len(outcomes) == 1, outcomes
     assert next(iter(outcomes))[0] == "error"

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from torch import nn
 
 import permcodec
-from permcodec_cli.main import main
+from permcodec.cli.main import main
 
 
 def _trained_checkpoint(path: Path, seed: int = 3) -> nn.Module:
@@ -94,7 +94,7 @@ def test_verify_ok_and_damaged(tmp_path: Path) -> None:
     with permcodec.open(tmp_path / "m.perm") as f:
         entry = f.entry("0.weight")
         start = f._start
-    data[start + entry["offset"] + 10] ^= 0x04
+    data[start + entry.offset + 10] ^= 0x04
     (tmp_path / "bad.perm").write_bytes(bytes(data))
     code, _, err = run("verify", str(tmp_path / "bad.perm"))
     assert code == 3
@@ -161,7 +161,7 @@ def test_help_everywhere() -> None:
 
 def test_installed_entry_point_runs(tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "permcodec_cli", "--version"],
+        [sys.executable, "-m", "permcodec.cli", "--version"],
         capture_output=True,
         text=True,
         check=False,

@@ -15,7 +15,8 @@ import pytest
 import torch
 from idx_files import fake_mnist, idx_bytes, write_idx
 
-from permcodec.data import (
+from permcodec.errors import PermcodecError
+from permcodec.experiments.data import (
     FASHION_MNIST_DIR,
     Dataset,
     batches,
@@ -25,7 +26,6 @@ from permcodec.data import (
     load_idx_folder,
     read_idx,
 )
-from permcodec.errors import PermcodecError
 
 # ---------------------------------------------------------------- IDX
 
@@ -138,7 +138,7 @@ def test_load_dataset_errors(tmp_path: Path) -> None:
 
 
 def test_fashion_mnist_missing_names_the_package(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
-    import permcodec.data as data
+    import permcodec.experiments.data as data
 
     monkeypatch.setattr(data, "FASHION_MNIST_DIR", tmp_path / "absent")
     with pytest.raises(PermcodecError, match="apt-get install dataset-fashion-mnist"):

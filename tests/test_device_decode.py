@@ -22,10 +22,12 @@ import permcodec
 CHECK = textwrap.dedent(
     """
     import numpy as np, torch
-    from permcodec import codec, device_decode
-    from permcodec.initializers import InitSpec
-    from permcodec.plan import Plan
-    from permcodec.torch import to_numpy
+    from permcodec.core.initializers import InitSpec, initial_rows
+    from permcodec.core.plan import Plan
+    from permcodec.format.container import section_digest
+    from permcodec.format.entry import parse_entry
+    from permcodec.format.writer import encode_entry
+    from permcodec.torch import device_decode, to_numpy
 
     cases = [
         (InitSpec("he_uniform"), (6, 20), "float32"),
@@ -34,24 +36,25 @@ CHECK = textwrap.dedent(
         (InitSpec("he_uniform"), (3, 9), "float16"),
         (InitSpec("constant", value=0.1, random_sign=True), (3, 10), "float64"),
     ]
-    assert device_decode.usable(torch.device("cpu"))
+    cpu = torch.device("cpu")
     for i, (spec, shape, dtype) in enumerate(cases):
         plan = Plan(i)
         tp = plan.add("w", spec, shape)
-        init = codec.init_rows(tp.spec, tp.key, shape, dtype)
+        init = initial_rows(tp.spec, tp.key, shape, dtype)
         rng = np.random.default_rng(i)
         order = np.argsort(rng.random(init.shape), axis=1)
         trained = np.take_along_axis(init, order, axis=1).reshape(shape)
-        entry, payload = codec.encode_tensor("w", trained, dtype, tp)
-        assert entry["coding"] == "row-rans"
-        entry["offset"], entry["length"] = 0, len(payload)
-        got = device_decode.decode_row_rans(entry, payload, torch.device("cpu"))
+        fields, payload = encode_entry("w", trained, dtype, tp)
+        entry = parse_entry({**fields, "offset": 0, "length": len(payload)})
+        assert entry.coding == "row-rans" and device_decode.usable(entry, cpu)
+        got = device_decode.decode(entry, payload, cpu)
         assert to_numpy(got)[0].tobytes() == trained.tobytes(), (spec, dtype)
         bad = bytearray(payload)
         bad[0] ^= 1  # lowest bit of lane 0's state
-        entry["payload_digest"] = codec.section_digest(bytes(bad))
+        fields["payload_digest"] = section_digest(bytes(bad))
+        entry = parse_entry({**fields, "offset": 0, "length": len(bad)})
         try:
-            device_decode.decode_row_rans(entry, bytes(bad), torch.device("cpu"))
+            device_decode.decode(entry, bytes(bad), cpu)
         except permcodec.IntegrityError:
             pass
         else:

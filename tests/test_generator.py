@@ -11,7 +11,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from permcodec import detmath, philox
+from permcodec.core import detmath, philox
 from permcodec.torch import TorchOps
 
 TORCH_CPU = TorchOps("cpu")
@@ -287,7 +287,7 @@ def test_exp_scalar_matches_math_exp():
     count=st.integers(0, 300),
 )
 def test_numba_philox_matches_the_reference(key, purpose, start, count):
-    fast = pytest.importorskip("permcodec.philox_fast")
+    fast = pytest.importorskip("permcodec.kernels.philox_numba")
     ref = philox.words(key, purpose, start, start + count, TorchOps("cpu"))
     got = fast.words(key, purpose, start, start + count)
     assert got.dtype == np.int64 and got.tolist() == ref.tolist()

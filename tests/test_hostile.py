@@ -18,9 +18,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import permcodec
-from permcodec import container, limits
-from permcodec.codec import decode_bytes
 from permcodec.errors import FormatError, IntegrityError, LimitError, UnsupportedVersionError
+from permcodec.format import container, limits
+from permcodec.format.entry import decode_bytes, parse_entry
 from permcodec.numpy import load as load_numpy
 
 HOSTILE = Path(__file__).parent / "data" / "hostile"
@@ -167,7 +167,7 @@ def test_claimed_size_is_limited_before_anything_is_allocated(tmp_path, monkeypa
     tracemalloc.stop()
     assert peak < 4 << 20
     # the limit follows max_bytes=, then PERMCODEC_MAX_BYTES
-    claimed = decode_bytes(hf.split(raw)[0]["tensors"])
+    claimed = decode_bytes([parse_entry(t) for t in hf.split(raw)[0]["tensors"]])
     with pytest.raises(LimitError):
         load_numpy(_write(tmp_path, raw), max_bytes=claimed - 1)
     assert load_numpy(_write(tmp_path, raw), max_bytes=claimed)
@@ -231,7 +231,7 @@ torch.save({"state_dict": {"w": torch.zeros(2)}, "x": Evil()}, sys.argv[1])
 
 def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "permcodec_cli", *args],
+        [sys.executable, "-m", "permcodec.cli", *args],
         capture_output=True,
         text=True,
         env={**os.environ, **(env or {})},
@@ -304,7 +304,7 @@ def _model_checkpoint(path: Path) -> None:
 
 
 def test_a_failed_write_leaves_the_old_output_and_no_temporary(tmp_path, monkeypatch):
-    from permcodec import permfile
+    from permcodec.format import reader as permfile
 
     _model_checkpoint(tmp_path / "m.pt")
     out = tmp_path / "m.perm"
@@ -323,7 +323,7 @@ def test_a_failed_write_leaves_the_old_output_and_no_temporary(tmp_path, monkeyp
 
 SLOW_WRITE = """
 import sys, time
-from permcodec import permfile
+from permcodec.format import reader as permfile
 real = permfile.container.write
 def slow(stream, *a, **k):
     stream.write(b"partial" * 1000)
@@ -331,7 +331,7 @@ def slow(stream, *a, **k):
     print("writing", flush=True)
     time.sleep(60)
 permfile.container.write = slow
-from permcodec_cli.main import main
+from permcodec.cli.main import main
 sys.argv = ["permcodec", *sys.argv[1:]]
 main()
 """

@@ -11,10 +11,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import permcodec
-from permcodec import InitSpec, PlanError, dtypes, philox
-from permcodec.codec import init_rows
-from permcodec.initializers import generate, kept_count, resolve
-from permcodec.plan import Plan
+from permcodec import InitSpec, PlanError
+from permcodec.core import dtypes, philox
+from permcodec.core.initializers import generate, kept_count, resolve
+from permcodec.core.initializers import initial_rows as init_rows
+from permcodec.core.plan import Plan
 from permcodec.torch import TorchOps, generate_torch
 
 TORCH_CPU = TorchOps("cpu")

@@ -16,10 +16,10 @@ from hypothesis import strategies as st
 from torch import nn
 
 import permcodec
-from permcodec.codec import init_rows
-from permcodec.dtypes import order_keys
+from permcodec.core.dtypes import order_keys
+from permcodec.core.initializers import initial_rows as init_rows
+from permcodec.core.initializers import row_shape
 from permcodec.errors import PlanError
-from permcodec.initializers import row_shape
 from permcodec.laperm import rank_order
 from permcodec.torch import to_numpy
 
@@ -96,10 +96,14 @@ def test_inner_optimizers_learn_and_save_losslessly(tmp_path: Path, make) -> Non
     opt = permcodec.LaPerm(model, make(model.parameters()), sync_period=5)
     losses = train(model, opt, 60)
     assert np.mean(losses[-10:]) < np.mean(losses[:10])
-    train(model, opt, 2)  # leave the model out of sync: save must sync it
+    train(model, opt, 2)  # leave the model out of sync: save stores the synced form
     assert not opt.in_sync
+    before = {k: v.clone() for k, v in model.state_dict().items()}
     permcodec.save(model, tmp_path / "m.perm")
-    assert opt.in_sync
+    assert not opt.in_sync  # saving never changes training
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    opt.sync()
     loaded = permcodec.load(tmp_path / "m.perm")
     for k, v in model.state_dict().items():
         assert torch.equal(loaded[k], v), k
@@ -293,7 +297,7 @@ def test_rank_order_is_torchs_stable_argsort(rows, m, pool, seed):
 def test_cpu_sync_kernels_place_values_as_torch_does(rows, m, seed, nan):
     """The numba sync (rank, then place the sorted init by rank) equals torch's stable
     argsort and scatter, ties and -0.0 included; NaN is refused (torch's path runs)."""
-    fast = pytest.importorskip("permcodec.sync_fast")
+    fast = pytest.importorskip("permcodec.kernels.sync_numba")
     g = torch.Generator().manual_seed(seed)
     pool = torch.tensor([0.0, -0.0, 1.0, -2.5, 3.0, 1.0000001, 1.0000002, -2.5000002])
     w = pool[torch.randint(len(pool), (rows, m), generator=g)]

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from permcodec.errors import PermcodecError
-from permcodec.models import MODELS, build_model
+from permcodec.experiments.models import MODELS, build_model
 
 SHAPES = [(1, 28, 10), (3, 32, 10), (1, 8, 10)]
 

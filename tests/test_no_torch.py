@@ -13,8 +13,8 @@ import ml_dtypes
 import numpy as np
 
 from permcodec import numpy as pnp
-from permcodec.codec import init_rows
-from permcodec.plan import Plan
+from permcodec.core.initializers import initial_rows as init_rows
+from permcodec.core.plan import Plan
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -120,9 +120,7 @@ def test_numpy_load_without_torch(tmp_path, permute_rows):
 
 
 def test_importing_permcodec_does_not_import_torch():
-    code = (
-        "import sys, permcodec, permcodec.numpy, permcodec.permfile;print('torch' in sys.modules)"
-    )
+    code = "import sys, permcodec, permcodec.numpy, permcodec.format.reader;print('torch' in sys.modules)"
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),

@@ -15,14 +15,44 @@ from hypothesis import strategies as st
 
 pytest.importorskip("numba")
 
-from permcodec import IntegrityError, buckets, rans, rans_fast
+from permcodec import IntegrityError, kernels
+from permcodec.coding import buckets, rans
+from permcodec.kernels import rans_numba as rans_fast
+
+REF = rans.REFERENCE
+
+
+def ref_encode(*args: Any) -> Any:
+    return REF["encode"](*args)
+
+
+def ref_encode_ctx(*args: Any) -> Any:
+    return REF["encode_ctx"](*args)
+
+
+def ref_decode(*args: Any) -> np.ndarray:
+    return REF["decode_window"](*args)[0]
+
+
+def ref_decode_ctx(*args: Any) -> np.ndarray:
+    return REF["decode_ctx_window"](*args)[0]
+
+
+def fast_decode(*args: Any) -> np.ndarray | None:
+    out = rans_fast.decode_window(*args)
+    return None if out is None else out[0]
+
+
+def fast_decode_ctx(*args: Any) -> np.ndarray | None:
+    out = rans_fast.decode_ctx_window(*args)
+    return None if out is None else out[0]
 
 
 @pytest.fixture(autouse=True, scope="module")
 def _fast_path_on():
     """The public coders here must run the kernels, whatever the environment says."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.delenv(rans.PURE_NUMPY_ENV, raising=False)
+        mp.delenv(kernels.PURE_NUMPY_ENV, raising=False)
         yield
 
 
@@ -120,13 +150,13 @@ def test_multiset_coder_matches_reference(data):
         totals = None
     lanes = data.draw(st.integers(1, rows), label="lanes")
 
-    ref = rans.encode_numpy(cls, counts, lanes, totals)
+    ref = ref_encode(cls, counts, lanes, totals)
     _same_code(rans_fast.encode(cls, counts, lanes, totals), ref)
     states, words = ref
-    out = rans_fast.decode(states, words, counts, m, "t", totals)
+    out = fast_decode(states, words, counts, m, "t", totals)
     assert out is not None and np.array_equal(out, cls)
     damaged = _damaged(data, states, words)
-    _same_outcome(rans.decode, rans.decode_numpy, *damaged, counts, m, "t", totals)
+    _same_outcome(rans.decode, ref_decode, *damaged, counts, m, "t", totals)
 
 
 def test_multiset_coder_on_a_wide_tensor_of_distinct_values():
@@ -135,9 +165,9 @@ def test_multiset_coder_on_a_wide_tensor_of_distinct_values():
     cls = np.stack([rng.permutation(m) for _ in range(rows)])
     counts = np.ones((rows, m), dtype=np.int64)
     for lanes in (1, 5, 16, 37):
-        ref = rans.encode_numpy(cls, counts, lanes)
+        ref = ref_encode(cls, counts, lanes)
         _same_code(rans_fast.encode(cls, counts, lanes), ref)
-        assert np.array_equal(rans_fast.decode(*ref, counts, m), cls)
+        assert np.array_equal(fast_decode(*ref, counts, m), cls)
 
 
 @settings(max_examples=150, deadline=None)
@@ -155,12 +185,12 @@ def test_rows_of_distinct_values_beside_rows_with_repeats_match_reference(data):
     counts = np.stack([np.bincount(r, minlength=m) for r in cls]).astype(np.int64)
     lanes = data.draw(st.integers(1, rows), label="lanes")
 
-    ref = rans.encode_numpy(cls, counts, lanes)
+    ref = ref_encode(cls, counts, lanes)
     _same_code(rans_fast.encode(cls, counts, lanes), ref)
-    out = rans_fast.decode(*ref, counts, m, "t")
+    out = fast_decode(*ref, counts, m, "t")
     assert out is not None and np.array_equal(out, cls)
     damaged = _damaged(data, *ref)
-    _same_outcome(rans.decode, rans.decode_numpy, *damaged, counts, m, "t")
+    _same_outcome(rans.decode, ref_decode, *damaged, counts, m, "t")
 
 
 def test_refinement_stream_of_real_buckets_matches_reference():
@@ -168,8 +198,8 @@ def test_refinement_stream_of_real_buckets_matches_reference():
     rows, m = 9, 120
     init = rng.normal(size=(rows, m)).astype(np.float32)
     init[:, ::7] = 0.0  # a class with many equal values
-    from permcodec.arrangement import classes_of, row_classes
-    from permcodec.dtypes import order_keys
+    from permcodec.coding.arrangement import classes_of, row_classes
+    from permcodec.core.dtypes import order_keys
 
     keys = order_keys(init, "float32")
     rc = row_classes(init, keys)
@@ -181,9 +211,9 @@ def test_refinement_stream_of_real_buckets_matches_reference():
         sym = buckets.symbols(cls, bk)
         seq, totals = buckets.refinement(cls, sym, bk)
         for lanes in (1, 4, rows):
-            ref = rans.encode_numpy(seq, rc.counts, lanes, totals)
+            ref = ref_encode(seq, rc.counts, lanes, totals)
             _same_code(rans_fast.encode(seq, rc.counts, lanes, totals), ref)
-            out = rans_fast.decode(*ref, rc.counts, m, "w", totals)
+            out = fast_decode(*ref, rc.counts, m, "w", totals)
             assert np.array_equal(out, seq)
 
 
@@ -205,13 +235,13 @@ def test_context_coder_matches_reference(data):
     weights = rng.integers(1, top + 1, 2 * k - 1)
     lanes = data.draw(st.integers(1, rows), label="lanes")
 
-    ref = rans.encode_ctx_numpy(sym, ctx, counts, weights, lanes)
+    ref = ref_encode_ctx(sym, ctx, counts, weights, lanes)
     _same_code(rans_fast.encode_ctx(sym, ctx, counts, weights, lanes), ref)
     states, words = ref
-    out = rans_fast.decode_ctx(states, words, ctx, counts, weights)
+    out = fast_decode_ctx(states, words, ctx, counts, weights)
     assert out is not None and np.array_equal(out, sym)
     damaged = _damaged(data, states, words)
-    _same_outcome(rans.decode_ctx, rans.decode_ctx_numpy, *damaged, ctx, counts, weights, "t")
+    _same_outcome(rans.decode_ctx, ref_decode_ctx, *damaged, ctx, counts, weights, "t")
 
 
 def test_context_coder_with_256_buckets_matches_reference():
@@ -222,9 +252,9 @@ def test_context_coder_with_256_buckets_matches_reference():
     counts = np.stack([np.bincount(r, minlength=k) for r in sym]).astype(np.int64)
     weights = buckets.fit_weights(sym, init_ctx, 8)
     for lanes in (1, 4, 6):
-        ref = rans.encode_ctx_numpy(sym, init_ctx, counts, weights, lanes)
+        ref = ref_encode_ctx(sym, init_ctx, counts, weights, lanes)
         _same_code(rans_fast.encode_ctx(sym, init_ctx, counts, weights, lanes), ref)
-        assert np.array_equal(rans_fast.decode_ctx(*ref, init_ctx, counts, weights), sym)
+        assert np.array_equal(fast_decode_ctx(*ref, init_ctx, counts, weights), sym)
 
 
 # ---------------------------------------------------------------- dispatch and edges
@@ -255,12 +285,12 @@ def test_inputs_outside_the_kernels_domain_fall_back_to_the_reference():
     wrong = counts.copy()
     wrong[:, 0] = 2  # counts that are not those of the rows
     assert rans_fast.encode(cls, wrong, 2) is None
-    assert rans.encode(cls, wrong, 2)[1].tobytes() == rans.encode_numpy(cls, wrong, 2)[1].tobytes()
+    assert rans.encode(cls, wrong, 2)[1].tobytes() == ref_encode(cls, wrong, 2)[1].tobytes()
     assert rans_fast.encode(cls, counts.astype(np.float64), 2) is None
     states, words = rans.encode(cls, counts, 2)
     bad = states.copy()
     bad[1] = 5
-    assert rans_fast.decode(bad, words, counts, 8) is None
+    assert fast_decode(bad, words, counts, 8) is None
     with pytest.raises(IntegrityError, match="coder state out of range"):
         rans.decode(bad, words, counts, 8, "w")
 
@@ -273,31 +303,31 @@ def test_read_only_inputs_take_the_fast_path():
     payload = states.astype("<u8").tobytes() + words.astype("<u4").tobytes()
     st_ro = np.frombuffer(payload, dtype="<u8", count=2)
     wd_ro = np.frombuffer(payload, dtype="<u4", offset=16)
-    out = rans_fast.decode(st_ro, wd_ro, counts, 50)
+    out = fast_decode(st_ro, wd_ro, counts, 50)
     assert out is not None and np.array_equal(out, cls)
 
 
 def test_pure_numpy_environment_variable(monkeypatch):
-    assert rans.fast_kernels() is rans_fast
-    monkeypatch.setenv(rans.PURE_NUMPY_ENV, "1")
-    assert rans.fast_kernels() is None
+    assert kernels.load("rans_numba") is rans_fast
+    monkeypatch.setenv(kernels.PURE_NUMPY_ENV, "1")
+    assert kernels.load("rans_numba") is None
     cls = np.array([[1, 0, 2]], dtype=np.int64)
     counts = np.ones((1, 3), dtype=np.int64)
     states, words = rans.encode(cls, counts, 1)
     assert np.array_equal(rans.decode(states, words, counts, 3), cls)
-    monkeypatch.setenv(rans.PURE_NUMPY_ENV, "0")
-    assert rans.fast_kernels() is rans_fast
+    monkeypatch.setenv(kernels.PURE_NUMPY_ENV, "0")
+    assert kernels.load("rans_numba") is rans_fast
 
 
 def test_lanes_beyond_rows_and_errors_match():
     rng = np.random.default_rng(2)
     cls = np.stack([rng.permutation(30) for _ in range(3)])
     counts = np.ones((3, 30), dtype=np.int64)
-    ref = rans.encode_numpy(cls, counts, 5)  # two padding lanes
+    ref = ref_encode(cls, counts, 5)  # two padding lanes
     _same_code(rans_fast.encode(cls, counts, 5), ref)
     states, words = ref
     for cut in range(words.size):
-        _same_outcome(rans_fast.decode, rans.decode_numpy, states, words[:cut], counts, 30, "w")
+        _same_outcome(fast_decode, ref_decode, states, words[:cut], counts, 30, "w")
 
 
 def test_a_bad_frequency_is_reported_before_a_missing_word():
@@ -309,19 +339,19 @@ def test_a_bad_frequency_is_reported_before_a_missing_word():
         rng = np.random.default_rng(seed)
         cls = rng.integers(0, n, (2, m))
         counts = np.stack([np.bincount(r, minlength=n) for r in cls]).astype(np.int64)
-        states, words = rans.encode_numpy(cls, counts, 2)
+        states, words = ref_encode(cls, counts, 2)
         bad = counts.copy()
         bad[1] = [1, 0, 0, 0]
         ctx = rng.integers(0, n, (2, m))
         weights = rng.integers(1, 9, 2 * n - 1)
-        ctx_states, ctx_words = rans.encode_ctx_numpy(cls, ctx, counts, weights, 2)
+        ctx_states, ctx_words = ref_encode_ctx(cls, ctx, counts, weights, 2)
         for cut in range(words.size):
-            _same_outcome(rans_fast.decode, rans.decode_numpy, states, words[:cut], bad, m)
+            _same_outcome(fast_decode, ref_decode, states, words[:cut], bad, m)
         for cut in range(ctx_words.size):
             cut_words = ctx_words[:cut]
             _same_outcome(
-                rans_fast.decode_ctx,
-                rans.decode_ctx_numpy,
+                fast_decode_ctx,
+                ref_decode_ctx,
                 ctx_states,
                 cut_words,
                 ctx,
@@ -341,19 +371,27 @@ class BlockNumba(importlib.abc.MetaPathFinder):
 
 sys.meta_path.insert(0, BlockNumba())
 import numpy as np
-from permcodec import accel, rans
+from permcodec import kernels
+from permcodec.coding import rans
+
+import warnings
 
 cls = np.array([[2, 0, 1, 0], [0, 1, 0, 2]])
 counts = np.array([[2, 1, 1], [2, 1, 1]])
-states, words = rans.encode(cls, counts, 2)
-assert np.array_equal(rans.decode(states, words, counts, 4), cls)
-assert rans.fast_kernels() is None and accel.available("rans_fast") is False
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    states, words = rans.encode(cls, counts, 2)
+    assert np.array_equal(rans.decode(states, words, counts, 4), cls)
+assert kernels.load("rans_numba") is None and kernels.available("rans_numba") is False
+# one warning, at the first use, that names the fallback
+assert [w.category.__name__ for w in caught] == ["KernelWarning"], caught
+assert "numpy reference coder" in str(caught[0].message)
 print(states.tolist(), words.tolist())
 """
 
 
 def test_coder_works_where_numba_cannot_be_imported():
-    env = {k: v for k, v in os.environ.items() if k != rans.PURE_NUMPY_ENV}
+    env = {k: v for k, v in os.environ.items() if k != kernels.PURE_NUMPY_ENV}
     run = subprocess.run(
         [sys.executable, "-c", NO_NUMBA], capture_output=True, text=True, env=env, check=True
     )

@@ -13,10 +13,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import permcodec
-from permcodec import InitSpec, NotAnArrangementError, arrangement, dtypes, permfile, rans
+from permcodec import InitSpec, NotAnArrangementError
 from permcodec import numpy as pnp
-from permcodec.codec import encode_tensor, init_rows
-from permcodec.plan import Plan
+from permcodec.coding import arrangement, rans
+from permcodec.core import dtypes
+from permcodec.core.initializers import initial_rows as init_rows
+from permcodec.core.plan import Plan
+from permcodec.format.writer import encode_entry, write_file
 
 FLOAT_DTYPES = ("float32", "float16", "bfloat16", "float64")
 #: Non-seeded tensors are stored zstd-compressed, or as plain bytes where zstd would grow them.
@@ -94,7 +97,7 @@ def test_seeded_tensor_round_trip(
             metadata={"k": "v"},
         )
     else:
-        permfile.write_file(
+        write_file(
             path,
             [("layer.weight", trained, dtype), ("layer.bias", bias, "float32")],
             plan,
@@ -117,14 +120,14 @@ def test_seeded_tensor_round_trip(
         assert pf.metadata == {"k": "v"}
         assert pf.header["seed"] == seed
         e = pf.entry("layer.weight")
-        assert e["coding"] == "row-rans" and e["dtype"] == dtype
-        assert pf.entry("layer.bias")["coding"] in RAW_CODINGS
+        assert e.coding == "row-rans" and e.dtype == dtype
+        assert pf.entry("layer.bias").coding in RAW_CODINGS
         t = pf.tensor("layer.weight")
         assert t.dtype == dtypes.STORAGE[dtype]
         assert t.tobytes() == trained.tobytes()
         assert pf.verify() == []
         # the recorded bound is B of the seeded rows
-        assert e["bound_bits"] == pytest.approx(_row_bound(init, dtype), rel=1e-9, abs=1e-6)
+        assert e.fields["bound_bits"] == pytest.approx(_row_bound(init, dtype), rel=1e-9, abs=1e-6)
 
 
 # ---------------------------------------------------------------- raw tensors
@@ -169,14 +172,14 @@ def test_raw_tensors_round_trip(tmp_path, with_plan):
         for k in RAW:
             e = pf.entry(k)
             nbytes = RAW[k].nbytes
-            assert e["coding"] in RAW_CODINGS, k
-            assert e["length"] <= nbytes or (e["coding"] == "raw-zstd" and nbytes == 0), k
-            if e["coding"] == "raw":
-                assert e["length"] == nbytes
-            assert e["shape"] == list(RAW[k].shape), k
+            assert e.coding in RAW_CODINGS, k
+            assert e.length <= nbytes or (e.coding == "raw-zstd" and nbytes == 0), k
+            if e.coding == "raw":
+                assert e.length == nbytes
+            assert list(e.shape) == list(RAW[k].shape), k
             assert pf.tensor(k).tobytes() == _storage(np.ascontiguousarray(RAW[k])).tobytes()
         if with_plan:
-            assert pf.entry("w")["coding"] == "row-rans"
+            assert pf.entry("w").coding == "row-rans"
         info = pf.info()
         assert info["file_bytes"] == os.path.getsize(path)
         assert info["seed"] == (1 if with_plan else None)
@@ -186,12 +189,12 @@ def test_raw_tensors_round_trip(tmp_path, with_plan):
 
 def test_raw_tensors_via_write_file(tmp_path):
     items = [(k, _storage(np.ascontiguousarray(a)), pnp.dtype_name(a)) for k, a in RAW.items()]
-    header = permfile.write_file(tmp_path / "r.perm", items, None)
+    header = write_file(tmp_path / "r.perm", items, None)
     assert all(t["coding"] in RAW_CODINGS for t in header["tensors"])
     with permcodec.open(tmp_path / "r.perm") as pf:
         for name, storage, dt in items:
             got = pf.tensor(name)
-            assert pf.entry(name)["dtype"] == dt
+            assert pf.entry(name).dtype == dt
             assert got.tobytes() == storage.tobytes() and got.shape == storage.shape
 
 
@@ -276,7 +279,7 @@ def test_payload_within_one_percent_of_bound(shape, dtype, permute_rows):
     tp, init, trained = _permuted(
         plan, "w", "he_uniform", shape, dtype, np.random.default_rng(0), permute_rows
     )
-    entry, payload = encode_tensor("w", trained, dtype, tp)
+    entry, payload = encode_entry("w", trained, dtype, tp)
     bound = entry["bound_bits"]
     assert bound == pytest.approx(_row_bound(init, dtype), rel=1e-9)
     rows, m = init.shape
@@ -332,7 +335,7 @@ def test_sparse_bound_is_that_of_one_zero_class(permute_rows):
         np.random.default_rng(1),
         permute_rows,
     )
-    entry, _ = encode_tensor("w", trained, "float32", tp)
+    entry, _ = encode_entry("w", trained, "float32", tp)
     m, k = 784, math.floor(0.3 * 784 + 0.5)
     assert ((init == 0).sum(axis=1) == m - k).all()
     ties = 0.0
@@ -393,7 +396,7 @@ def test_encoder_refuses_via_write_file_and_names_first_bad_row(tmp_path, permut
     a[2, 0] = 0.0
     a[4, 0] = 0.0
     with pytest.raises(NotAnArrangementError) as exc:
-        permfile.write_file(
+        write_file(
             tmp_path / "x.perm", [(k, v, "float32") for k, v in {**t, "a.weight": a}.items()], plan
         )
     assert (exc.value.tensor, exc.value.row) == ("a.weight", 2)
@@ -434,8 +437,8 @@ def test_compressible_raw_tensor_uses_zstd_and_incompressible_stays_small(tmp_pa
     noise = np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8)
     pnp.save({"zeros": zeros, "noise": noise}, tmp_path / "z.perm", None)
     with permcodec.open(tmp_path / "z.perm") as pf:
-        assert pf.entry("zeros")["coding"] == "raw-zstd"
-        assert pf.entry("zeros")["length"] < zeros.nbytes // 20
-        assert pf.entry("noise")["length"] <= noise.nbytes
+        assert pf.entry("zeros").coding == "raw-zstd"
+        assert pf.entry("zeros").length < zeros.nbytes // 20
+        assert pf.entry("noise").length <= noise.nbytes
         assert pf.tensor("zeros").tobytes() == zeros.tobytes()
         assert pf.tensor("noise").tobytes() == noise.tobytes()

@@ -7,9 +7,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from permcodec import FormatError, IntegrityError, codec, rans
-from permcodec.initializers import InitSpec
-from permcodec.plan import Plan
+from permcodec import FormatError, IntegrityError
+from permcodec.coding import rans, runs
+from permcodec.core.initializers import InitSpec, initial_rows
+from permcodec.core.plan import Plan
+from permcodec.format.container import section_digest
+from permcodec.format.reader import decode_tensor
+from permcodec.format.writer import encode_entry
 
 SPECS = [
     InitSpec("he_uniform"),
@@ -38,7 +42,7 @@ def test_segments_round_trip_and_any_run_of_lanes_decodes_alone(data):
     lanes = data.draw(st.integers(1, rows), label="lanes")
 
     states, lengths, words = rans.encode_rows(cls, counts, lanes)
-    ref = rans.encode_rows_numpy(cls, counts, lanes)
+    ref = rans.REFERENCE["encode_rows"](cls, counts, lanes)
     for got, want in zip((states, lengths, words), ref, strict=True):
         assert got.dtype == want.dtype and got.tobytes() == want.tobytes()
     assert np.array_equal(rans.decode_rows(states, lengths, words, counts, m), cls)
@@ -58,7 +62,7 @@ def test_segments_round_trip_and_any_run_of_lanes_decodes_alone(data):
         bounds[l0 : l1 + 1] - r0,
     )
     assert np.array_equal(rans.decode_rows(*args), cls[r0:r1])
-    assert np.array_equal(rans.decode_rows_numpy(*args), cls[r0:r1])
+    assert np.array_equal(rans.REFERENCE["decode_rows_window"](*args)[0], cls[r0:r1])
 
 
 @settings(max_examples=60, deadline=None)
@@ -81,7 +85,8 @@ def test_damaged_segments_fail_alike_in_both_decoders(data):
             1 << data.draw(st.integers(0, 62))
         )
     outcomes = []
-    for decode in (rans.decode_rows, rans.decode_rows_numpy):
+    reference = rans.REFERENCE["decode_rows_window"]
+    for decode in (rans.decode_rows, lambda *a: reference(*a)[0]):
         try:
             outcomes.append(("ok", decode(states, lengths, words, counts, m, "t").tobytes()))
         except IntegrityError as e:
@@ -95,31 +100,31 @@ def test_tensor_decoded_one_lane_at_a_time_is_bit_exact(spec, threads, monkeypat
     shape = (200, 600)
     plan = Plan(7)
     tp = plan.add("w", spec, shape)
-    init = codec.init_rows(tp.spec, tp.key, shape, "float32")
+    init = initial_rows(tp.spec, tp.key, shape, "float32")
     rng = np.random.default_rng(1)
     trained = np.take_along_axis(init, np.argsort(rng.random(shape), axis=1), axis=1)
-    entry, payload = codec.encode_tensor("w", trained, "float32", tp)
+    entry, payload = encode_entry("w", trained, "float32", tp)
     assert entry["coding"] == "row-rans" and entry["lanes"] > 1
     entry["offset"], entry["length"] = 0, len(payload)
-    monkeypatch.setattr(codec, "DECODE_CHUNK", 1)  # every lane its own run
+    monkeypatch.setattr(runs, "DECODE_CHUNK", 1)  # every lane its own run
     monkeypatch.setenv("PERMCODEC_THREADS", threads)
-    assert codec.decode_threads() == int(threads)
-    assert codec.decode_tensor(entry, payload).tobytes() == trained.tobytes()
+    assert runs.decode_threads() == int(threads)
+    assert decode_tensor(entry, payload).tobytes() == trained.tobytes()
     assert 8 * len(payload) <= 1.01 * entry["bound_bits"] + 96 * entry["lanes"] + 64
 
 
 def _entry_and_payload() -> tuple[dict, bytes]:
     plan = Plan(3)
     tp = plan.add("w", InitSpec("he_uniform"), (64, 784))
-    init = codec.init_rows(tp.spec, tp.key, (64, 784), "float32")
-    entry, payload = codec.encode_tensor("w", init[:, ::-1].copy(), "float32", tp)
+    init = initial_rows(tp.spec, tp.key, (64, 784), "float32")
+    entry, payload = encode_entry("w", init[:, ::-1].copy(), "float32", tp)
     assert entry["coding"] == "row-rans" and entry["lanes"] > 1
     entry["offset"], entry["length"] = 0, len(payload)
     return entry, payload
 
 
 def _with_digest(entry: dict, payload: bytes) -> dict:
-    return dict(entry, payload_digest=codec.section_digest(payload), length=len(payload))
+    return dict(entry, payload_digest=section_digest(payload), length=len(payload))
 
 
 def test_segment_lengths_that_do_not_tile_the_words_are_refused():
@@ -129,7 +134,7 @@ def test_segment_lengths_that_do_not_tile_the_words_are_refused():
     lengths[0] += 1
     bad = payload[: 8 * lanes] + lengths.tobytes() + payload[12 * lanes :]
     with pytest.raises(FormatError, match="segment lengths add up"):
-        codec.decode_tensor(_with_digest(entry, bad), bad)
+        decode_tensor(_with_digest(entry, bad), bad)
 
 
 def test_a_segment_longer_than_its_steps_is_refused():
@@ -141,7 +146,7 @@ def test_a_segment_longer_than_its_steps_is_refused():
     lengths[0] = total  # same word count, all claimed by one lane
     bad = payload[: 8 * lanes] + lengths.tobytes() + payload[12 * lanes :]
     with pytest.raises(FormatError, match="longer than its steps"):
-        codec.decode_tensor(_with_digest(entry, bad), bad)
+        decode_tensor(_with_digest(entry, bad), bad)
 
 
 def test_the_first_damaged_run_is_reported_whatever_the_threads(monkeypatch):
@@ -151,12 +156,12 @@ def test_the_first_damaged_run_is_reported_whatever_the_threads(monkeypatch):
     for lane in (1, lanes - 1):  # two damaged lanes: the earlier one is reported
         bad[8 * lane] ^= 1
     entry = _with_digest(entry, bytes(bad))
-    monkeypatch.setattr(codec, "DECODE_CHUNK", 1)
+    monkeypatch.setattr(runs, "DECODE_CHUNK", 1)
     messages = set()
     for threads in ("1", "4"):
         monkeypatch.setenv("PERMCODEC_THREADS", threads)
         with pytest.raises(IntegrityError) as err:
-            codec.decode_tensor(entry, bytes(bad))
+            decode_tensor(entry, bytes(bad))
         messages.add(str(err.value))
     assert len(messages) == 1
 
@@ -165,4 +170,4 @@ def test_payload_too_short_for_its_lanes_is_refused():
     entry, payload = _entry_and_payload()
     bad = payload[: 12 * entry["lanes"] - 4]
     with pytest.raises(FormatError, match="does not fit"):
-        codec.decode_tensor(_with_digest(entry, bad), bad)
+        decode_tensor(_with_digest(entry, bad), bad)

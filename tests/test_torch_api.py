@@ -12,8 +12,9 @@ import torch
 from torch import nn
 
 import permcodec
-from permcodec import InitSpec, Plan, philox
-from permcodec.codec import init_rows
+from permcodec import InitSpec, Plan
+from permcodec.core import philox
+from permcodec.core.initializers import initial_rows as init_rows
 from permcodec.torch import generate_torch
 
 FLOAT_TORCH = {
@@ -210,7 +211,7 @@ def test_checkpoint_and_perm_round_trip(tmp_path, kind, dtype, permute_model_row
     with permcodec.open(path) as pf:
         assert pf.metadata["run"] == "test"
         assert "permcodec_version" in pf.metadata
-        assert {n for n in pf.keys() if pf.entry(n)["coding"] == "row-rans"}  # noqa: SIM118 == set(plan.tensors)
+        assert {n for n in pf.keys() if pf.entry(n).coding == "row-rans"}  # noqa: SIM118 == set(plan.tensors)
 
     fresh = MODELS[kind]().to(FLOAT_TORCH[dtype])
     result = permcodec.load(path, model=fresh)

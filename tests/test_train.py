@@ -12,11 +12,11 @@ from click.testing import CliRunner
 from idx_files import learnable_mnist
 
 import permcodec
+from permcodec.cli.main import main
+from permcodec.core.initializers import InitSpec, parse_spec
 from permcodec.errors import PlanError
-from permcodec.initializers import InitSpec, parse_spec
-from permcodec.profile import RANDOM_SHIFT_STD, weight_profiles
-from permcodec.train import TrainConfig, evaluate, run
-from permcodec_cli.main import main
+from permcodec.experiments.profile import RANDOM_SHIFT_STD, weight_profiles
+from permcodec.experiments.train import TrainConfig, evaluate, run
 
 
 @pytest.fixture(scope="module")
@@ -251,7 +251,7 @@ def test_train_with_bits_writes_bucketed_file_that_evaluates_the_same(
     with permcodec.open(out) as pf:
         for name in ("1.weight", "3.weight", "5.weight"):
             e = pf.entry(name)
-            assert e["coding"] == "bucket-rans" and e["bits"] == 2 and e["rel_error"] == 0.0
+            assert e.coding == "bucket-rans" and e.fields["bits"] == 2 and e.rel_error == 0.0
         assert pf.info()["bits_per_weight"] < 3
     code, stdout, err = cli("evaluate", str(out), "--data-dir", str(data_dir))
     assert code == 0, err

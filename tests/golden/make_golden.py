@@ -28,18 +28,17 @@ sys.path.insert(0, str(HERE.parent))
 from conftest import SPEC_CASES  # noqa: E402
 from hostile_files import near_init, seal, shuffled_rows, split  # noqa: E402
 
-from permcodec import InitSpec, LossyWarning  # noqa: E402
-from permcodec.initializers import generate  # noqa: E402
+from permcodec import InitSpec, LossyWarning, Plan  # noqa: E402
+from permcodec.core.dtypes import from_float32, order_keys  # noqa: E402
+from permcodec.core.initializers import generate, initial_rows  # noqa: E402
+from permcodec.numpy import dtype_name  # noqa: E402
 from permcodec.numpy import save as save_numpy  # noqa: E402
-from permcodec.plan import Plan  # noqa: E402
 
 SEED = 20261129
 
 
 def _seeded(plan: Plan, name: str, spec: InitSpec, shape: tuple[int, ...], dtype: str) -> Any:
     """The init of ``name`` in its storage dtype, shaped ``shape``."""
-    from permcodec.dtypes import from_float32
-
     tp = plan.add(name, spec, shape)
     return from_float32(generate(tp.spec, tp.key, shape), dtype)  # (rows, m)
 
@@ -111,18 +110,20 @@ def lossy_case() -> tuple[dict[str, np.ndarray], Plan, dict[str, int]]:
 def _perm_rans_file(exact: bytes) -> bytes:
     """The exact file with its seeded float32 he_uniform tensor recoded as
     ``perm-rans`` (no current writer chooses it; format 1 wrote only this coding)."""
-    from permcodec import arrangement, codec, container, rans
-    from permcodec.dtypes import order_keys
+    from permcodec.coding import arrangement, rans
+    from permcodec.coding.base import rans_bytes
+    from permcodec.format import container
+    from permcodec.format.reader import decode_tensor
 
     header, payloads, _ = split(exact)
     for t, i in zip(header["tensors"], range(len(payloads)), strict=True):
         if t["name"] != "he_uniform.weight":
             continue
-        arr = codec.decode_tensor(t, payloads[i])
-        init = codec.init_rows(t["spec"], tuple(t["key"]), tuple(t["shape"]), t["dtype"])
+        arr = decode_tensor(t, payloads[i])
+        init = initial_rows(t["spec"], tuple(t["key"]), tuple(t["shape"]), t["dtype"])
         rc = arrangement.row_classes(init, order_keys(init, t["dtype"]))
         cls = arrangement.classes_of(order_keys(arr.reshape(init.shape), t["dtype"]), rc)
-        payloads[i] = codec._rans_bytes(*rans.encode(cls, rc.counts, 2))
+        payloads[i] = rans_bytes(*rans.encode(cls, rc.counts, 2))
         t.update(coding="perm-rans", lanes=2)
         t.pop("bound_bits", None)
         t["payload_digest"] = container.section_digest(payloads[i])
@@ -142,8 +143,7 @@ def _older(raw: bytes, version: int, keep: set[str]) -> bytes:
 
 
 def main() -> None:
-    from permcodec.numpy import dtype_name
-    from permcodec.permfile import write_file
+    from permcodec.format.writer import write_file
 
     manifest: dict[str, Any] = {}
     tensors, plan, meta = exact_case()
@@ -207,12 +207,11 @@ def _user_view(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 def _decode_all(raw: bytes) -> dict[str, np.ndarray]:
-    from permcodec import codec
+    from permcodec.format.reader import decode_tensor
 
     header, payloads, _ = split(raw)
     return {
-        t["name"]: codec.decode_tensor(t, p)
-        for t, p in zip(header["tensors"], payloads, strict=True)
+        t["name"]: decode_tensor(t, p) for t, p in zip(header["tensors"], payloads, strict=True)
     }
 
 

@@ -1,1 +1,0 @@
-"""The ``permcodec`` command line (installed as the package ``permcodec_cli``)."""

@@ -1,5 +1,0 @@
-"""``python -m permcodec_cli`` runs the command line."""
-
-from .main import main
-
-main()

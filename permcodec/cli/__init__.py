@@ -1,0 +1,1 @@
+"""The ``permcodec`` command line: a thin click layer over the library (``permcodec.cli``)."""

@@ -1,0 +1,463 @@
+"""``permcodec``: encode, decode, inspect and verify `.perm` files; train and evaluate.
+
+A thin click layer over :mod:`permcodec.cli.files`, :class:`permcodec.PermFile` and the
+experiment harness: it parses arguments, calls the library, prints, and maps the
+library's errors to one line and an exit code (naming the flag where the library names
+an argument).
+Every error is one line on stderr (``PERMCODEC_DEBUG=1`` adds the traceback of
+unexpected ones). Exit codes: 0 success, 1 the operation failed, 2 usage error, 3
+invalid, damaged or unsafe input file, 4 a resource limit (``--max-bytes``) refused the
+file, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import signal
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..core.plan import MAX_BITS
+from ..core.version import __version__
+from ..errors import FormatError, LimitError, PermcodecError, UnsafeCheckpointError
+from ..format.limits import ENV_MAX_BYTES, parse_size
+from ..format.reader import PermFile
+from .files import OUTPUT_FORMATS, decode_file, encode_checkpoint
+
+EXIT_FAILED, EXIT_USAGE, EXIT_DAMAGED, EXIT_LIMIT, EXIT_INTERRUPTED = 1, 2, 3, 4, 130
+
+
+#: How the library's error messages name arguments, and the flags that set them here.
+FLAG_OF = {
+    "overwrite=True": "--force",
+    "approximate=True": "--approximate",
+    "max_bytes= or PERMCODEC_MAX_BYTES": "--max-bytes or PERMCODEC_MAX_BYTES",
+}
+
+
+def _fail(message: str, code: int) -> None:
+    first = message.strip().splitlines()[0] if message.strip() else "failed"
+    for argument, flag in FLAG_OF.items():
+        first = first.replace(argument, flag)
+    click.echo(f"permcodec: error: {first}", err=True)
+    sys.exit(code)
+
+
+def reports_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn every error into one line on stderr and a meaningful exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (FormatError, UnsafeCheckpointError) as e:
+            _fail(str(e), EXIT_DAMAGED)
+        except LimitError as e:
+            _fail(str(e), EXIT_LIMIT)
+        except (PermcodecError, OSError, ImportError) as e:
+            _fail(str(e), EXIT_FAILED)
+        except KeyboardInterrupt:
+            _fail("interrupted", EXIT_INTERRUPTED)
+        except Exception as e:  # a bug: still one line, unless debugging
+            if os.environ.get("PERMCODEC_DEBUG"):
+                traceback.print_exc()
+            _fail(f"internal error, please report it: {type(e).__name__}: {e}", EXIT_FAILED)
+
+    return wrapper
+
+
+class OneLineErrors(click.Group):
+    """A group whose usage errors are one line on stderr too (exit 2)."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        signal.signal(signal.SIGTERM, _interrupt)  # clean up temporary files as on Ctrl-C
+        kwargs["standalone_mode"] = False
+        try:
+            rv = super().main(*args, **kwargs)
+        except click.UsageError as e:
+            where = e.ctx.command_path if e.ctx else "permcodec"
+            _fail(f"{e.format_message()} (see '{where} --help')", EXIT_USAGE)
+        except click.ClickException as e:
+            _fail(e.format_message(), e.exit_code)
+        except click.Abort:
+            _fail("interrupted", EXIT_INTERRUPTED)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _set_max_bytes(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    """Keep --max-bytes for the commands, which pass it to the library."""
+    try:
+        ctx.ensure_object(dict)["max_bytes"] = None if value is None else parse_size(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+
+
+def _max_bytes() -> int | None:
+    """The --max-bytes of this invocation (None: the library's default)."""
+    return click.get_current_context().find_root().ensure_object(dict).get("max_bytes")
+
+
+def _output_suffix(ctx: click.Context, param: click.Parameter, value: Path) -> Path:
+    if value.suffix.lower() not in OUTPUT_FORMATS:
+        raise click.BadParameter(f"{value.name} must end in one of {', '.join(OUTPUT_FORMATS)}")
+    return value
+
+
+def perm_file(metavar: str = "IN.perm") -> Callable[..., Any]:
+    """The input-file argument of the commands that read a .perm file."""
+    return click.argument(
+        "src", metavar=metavar, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+    )
+
+
+def bits_option(help_text: str) -> Callable[..., Any]:
+    return click.option(
+        "--bits",
+        default=None,
+        type=click.IntRange(1, MAX_BITS),
+        metavar="B",
+        help=help_text,
+    )
+
+
+force_option = click.option(
+    "-f", "--force", is_flag=True, help="Overwrite the output if it exists."
+)
+
+
+@click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="permcodec")
+@click.option(
+    "--max-bytes",
+    metavar="SIZE",
+    envvar=ENV_MAX_BYTES,
+    expose_value=False,
+    callback=_set_max_bytes,
+    help="Refuse .perm files whose tensors take more than SIZE once decoded "
+    "(e.g. 512M, 64G) [default: 4G; env PERMCODEC_MAX_BYTES].",
+)
+def main() -> None:
+    """Store networks trained by permutation (LaPerm) as seed + specs + permutations.
+
+    \b
+    Exit codes: 0 ok, 1 operation failed, 2 usage error, 3 invalid, damaged or
+    unsafe input file, 4 over a resource limit (--max-bytes), 130 interrupted.
+    """
+
+
+@main.command()
+@click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Output .perm file [default: MODEL with suffix .perm].",
+)
+@bits_option("Store only each weight's rank bucket (2**B per row): lossy, reported.")
+@click.option(
+    "--approximate",
+    is_flag=True,
+    help="Any trained state dict: store weight matrices as fitted seeded values (lossy).",
+)
+@click.option(
+    "--seed",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0, 2**63 - 1),
+    help="Seed for --approximate.",
+)
+@force_option
+@reports_errors
+def encode(
+    model: Path,
+    output: Path | None,
+    bits: int | None,
+    approximate: bool,
+    seed: int,
+    force: bool,
+) -> None:
+    """Encode a checkpoint written by permcodec.save_checkpoint into a .perm file.
+
+    Every seeded tensor must be an exact rearrangement of its initialization;
+    everything else (biases, norm layers, buffers) is stored exactly with zstd.
+    With --bits the seeded tensors keep only their rank buckets. With --approximate,
+    MODEL may be any state dict (.pt): each weight matrix is replaced by seeded values
+    fitted to its distribution, placed by rank (best with --bits). Every tensor that
+    is not stored exactly is listed with its relative L2 error.
+    """
+    output = output or model.with_suffix(".perm")
+    info, report = encode_checkpoint(
+        model,
+        output,
+        overwrite=force,
+        bits=bits,
+        approximate=approximate,
+        seed=seed,
+        max_bytes=_max_bytes(),
+    )
+    for r in report:
+        if not r.seeded and r.reason != "not a float weight matrix":
+            click.echo(f"kept exact: {r.name} ({r.reason})")
+    click.echo(
+        f"wrote {output}: {info['file_bytes']} bytes, {info['bits_per_weight']:.3f} "
+        f"bits/weight, {info['ratio_vs_float32']:.2f}x smaller than float32"
+    )
+    _report_lossy(info)
+
+
+def _report_lossy(info: dict[str, Any]) -> None:
+    for t in info["tensors"]:
+        if t.get("rel_error"):
+            how = "approximated" if t.get("exact", True) else f"at {t.get('bits')} bits"
+            click.echo(f"lossy: {t['name']} {how}: relative L2 error {t['rel_error']:.4f}")
+
+
+@main.command()
+@perm_file("IN.perm")
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    callback=_output_suffix,
+    help="Output file: .pt (torch.save state dict), .safetensors or .npz.",
+)
+@click.option(
+    "--device", default="cpu", show_default=True, help="Where to decode: cpu or cuda (needs torch)."
+)
+@force_option
+@reports_errors
+def decode(src: Path, output: Path, device: str, force: bool) -> None:
+    """Rebuild the exact weights of IN.perm and write them as .pt, .safetensors or .npz."""
+    n = decode_file(src, output, device=device, overwrite=force, max_bytes=_max_bytes())
+    click.echo(f"wrote {output}: {n} tensors")
+
+
+def _spec_text(spec: dict[str, Any]) -> str:
+    text = spec.get("kind", "?")
+    if spec.get("density", 1.0) < 1.0:
+        text += f" d={spec['density']:g}"
+    if spec.get("granularity", "row") != "row":
+        text += f" per-{spec['granularity']}"
+    return text
+
+
+@main.command()
+@perm_file("IN.perm")
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+@reports_errors
+def info(src: Path, as_json: bool) -> None:
+    """Show each tensor's shape, spec, coding, bits per weight and the bound."""
+    with PermFile(src, max_bytes=_max_bytes()) as pf:
+        data = pf.info()
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    click.echo(f"{data['path']}  (format {data['format_version']}, seed {data['seed']})")
+    head = f"{'tensor':32} {'shape':>16} {'dtype':>8} {'coding':>11} {'spec':>22} {'bits/w':>7} {'bound':>7} {'ratio':>6}"
+    click.echo(head)
+    click.echo("-" * len(head))
+    for t in data["tensors"]:
+        shape = "x".join(map(str, t["shape"])) or "scalar"
+        spec = _spec_text(t["spec"]) if "spec" in t else "-"
+        bound = f"{t['bound_bits_per_weight']:.3f}" if "bound_bits_per_weight" in t else "-"
+        ratio = f"{t['ratio_to_bound']:.4f}" if t.get("ratio_to_bound") else "-"
+        click.echo(
+            f"{t['name'][:32]:32} {shape:>16} {t['dtype']:>8} {t['coding']:>11} "
+            f"{spec:>22} {t['bits_per_weight']:7.3f} {bound:>7} {ratio:>6}"
+        )
+    click.echo(
+        f"total: {data['numel']} values in {data['file_bytes']} bytes = "
+        f"{data['bits_per_weight']:.3f} bits/weight; {data['ratio_vs_float32']:.2f}x smaller "
+        f"than float32, {data['ratio_vs_float16']:.2f}x smaller than float16"
+    )
+    _report_lossy(data)
+    if data["seeded_ratio_to_bound"]:
+        click.echo(
+            f"seeded tensors: {data['seeded_bits']:.0f} bits = "
+            f"{data['seeded_ratio_to_bound']:.4f} x their bound; other tensors "
+            f"{data['other_payload_bits']:.0f} bits; container {data['container_bits']:.0f} bits"
+        )
+
+
+@main.command()
+@perm_file("IN.perm")
+@reports_errors
+def verify(src: Path) -> None:
+    """Decode every tensor and check every checksum and digest.
+
+    Exits 3 and names each damaged tensor if anything does not match.
+    """
+    with PermFile(src, strict=False, max_bytes=_max_bytes()) as pf:
+        problems = pf.verify()
+        n = len(pf)
+    if problems:
+        for name, msg in problems:
+            click.echo(f"damaged: {name}: {msg}", err=True)
+        _fail(f"{src}: {len(problems)} problem(s) found", EXIT_DAMAGED)
+    click.echo(f"ok: {src}: {n} tensors decoded, all digests match")
+
+
+@main.command()
+@click.option(
+    "--model",
+    default="lenet300",
+    show_default=True,
+    help="lenet300, lenet5, conv2/conv4/conv6 (+ -bn), resnet20, logreg (784-10), mlp128 (784-128-64-10).",
+)
+@click.option(
+    "--dataset",
+    default="digits",
+    show_default=True,
+    help="digits (embedded), fashion-mnist, mnist, cifar10, idx.",
+)
+@click.option("--data-dir", default=None, help="Folder of the dataset files.")
+@click.option("--epochs", default=10, show_default=True, type=click.IntRange(min=1))
+@click.option("--batch-size", default=128, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--sync-period",
+    "-k",
+    default=20,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="LaPerm sync period k (steps between syncs).",
+)
+@click.option(
+    "--optimizer",
+    type=click.Choice(["adam", "adamw", "sgd"]),
+    default="adam",
+    show_default=True,
+    help="Inner optimizer.",
+)
+@click.option("--lr", default=1e-3, show_default=True, type=float, help="Learning rate.")
+@click.option("--momentum", default=0.9, show_default=True, type=float, help="SGD momentum.")
+@click.option("--weight-decay", default=0.0, show_default=True, type=float)
+@click.option(
+    "--density",
+    default=None,
+    type=click.FloatRange(0.0, 1.0),
+    help="Fraction of non-zeros kept in every row (sparse init).",
+)
+@click.option(
+    "--init",
+    "init_spec",
+    default="he_uniform",
+    show_default=True,
+    help='Initializer, e.g. he_normal, "normal:std=0.02", "constant:value=0.08".',
+)
+@click.option(
+    "--min-row",
+    default=0,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Leave layers whose rows are shorter unseeded (trained normally, stored exactly).",
+)
+@bits_option("Train at 2**B rank buckets per row; the .perm then costs about B bits/weight.")
+@click.option("--biases", is_flag=True, help="Seed and permute biases too.")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**63 - 1))
+@click.option(
+    "--baseline",
+    is_flag=True,
+    help="Train the same seeded model with the plain inner optimizer (writes .pt).",
+)
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Output .perm (a .jsonl log and a .png of the curves go beside it).",
+)
+@force_option
+@reports_errors
+def train(output: Path, force: bool, no_progress: bool, init_spec: str, **opts: Any) -> None:
+    """Train a built-in model by LaPerm (or --baseline) and write it as .perm."""
+    from ..experiments.train import TrainConfig, run
+    from .files import check_target
+
+    check_target(output.with_suffix(".pt") if opts["baseline"] else output, force)
+    cfg = TrainConfig(init=init_spec, **opts)
+    result = run(cfg, output, progress=not no_progress)
+    last = result.epochs[-1]
+    click.echo(
+        f"final test accuracy {result.final_test_acc:.2f}% (train {last.train_acc:.2f}%), "
+        f"{result.seconds_per_epoch:.1f} s/epoch; wrote {result.output}"
+    )
+
+
+@main.command()
+@perm_file("MODEL.perm")
+@click.option("--dataset", default=None, help="Dataset [default: the one it was trained on].")
+@click.option("--data-dir", default=None, help="Folder of the dataset files.")
+@click.option("--device", default="cpu", show_default=True)
+@reports_errors
+def evaluate(src: Path, dataset: str | None, data_dir: str | None, device: str) -> None:
+    """Test accuracy of the model decoded from MODEL.perm (written by `permcodec train`)."""
+    from ..experiments.train import evaluate as evaluate_file
+
+    acc, meta = evaluate_file(src, dataset, data_dir, device, max_bytes=_max_bytes())
+    recorded = (
+        f" (recorded at the end of training: {meta['test_acc']}%)" if "test_acc" in meta else ""
+    )
+    click.echo(f"test accuracy {acc:.4f}%{recorded}")
+
+
+@main.command()
+@perm_file("MODEL.perm")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="PNG to write [default: MODEL.profile.png].",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the table as JSON.")
+@reports_errors
+def profile(src: Path, output: Path | None, as_json: bool) -> None:
+    """Plot each layer's weight profile and how far its ranks moved from the init."""
+    from ..experiments.profile import RANDOM_SHIFT_STD, plot_profiles, weight_profiles
+
+    profiles = weight_profiles(src, max_bytes=_max_bytes())
+    output = output or src.with_suffix(".profile.png")
+    plot_profiles(profiles, output, title=src.name)
+    rows = [
+        {
+            "name": p.name,
+            "shape": p.shape,
+            "row_length": p.m,
+            "rank_shift_std": p.shift_std,
+            "mean_abs_rank_shift": p.mean_abs_shift,
+            "unmoved": p.unmoved,
+        }
+        for p in profiles
+    ]
+    if as_json:
+        click.echo(
+            json.dumps(
+                {"layers": rows, "random_shift_std": RANDOM_SHIFT_STD, "plot": str(output)},
+                indent=2,
+            )
+        )
+        return
+    click.echo(f"{'tensor':28} {'row':>6} {'shift std':>10} {'mean |shift|':>13} {'unmoved':>8}")
+    for r in rows:
+        click.echo(
+            f"{r['name'][:28]:28} {r['row_length']:6d} {r['rank_shift_std']:10.4f} "
+            f"{r['mean_abs_rank_shift']:13.4f} {r['unmoved']:8.4f}"
+        )
+    click.echo(f"(unrelated arrangements: shift std {RANDOM_SHIFT_STD:.4f}); plot: {output}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,104 @@
+"""Choosing how each tensor is stored: the encoder side of every coding.
+
+A tensor outside the plan is stored exactly (``raw-zstd`` or ``raw``). A seeded tensor
+must be an exact arrangement of its initialization; it is coded losslessly
+(``row-rans``, or ``bucket-rans`` with ``exact`` when its bucket moves are predictable
+enough to pay), or with ``bits`` as its rank buckets only (lossy unless the rows are
+already in bucketed form).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..core.dtypes import FLOAT_DTYPES, as_float64, c_contiguous, order_keys, storage_dtype
+from ..core.initializers import check_resolved, fans, initial_rows, row_shape
+from ..core.plan import TensorPlan
+from ..errors import PlanError
+from . import arrangement, bucket_rans, raw, row_rans
+from .base import MAX_ROW
+
+
+@dataclass
+class Encoded:
+    """One tensor, coded: its entry fields (in header order), its payload, the array a
+    decoder will rebuild from it, and the relative L2 error of that array when it is
+    not the input exactly (or an ``original`` was given)."""
+
+    fields: dict[str, Any]
+    payload: bytes
+    decoded: np.ndarray
+    rel_error: float | None = None
+
+
+def encode_tensor(
+    name: str,
+    array: np.ndarray,
+    dtype: str,
+    tp: TensorPlan | None,
+    bits: int | None = None,
+    original: np.ndarray | None = None,
+) -> Encoded:
+    """Code one tensor (seeded per ``tp``, rank buckets only with ``bits``); a lossy
+    result's ``rel_error`` is measured against ``original`` (default: ``array``)."""
+    array = c_contiguous(array, storage_dtype(dtype))
+    shape = tuple(int(d) for d in array.shape)
+    fields: dict[str, Any] = {"name": name, "shape": list(shape), "dtype": dtype}
+    decoded = array
+    if tp is None:
+        fields["coding"], payload = raw.encode(array)
+    else:
+        _check_plan_fits(name, tp, shape, dtype)
+        rows, m = row_shape(shape, tp.spec["granularity"])
+        init = initial_rows(tp.spec, tp.key, shape, dtype)
+        rc = arrangement.row_classes(init, order_keys(init, dtype))
+        cls = arrangement.classes_of(order_keys(array.reshape(rows, m), dtype), rc, name)
+        fields.update(spec=dict(tp.spec), key=list(tp.key))
+        init_cls = arrangement.classes_of(order_keys(init, dtype), rc, name)
+        if bits is not None and rows * m:
+            extra, payload, cls = bucket_rans.encode_lossy(cls, rc, init_cls, bits)
+            decoded = arrangement.rebuild(cls, rc).reshape(shape)
+        else:
+            extra, payload = _encode_lossless(cls, rc, init_cls)
+        fields.update(extra)
+    rel_error = None
+    if decoded is not array or original is not None:
+        ref = original if original is not None else array
+        rel_error = relative_error(ref, decoded, dtype)
+    return Encoded(fields, payload, decoded, rel_error)
+
+
+def _encode_lossless(
+    cls: np.ndarray, rc: arrangement.RowClasses, init_cls: np.ndarray
+) -> tuple[dict[str, Any], bytes]:
+    """``row-rans``, or exact ``bucket-rans`` when the context model saves bits."""
+    bound = arrangement.bound_bits(rc.counts)
+    context = bucket_rans.choose_refine_bits(cls, rc, init_cls, bound)
+    if context is None:
+        return row_rans.encode(cls, rc, bound)
+    return bucket_rans.encode_exact(cls, rc, context, bound)
+
+
+def _check_plan_fits(name: str, tp: TensorPlan, shape: tuple[int, ...], dtype: str) -> None:
+    if dtype not in FLOAT_DTYPES:
+        raise PlanError(f"tensor {name!r} has dtype {dtype}; only {FLOAT_DTYPES} can be seeded")
+    check_resolved(tp.spec)
+    if row_shape(shape, tp.spec["granularity"])[1] > MAX_ROW:
+        raise PlanError(f"tensor {name!r} has rows longer than {MAX_ROW} values")
+    if (tp.spec.get("fan_in"), tp.spec.get("fan_out")) != fans(shape):
+        raise PlanError(
+            f"tensor {name!r} has shape {list(shape)}, which does not match its "
+            "plan (the fans differ)"
+        )
+
+
+def relative_error(reference: np.ndarray, approx: np.ndarray, dtype: str) -> float:
+    """||reference - approx|| / ||reference|| (0.0 when both are zero)."""
+    ref, app = as_float64(reference, dtype), as_float64(approx, dtype)
+    diff = float(np.linalg.norm((ref - app).ravel()))
+    norm = float(np.linalg.norm(ref.ravel()))
+    return diff / norm if norm else (0.0 if diff == 0 else math.inf)

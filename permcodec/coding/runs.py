@@ -1,0 +1,203 @@
+"""Decoding a seeded tensor a run of rows at a time, in bounded memory.
+
+A seeded decoder regenerates each run's initial values, classes them and decodes that
+run's part of the stream, so its working set is one run (about :data:`DECODE_CHUNK`
+values, at least one row) beside the output, and a garbage payload fails in its first
+run. ``row-rans`` runs of lanes may go to a small thread pool (``PERMCODEC_THREADS``).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import numpy as np
+
+from ..core.dtypes import order_keys
+from ..core.initializers import initial_rows
+from . import arrangement, buckets, rans
+
+#: Values a seeded decoder takes at once (whole lanes of ``row-rans``, or rows of one
+#: longer lane; whole groups of ``perm-rans`` and ``bucket-rans``; at least one row or
+#: group): bounds the decoder's working memory to a few arrays of this many values.
+DECODE_CHUNK = 1 << 13
+#: Working memory of a seeded decoder per value of the run it decodes (measured:
+#: regenerating and classing a row takes 50 to 100 bytes per value; decoding more).
+RUN_BYTES_PER_VALUE = 128
+#: Threads that decode runs of lanes side by side (default 1).
+THREADS_ENV = "PERMCODEC_THREADS"
+
+T = TypeVar("T")
+
+
+def decode_threads() -> int:
+    """Threads that decode runs of lanes side by side (numpy's sort and the numba
+    kernels release the GIL): ``PERMCODEC_THREADS``, default 1. More threads pay on idle
+    cores; on a busy 2-core machine they measured slower than one."""
+    env = os.environ.get(THREADS_ENV, "")
+    return int(env) if env.isdigit() and int(env) >= 1 else 1
+
+
+_POOLS: dict[int, Any] = {}
+
+
+def run_all(fn: Callable[[T], None], jobs: list[T]) -> None:
+    """``fn`` on every job, on the decoding thread pool when it has more than one
+    thread; the first failing job, in order, raises."""
+    threads = decode_threads() if len(jobs) > 1 else 1
+    if threads == 1:
+        for job in jobs:
+            fn(job)
+        return
+    if threads not in _POOLS:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _POOLS[threads] = ThreadPoolExecutor(threads, thread_name_prefix="permcodec-decode")
+    for _ in _POOLS[threads].map(fn, jobs):
+        pass
+
+
+def lane_chunks(bounds: np.ndarray, m: int) -> list[tuple[int, int]]:
+    """Runs of whole lanes [l0, l1) of about :data:`DECODE_CHUNK` values each; a lane
+    of more values is a run of its own (decoded in sub-runs, :func:`row_runs`)."""
+    chunks, l0 = [], 0
+    lanes = bounds.shape[0] - 1
+    for lane in range(1, lanes + 1):
+        if l0 < lane - 1 and (bounds[lane] - bounds[lane - 1]) * m > DECODE_CHUNK:
+            chunks.append((l0, lane - 1))  # the small lanes before a big one
+            l0 = lane - 1
+        if (bounds[lane] - bounds[l0]) * m >= DECODE_CHUNK or lane == lanes:
+            chunks.append((l0, lane))
+            l0 = lane
+    return chunks
+
+
+def row_runs(bounds: np.ndarray, lanes: tuple[int, int], m: int) -> list[tuple[int, int]]:
+    """Rows [r0, r1) of the runs that decode a run of lanes: several lanes at once, or
+    one lane in sub-runs of about :data:`DECODE_CHUNK` values (at least one row: a
+    row's classes need its whole init)."""
+    r0, r1 = int(bounds[lanes[0]]), int(bounds[lanes[1]])
+    if lanes[1] - lanes[0] > 1:
+        return [(r0, r1)]
+    step = max(1, DECODE_CHUNK // max(m, 1))
+    return [(a, min(r1, a + step)) for a in range(r0, r1, step)]
+
+
+def group_runs(rows: int, lanes: int, m: int) -> list[tuple[int, int]]:
+    """Runs of rows [r0, r1) of whole groups of ``lanes`` rows (FORMAT 4.3.2), about
+    :data:`DECODE_CHUNK` values each and at least one group."""
+    step = lanes * max(1, DECODE_CHUNK // max(lanes * m, 1))
+    return [(r0, min(rows, r0 + step)) for r0 in range(0, rows, step)]
+
+
+def group_run_values(rows: int, m: int, lanes: int) -> int:
+    """Values in the largest run of whole groups of ``lanes`` rows."""
+    return min(rows, max(lanes, -(-DECODE_CHUNK // max(m, 1)))) * m
+
+
+class LazyRows:
+    """A (rows, m) output allocated at its first write (threads may share it), so a
+    garbage payload that claims a huge tensor fails without asking for the tensor's
+    memory (np.empty would only reserve it, but tracemalloc and a strict overcommit
+    policy count it)."""
+
+    def __init__(self, rows: int, m: int, dtype: np.dtype | type) -> None:
+        self.shape, self.dtype = (rows, m), dtype
+        self.array: np.ndarray | None = None
+        self._lock = threading.Lock()
+
+    def put(self, r0: int, r1: int, values: np.ndarray) -> None:
+        if self.array is None:
+            with self._lock:
+                if self.array is None:
+                    self.array = np.empty(self.shape, dtype=self.dtype)
+        self.array[r0:r1] = values
+
+    def result(self) -> np.ndarray:
+        return np.empty(self.shape, dtype=self.dtype) if self.array is None else self.array
+
+
+def fill_rows(
+    rows: int,
+    m: int,
+    dtype: np.dtype | type,
+    runs: Iterable[tuple[int, int]],
+    run_values: Callable[[int, int], np.ndarray],
+) -> np.ndarray:
+    """A (rows, m) array filled run by run with ``run_values(r0, r1)``, allocated once
+    the first run has decoded (:class:`LazyRows`)."""
+    out = LazyRows(rows, m, dtype)
+    for r0, r1 in runs:
+        out.put(r0, r1, run_values(r0, r1))
+    return out.result()
+
+
+@dataclass
+class SeededRows:
+    """A tensor's initial values, regenerated a run of rows at a time."""
+
+    spec: dict[str, Any]
+    key: tuple[int, int]
+    shape: tuple[int, ...]
+    dtype: str
+    name: str
+
+    def classes(self, r0: int, r1: int) -> tuple[np.ndarray, arrangement.RowClasses]:
+        """Rows r0..r1-1 of the init and their classes."""
+        init = initial_rows(self.spec, self.key, self.shape, self.dtype, rows=(r0, r1))
+        return init, arrangement.row_classes(init, order_keys(init, self.dtype))
+
+    def buckets(
+        self, r0: int, r1: int, bits: int
+    ) -> tuple[arrangement.RowClasses, buckets.Buckets]:
+        """Classes and buckets of rows r0..r1-1 of the init."""
+        init, rc = self.classes(r0, r1)
+        init_cls = arrangement.classes_of(order_keys(init, self.dtype), rc, self.name)
+        return rc, buckets.bucketize(rc, init_cls, bits)
+
+
+@dataclass
+class Stream:
+    """An interleaved rANS stream of a payload (rows of ``m`` values), decoded a run of
+    whole groups at a time: the lane states and word position carry between runs."""
+
+    states: np.ndarray
+    words: np.ndarray
+    rows: int
+    m: int
+    name: str
+    pos: int = 0
+
+    def runs(self) -> list[tuple[int, int]]:
+        return group_runs(self.rows, self.states.shape[0], self.m)
+
+    def classes(self, r1: int, counts: np.ndarray, totals: np.ndarray | None = None) -> np.ndarray:
+        """Classes of the next run (ending at row ``r1``) under the multiset model."""
+        cls, self.states, self.pos = rans.decode_run(
+            self.states,
+            self.words,
+            counts,
+            self.m,
+            self.name,
+            totals,
+            pos=self.pos,
+            final=r1 == self.rows,
+        )
+        return cls
+
+    def symbols(self, r1: int, bk: buckets.Buckets, weights: np.ndarray) -> np.ndarray:
+        """Bucket symbols of the next run (ending at row ``r1``), context-coded."""
+        sym, self.states, self.pos = rans.decode_ctx_run(
+            self.states,
+            self.words,
+            bk.init_ctx,
+            bk.counts,
+            weights,
+            self.name,
+            pos=self.pos,
+            final=r1 == self.rows,
+        )
+        return sym

@@ -1,0 +1,216 @@
+"""Reading `.perm` files lazily, one tensor at a time, on numpy arrays (no torch)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from ..errors import FormatError, IntegrityError, LimitError
+from . import container
+from .entry import Entry, decode_bytes, parse_entry
+from .limits import check_claim
+
+
+class PermFile:
+    """A `.perm` file opened for lazy, one-tensor-at-a-time reading.
+
+    ``keys()`` lists tensors, ``tensor(name)`` decodes one (verifying its checksums),
+    ``info()`` summarizes sizes against the bound. Use as a context manager.
+
+    Opening checks the header (its digest, every field, the limits) and, with
+    ``strict`` (the default), the whole-file checksum, so a damaged file is refused at
+    once. ``strict=False`` skips the whole-file check to read the intact tensors of a
+    damaged file: each tensor is still verified by its own digests, and a damaged one
+    raises :class:`IntegrityError` naming it. ``max_bytes`` caps the memory decoding the
+    file may claim (:mod:`permcodec.format.limits`).
+    """
+
+    def __init__(
+        self, path: str | os.PathLike[str], strict: bool = True, max_bytes: int | None = None
+    ) -> None:
+        self.path = os.fspath(path)
+        try:
+            self._f: BinaryIO = open(self.path, "rb")  # noqa: SIM115 (closed in close())
+        except OSError as e:
+            raise FileNotFoundError(f"cannot open {self.path}: {e.strerror}") from None
+        try:
+            self._size = container.file_size(self._f)
+            self.header, self._start, self.version = container.read_header(self._f, self._size)
+            entries = [parse_entry(t) for t in self.header["tensors"]]
+            check_claim(decode_bytes(entries), max_bytes)
+            if strict:
+                self._verify_at_open()
+        except BaseException:
+            self._f.close()
+            raise
+        self._entries = {e.name: e for e in entries}
+
+    def __enter__(self) -> PermFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._f.close()
+
+    def keys(self) -> list[str]:
+        return list(self._entries)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        meta = self.header.get("metadata")
+        return dict(meta) if isinstance(meta, dict) else {}
+
+    def entry(self, name: str) -> Entry:
+        """The parsed header entry of one tensor."""
+        try:
+            return self._entries[name]
+        except KeyError:
+            raise KeyError(f"no tensor named {name!r} in {self.path}") from None
+
+    def payload(self, name: str) -> bytes:
+        """The coded bytes of one tensor, as stored (checked by :func:`decode_tensor`)."""
+        e = self.entry(name)
+        self._f.seek(self._start + e.offset)
+        payload = self._f.read(e.length)
+        if len(payload) != e.length:
+            raise FormatError(f"file truncated inside tensor {name!r}")
+        return payload
+
+    def tensor(self, name: str) -> np.ndarray:
+        """Decode one tensor, in its storage dtype (bfloat16 as uint16 bit patterns)."""
+        entry = self.entry(name)
+        try:
+            return decode_entry(entry, self.payload(name))
+        except MemoryError:
+            raise LimitError(
+                f"tensor {name!r} needs {entry.nbytes:,} bytes: not enough memory"
+            ) from None
+
+    def tensors(self) -> Iterator[tuple[str, np.ndarray]]:
+        for name in self._entries:
+            yield name, self.tensor(name)
+
+    def verify_checksum(self) -> None:
+        """Compare the whole-file BLAKE2b-256 with the trailer."""
+        container.verify_file_checksum(self._f, self._size)
+
+    def _verify_at_open(self) -> None:
+        try:
+            self.verify_checksum()
+        except IntegrityError as e:
+            raise IntegrityError(
+                f"{e}; `permcodec verify` names the damaged tensors, and "
+                "permcodec.open(path, strict=False) reads the intact ones"
+            ) from None
+
+    def verify(self) -> list[tuple[str, str]]:
+        """Decode every tensor; returns (name, problem) for each damaged one, and
+        ("<file>", problem) when the whole-file checksum fails outside them."""
+        problems = []
+        for name in self._entries:
+            try:
+                self.tensor(name)
+            except FormatError as e:
+                problems.append((name, str(e)))
+        try:
+            self.verify_checksum()
+        except IntegrityError as e:
+            where = "" if problems else " (outside every tensor: padding or trailer)"
+            problems.append(("<file>", f"{e}{where}"))
+        return problems
+
+    def info(self) -> dict[str, Any]:
+        """Per-tensor and total sizes, bits per weight, and the seeded tensors' bound.
+
+        Totals split the file into seeded payloads (against their bound B), other
+        payloads (stored exactly) and the container itself (preamble, header, trailer).
+        """
+        rows = []
+        payload_bits = seeded_bits = seeded_bound = lossy_bits = 0.0
+        numel_all = 0
+        for e in self._entries.values():
+            numel = e.numel if e.shape else 1
+            bits = 8 * e.length
+            row = {
+                "name": e.name,
+                "shape": list(e.shape),
+                "dtype": e.dtype,
+                "coding": e.coding,
+                "numel": numel,
+                "bytes": e.length,
+                "bits_per_weight": bits / numel if numel else 0.0,
+            }
+            seeded = e.seeded
+            if seeded is not None:
+                row["spec"] = seeded.seed.spec
+                row.update(e.codec.describe(e.params))
+                if e.rel_error is not None:
+                    row["rel_error"] = e.rel_error
+                b = seeded.bound_bits
+                if e.codec.lossless(e.params) and b:
+                    row["bound_bits_per_weight"] = b / numel if numel else 0.0
+                    row["ratio_to_bound"] = bits / b
+                    seeded_bits += bits
+                    seeded_bound += b
+                else:
+                    lossy_bits += bits
+            rows.append(row)
+            payload_bits += bits
+            numel_all += numel
+        file_bits = 8 * self._size
+        return {
+            "path": self.path,
+            "format_version": self.version,
+            "seed": self.header.get("seed"),
+            "metadata": self.metadata,
+            "tensors": rows,
+            "numel": numel_all,
+            "file_bytes": self._size,
+            "bits_per_weight": file_bits / numel_all if numel_all else 0.0,
+            "ratio_vs_float32": 32 * numel_all / file_bits,
+            "ratio_vs_float16": 16 * numel_all / file_bits,
+            "seeded_bits": seeded_bits,
+            "seeded_bound_bits": seeded_bound,
+            "seeded_ratio_to_bound": seeded_bits / seeded_bound if seeded_bound else None,
+            "lossy_bits": lossy_bits,
+            "other_payload_bits": payload_bits - seeded_bits - lossy_bits,
+            "container_bits": file_bits - payload_bits,
+        }
+
+
+def decode_entry(entry: Entry, payload: bytes) -> np.ndarray:
+    """Rebuild one tensor from its entry and payload; checks both digests."""
+    name = entry.name
+    if container.section_digest(payload) != entry.payload_digest:
+        raise IntegrityError(f"checksum mismatch in the payload of tensor {name!r}", name)
+    out = entry.codec.decode(entry.params, payload)
+    if container.section_digest(np.ascontiguousarray(out)) != entry.digest:
+        raise IntegrityError(f"digest mismatch in decoded tensor {name!r}", name)
+    return out
+
+
+def decode_tensor(fields: Mapping[str, Any], payload: bytes) -> np.ndarray:
+    """:func:`decode_entry` of a header map (one that passed the container's checks;
+    its offset and length may be left out)."""
+    return decode_entry(parse_entry({"offset": 0, "length": len(payload), **fields}), payload)
+
+
+def open_file(
+    path: str | os.PathLike[str], strict: bool = True, max_bytes: int | None = None
+) -> PermFile:
+    """Open a `.perm` file for lazy reading (``permcodec.open``); see :class:`PermFile`."""
+    return PermFile(path, strict=strict, max_bytes=max_bytes)

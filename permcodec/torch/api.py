@@ -1,0 +1,330 @@
+"""permcodec for PyTorch: seed a module's weights, save it as `.perm`, load it back.
+
+``init`` re-initializes the permutable parameters of a module from a seed and records
+the plan on the module; ``save``/``load`` move between modules (or state dicts) and
+`.perm` files; ``save_checkpoint``/``load_checkpoint`` write and read plain
+``torch.save`` files that load with ``weights_only=True``. A trainer that keeps the
+stored form of the weights apart from the weights it trains (LaPerm between syncs)
+tells ``save`` about it with :func:`register_stored_view`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import weakref
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..core.approximate import Approximation, approximate_items, fill_errors
+from ..core.initializers import InitSpec, as_spec, fans, row_shape
+from ..core.plan import Plan, TensorPlan
+from ..core.version import __version__
+from ..errors import PermcodecError, PlanError, UnsafeCheckpointError
+from ..format.atomic import atomic_path
+from ..format.reader import PermFile
+from ..format.writer import write_file
+from . import device_decode
+from .ops import generate_torch, to_numpy, to_torch
+
+PLAN_ATTR = "permcodec_plan"
+PERMUTED_MODULES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+# ---------------------------------------------------------------- init
+
+SpecLike = str | InitSpec | Mapping[str, Any]
+
+
+def default_targets(model: nn.Module, biases: bool = False) -> list[tuple[str, nn.Parameter, str]]:
+    """(name, parameter, role) of what ``init`` permutes by default: the weights of
+    Linear and Conv layers, and their biases when ``biases`` is true. Normalization
+    layers and buffers are never included."""
+    out = []
+    for mod_name, mod in model.named_modules():
+        if not isinstance(mod, PERMUTED_MODULES):
+            continue
+        prefix = f"{mod_name}." if mod_name else ""
+        if isinstance(getattr(mod, "weight", None), nn.Parameter):
+            out.append((prefix + "weight", mod.weight, "weight"))
+        if biases and isinstance(getattr(mod, "bias", None), nn.Parameter):
+            out.append((prefix + "bias", mod.bias, "bias"))
+    return out
+
+
+def _bias_spec(weight_shape: tuple[int, ...]) -> InitSpec:
+    """torch's default bias init: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) of the weight."""
+    bound = 1.0 / math.sqrt(max(fans(weight_shape)[0], 1))
+    return InitSpec("uniform", a=-bound, b=bound)
+
+
+def init(
+    model: nn.Module,
+    seed: int,
+    scheme: SpecLike | Callable[[str, torch.Tensor], Any] = "he_uniform",
+    *,
+    biases: bool = False,
+    density: float | None = None,
+    granularity: str | None = None,
+    overrides: Mapping[str, SpecLike | None] | None = None,
+    min_row: int = 0,
+) -> Plan:
+    """Re-initialize ``model``'s permutable weights from ``seed`` and record the plan.
+
+    ``scheme`` is a name (``"he_uniform"``, ``"glorot_normal"``, ``"binary"``...), an
+    :class:`InitSpec`, or a callable ``(name, param) -> spec | None``. ``density`` makes
+    every row keep exactly that fraction of non-zeros; ``granularity`` is ``"row"``
+    (default, ``weight.flatten(1)[o]``) or ``"tensor"``. ``overrides`` maps parameter
+    names to specs (``None`` leaves that parameter out). ``min_row`` leaves out
+    parameters whose rows hold fewer values (they train normally and are stored
+    exactly): very short rows, such as a 1x5x5 first conv, have too few arrangements
+    to learn by permutation. Returns the :class:`Plan`, also stored as
+    ``model.permcodec_plan``.
+    """
+    model = unwrap(model)
+    plan = Plan(int(seed)) if isinstance(seed, (int, np.integer)) else None
+    if plan is None:
+        raise PlanError(f"seed must be an integer, got {type(seed).__name__}")
+    overrides = dict(overrides or {})
+    weight_shapes = {
+        n.rsplit(".", 1)[0]: tuple(p.shape) for n, p, r in default_targets(model) if r == "weight"
+    }
+    targets = {n: (p, r) for n, p, r in default_targets(model, biases)}
+    params = dict(model.named_parameters())
+    for name in overrides:
+        if name not in params:
+            raise PlanError(f"override names {name!r}, which is not a parameter of the model")
+        if name not in targets:
+            targets[name] = (params[name], "weight")
+    with torch.no_grad():
+        for name, (p, role) in targets.items():
+            if name in overrides:
+                spec = overrides[name]
+            elif callable(scheme):
+                spec = scheme(name, p)
+            elif role == "bias":
+                spec = _bias_spec(weight_shapes.get(name.rsplit(".", 1)[0], tuple(p.shape)))
+            else:
+                spec = scheme
+            if spec is None:
+                continue
+            spec = _with(
+                as_spec(spec if not isinstance(spec, Mapping) else dict(spec)), density, granularity
+            )
+            if name not in overrides and row_shape(tuple(p.shape), spec.granularity)[1] < min_row:
+                continue
+            if p.dtype not in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
+                raise PlanError(
+                    f"parameter {name!r} has dtype {p.dtype}; only floating point "
+                    "parameters can be seeded"
+                )
+            tp = plan.add(name, spec, tuple(p.shape))
+            p.copy_(generate_torch(tp, tuple(p.shape), p.dtype, p.device))
+    setattr(model, PLAN_ATTR, plan)
+    return plan
+
+
+def _with(spec: InitSpec, density: float | None, granularity: str | None) -> InitSpec:
+    if density is None and granularity is None:
+        return spec
+    return InitSpec(
+        spec.kind,
+        density=spec.density if density is None else density,
+        granularity=granularity or spec.granularity,
+        **spec.params,
+    )
+
+
+# ---------------------------------------------------------------- save / load
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module inside DistributedDataParallel / DataParallel wrappers."""
+    while isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+        model = model.module
+    return model
+
+
+StoredView = Callable[[], Mapping[str, torch.Tensor]]
+_STORED_VIEWS: weakref.WeakKeyDictionary[nn.Module, StoredView] = weakref.WeakKeyDictionary()
+
+
+def register_stored_view(model: nn.Module, view: StoredView) -> None:
+    """Have :func:`save` and :func:`save_checkpoint` store ``view()`` (state dict names
+    to tensors) in place of those entries of ``model``'s state dict, without touching
+    the model: LaPerm registers the synced form of weights that have stepped since the
+    last sync. A later registration replaces an earlier one."""
+    _STORED_VIEWS[unwrap(model)] = view
+
+
+def stored_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """``model``'s state dict as it would be stored (see :func:`register_stored_view`)."""
+    model = unwrap(model)
+    sd = model.state_dict()
+    view = _STORED_VIEWS.get(model)
+    if view is not None:
+        sd.update(view())
+    return sd
+
+
+def _state_and_plan(
+    model_or_state_dict: nn.Module | Mapping[str, torch.Tensor],
+    plan: Plan | Mapping[str, Any] | None,
+    required: bool = True,
+    seed: int = 0,
+) -> tuple[dict[str, torch.Tensor], Plan]:
+    if isinstance(model_or_state_dict, nn.Module):
+        model = unwrap(model_or_state_dict)
+        sd = stored_state_dict(model)
+        plan = plan if plan is not None else getattr(model, PLAN_ATTR, None)
+    elif isinstance(model_or_state_dict, Mapping):
+        sd = dict(model_or_state_dict)
+    else:
+        raise TypeError(
+            f"expected an nn.Module or a state dict, got {type(model_or_state_dict).__name__}"
+        )
+    if plan is None and not required:
+        plan = Plan(seed)
+    if plan is None:
+        raise PlanError(
+            "no permcodec plan: initialize the model with permcodec.init(model, seed), pass "
+            "plan=, or approximate a model trained without LaPerm (approximate=True)"
+        )
+    if not isinstance(plan, Plan):
+        plan = Plan.from_dict(dict(plan))
+    return sd, plan
+
+
+def save(
+    model_or_state_dict: nn.Module | Mapping[str, torch.Tensor],
+    path: str | os.PathLike[str],
+    plan: Plan | Mapping[str, Any] | None = None,
+    metadata: Mapping[str, str] | None = None,
+    bits: int | None = None,
+    approximate: bool = False,
+    seed: int = 0,
+) -> list[Approximation]:
+    """Write a model (or state dict) to a `.perm` file, atomically.
+
+    Seeded tensors must be exact arrangements of their initialization (else
+    :class:`permcodec.NotAnArrangementError` names the tensor and row). They are
+    stored losslessly unless ``bits`` (default: the plan's, set by
+    ``LaPerm(..., bits=b)``) asks for rank buckets only; a tensor that this changes
+    triggers a :class:`permcodec.LossyWarning` with its relative L2 error.
+
+    ``approximate=True`` also stores weight matrices outside the plan (any trained
+    model: no plan needed) as rank-matched arrangements of fitted seeded values, coded
+    at ``bits`` (default 8) rank buckets per tensor (``seed`` for a model without a
+    plan); returns what was approximated, with errors.
+    """
+    sd, plan = _state_and_plan(model_or_state_dict, plan, required=not approximate, seed=seed)
+    meta = {"permcodec_version": __version__, **dict(metadata or {})}
+
+    def items():
+        for name, t in sd.items():
+            if not isinstance(t, torch.Tensor):
+                raise PermcodecError(
+                    f"state dict entry {name!r} is a {type(t).__name__}, not a tensor"
+                )
+            a, dt = to_numpy(t)
+            yield name, a, dt
+
+    report: list[Approximation] = []
+    originals = depths = None
+    tensors: Any = items()
+    if approximate:
+        tensors, plan, originals, depths, report = approximate_items(tensors, plan, bits)
+    header = write_file(
+        path, tensors, plan, meta, bits=bits, originals=originals, tensor_bits=depths
+    )
+    fill_errors(report, header)
+    return report
+
+
+def plan_of(pf: PermFile) -> Plan | None:
+    """The plan recorded in an open `.perm` file (seed and seeded tensors), if it has a
+    seed."""
+    seed = pf.header.get("seed")
+    if not isinstance(seed, int):
+        return None
+    plan = Plan(seed)
+    for name in pf:
+        seeded = pf.entry(name).seeded
+        if seeded is not None:
+            plan.tensors[name] = TensorPlan(dict(seeded.seed.spec), seeded.seed.key)
+    return plan
+
+
+def load(
+    path: str | os.PathLike[str],
+    model: nn.Module | None = None,
+    device: str | torch.device = "cpu",
+    strict: bool = True,
+    max_bytes: int | None = None,
+) -> Any:
+    """Decode a `.perm` file into a state dict of tensors on ``device``.
+
+    With ``model``, load it into the model like ``load_state_dict`` (returning its
+    result) and record the file's plan on the model so training can continue.
+    Every checksum is verified; ``max_bytes`` caps the decoded size the file may claim
+    (:mod:`permcodec.format.limits`).
+    """
+    with PermFile(path, max_bytes=max_bytes) as pf:
+        sd = {name: _decode_to(pf, name, torch.device(device)) for name in pf}
+        plan = plan_of(pf)
+    if model is None:
+        return sd
+    model = unwrap(model)
+    result = model.load_state_dict(sd, strict=strict)
+    if plan is not None:
+        setattr(model, PLAN_ATTR, plan)
+    return result
+
+
+def _decode_to(pf: PermFile, name: str, device: torch.device) -> torch.Tensor:
+    """One tensor on ``device``: decoded there when it can be (``row-rans`` on CUDA,
+    :mod:`permcodec.torch.device_decode`), else on the CPU and moved."""
+    entry = pf.entry(name)
+    if device_decode.usable(entry, device):
+        return device_decode.decode(entry, pf.payload(name), device)
+    return to_torch(pf.tensor(name), entry.dtype, device)
+
+
+def save_checkpoint(
+    model: nn.Module, path: str | os.PathLike[str], plan: Plan | Mapping[str, Any] | None = None
+) -> None:
+    """``torch.save({"state_dict": ..., "permcodec": plan}, path)``, atomically.
+
+    The file loads with ``torch.load(path, weights_only=True)``.
+    """
+    sd, plan = _state_and_plan(model, plan)
+    with atomic_path(path) as tmp:
+        torch.save({"state_dict": sd, "permcodec": plan.to_dict()}, tmp)
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], Plan | None]:
+    """Read a ``.pt`` file with ``weights_only=True``: (state dict, plan or None).
+
+    Accepts a permcodec checkpoint, ``{"state_dict": ...}`` or a bare state dict.
+    Files that need code to unpickle are refused with :class:`UnsafeCheckpointError`.
+    """
+    try:
+        obj = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
+    except OSError:
+        raise
+    except Exception as e:  # torch.load raises many types on unsafe or malformed files
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UnsafeCheckpointError(
+            f"{os.fspath(path)} cannot be loaded with weights_only=True (it needs unpickling "
+            f"of code, or is not a torch file): {first}"
+        ) from None
+    if not isinstance(obj, Mapping):
+        raise PermcodecError(f"{os.fspath(path)} holds a {type(obj).__name__}, not a state dict")
+    plan = Plan.from_dict(obj["permcodec"]) if "permcodec" in obj else None
+    sd = obj.get("state_dict", obj)
+    if not isinstance(sd, Mapping) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise PermcodecError(f"{os.fspath(path)} does not hold a state dict of tensors")
+    return dict(sd), plan
