@@ -283,6 +283,7 @@ def _sealed(entry: dict[str, Any], payload: bytes) -> dict[str, Any]:
     return dict(entry, payload_digest=section_digest(payload), offset=0, length=len(payload))
 
 
+@pytest.mark.slow
 @settings(max_examples=120, deadline=None)
 @given(
     coding=st.sampled_from([*CODINGS, "row-rans"]),
@@ -342,6 +343,7 @@ def _edited(
     return _sealed(changed, bad), bad
 
 
+@pytest.mark.slow
 @settings(max_examples=40, deadline=None)
 @given(
     coding=st.sampled_from(CODINGS),
@@ -543,6 +545,7 @@ def test_a_lane_of_many_rows_regenerates_its_init_a_sub_run_at_a_time(monkeypatc
     assert asked == [(r, min(40, r + 3)) for r in range(0, 40, 3)]
 
 
+@pytest.mark.slow
 @settings(max_examples=40, deadline=None)
 @given(
     lanes=st.sampled_from([1, 3]),

@@ -93,7 +93,7 @@ def test_verify_ok_and_damaged(tmp_path: Path) -> None:
     data = bytearray((tmp_path / "m.perm").read_bytes())
     with permcodec.open(tmp_path / "m.perm") as f:
         entry = f.entry("0.weight")
-        start = f._start
+        start = f.data_offset
     data[start + entry.offset + 10] ^= 0x04
     (tmp_path / "bad.perm").write_bytes(bytes(data))
     code, _, err = run("verify", str(tmp_path / "bad.perm"))

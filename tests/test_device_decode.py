@@ -64,6 +64,7 @@ CHECK = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_device_pipeline_matches_cpu_in_the_triton_interpreter():
     pytest.importorskip("triton")
     env = dict(os.environ, TRITON_INTERPRET="1")

@@ -239,6 +239,7 @@ def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
     )
 
 
+@pytest.mark.slow
 def test_cli_refuses_a_checkpoint_that_would_run_code(tmp_path):
     evil, marker = tmp_path / "evil.pt", tmp_path / "pwned"
     subprocess.run([sys.executable, "-c", EVIL, str(evil), str(marker)], check=True)
@@ -255,6 +256,7 @@ def test_cli_refuses_a_checkpoint_that_would_run_code(tmp_path):
 # ---------------------------------------------------------------- the CLI
 
 
+@pytest.mark.slow
 def test_cli_one_line_and_exit_codes_on_bad_files(tmp_path):
     raw = hf.valid_files()["exact"]
     damaged = raw[:-40] + bytes([raw[-40] ^ 4]) + raw[-39:]
@@ -337,6 +339,7 @@ main()
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
 def test_an_interrupted_encode_leaves_the_old_output(tmp_path, sig):

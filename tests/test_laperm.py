@@ -222,6 +222,7 @@ def test_errors_without_plan_or_with_parameters_missing() -> None:
         permcodec.LaPerm(model, "adam")  # type: ignore[arg-type]
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_identical_weights_and_bytes(tmp_path: Path) -> None:
     """torchrun, gloo, 2 CPU processes: every rank writes the same .perm bytes."""
     proc = subprocess.run(

@@ -96,6 +96,18 @@ class Coding:
         raise NotImplementedError
 
 
+class SeededCoding(Coding):
+    """A coding of arrangements of a seeded init: ``spec``, ``key`` and ``lanes``."""
+
+    seeded = True
+
+    def parse(self, fields: Mapping[str, Any], meta: Meta) -> SeededParams:
+        return SeededParams(meta, *parse_seeded(fields, meta))
+
+    def describe(self, params: SeededParams) -> dict[str, Any]:
+        return {"lanes": params.lanes}
+
+
 def parse_seed(fields: Mapping[str, Any], meta: Meta) -> Seed:
     """Validate the seed fields (``spec``, ``key``) of a seeded entry."""
     name = meta.name

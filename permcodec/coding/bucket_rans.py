@@ -19,7 +19,15 @@ from ..core.checks import is_int
 from ..core.dtypes import storage_dtype
 from ..errors import FormatError
 from . import arrangement, buckets, rans, runs
-from .base import Coding, Meta, SeededParams, parse_lanes, parse_seeded, rans_bytes, split_rans
+from .base import (
+    Meta,
+    SeededCoding,
+    SeededParams,
+    parse_lanes,
+    parse_seeded,
+    rans_bytes,
+    split_rans,
+)
 
 #: Bucket depths tried for lossless context coding, and the least gain (as a fraction
 #: of the bound) that makes it worth a second coding layer.
@@ -36,10 +44,9 @@ class BucketParams(SeededParams):
     refine_lanes: int | None  # lanes of the refinement stream (exact entries)
 
 
-class BucketRans(Coding):
+class BucketRans(SeededCoding):
     name = "bucket-rans"
     since = 2
-    seeded = True
 
     def parse(self, fields: Mapping[str, Any], meta: Meta) -> BucketParams:
         seed, lanes, bound = parse_seeded(fields, meta)

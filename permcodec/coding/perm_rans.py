@@ -7,29 +7,19 @@ independently; this module still reads every ``perm-rans`` file.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 import numpy as np
 
 from ..core.dtypes import storage_dtype
 from . import arrangement, rans, runs
-from .base import Coding, Meta, SeededParams, parse_seeded, split_rans
+from .base import SeededCoding, SeededParams, split_rans
 
 
-class PermRans(Coding):
+class PermRans(SeededCoding):
     name = "perm-rans"
     since = 1
-    seeded = True
-
-    def parse(self, fields: Mapping[str, Any], meta: Meta) -> SeededParams:
-        return SeededParams(meta, *parse_seeded(fields, meta))
 
     def largest_run(self, params: SeededParams) -> int:
         return runs.group_run_values(params.seed.rows, params.seed.m, params.lanes)
-
-    def describe(self, params: SeededParams) -> dict[str, Any]:
-        return {"lanes": params.lanes}
 
     def decode(self, params: SeededParams, payload: bytes) -> np.ndarray:
         """A run of whole groups at a time: each run regenerates only its own rows of

@@ -5,7 +5,6 @@ a time on the CPU, all at once as GPU threads, :mod:`permcodec.torch.device_deco
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -13,23 +12,16 @@ import numpy as np
 from ..core.dtypes import storage_dtype
 from ..errors import FormatError, IntegrityError
 from . import arrangement, rans, runs
-from .base import Coding, Meta, SeededParams, parse_lanes, parse_seeded, rans_bytes
+from .base import SeededCoding, SeededParams, parse_lanes, rans_bytes
 
 
-class RowRans(Coding):
+class RowRans(SeededCoding):
     name = "row-rans"
     since = 3
-    seeded = True
-
-    def parse(self, fields: Mapping[str, Any], meta: Meta) -> SeededParams:
-        return SeededParams(meta, *parse_seeded(fields, meta))
 
     def largest_run(self, params: SeededParams) -> int:
         rows, m = params.seed.rows, params.seed.m
         return min(rows * m, max(m, 2 * runs.DECODE_CHUNK))
-
-    def describe(self, params: SeededParams) -> dict[str, Any]:
-        return {"lanes": params.lanes}
 
     def decode(self, params: SeededParams, payload: bytes) -> np.ndarray:
         """A run of lanes (or of one lane's rows) at a time: each run regenerates only

@@ -70,6 +70,11 @@ class PermFile:
         return len(self._entries)
 
     @property
+    def data_offset(self) -> int:
+        """Where the payload area starts in the file (entries' offsets count from it)."""
+        return self._start
+
+    @property
     def metadata(self) -> dict[str, str]:
         meta = self.header.get("metadata")
         return dict(meta) if isinstance(meta, dict) else {}
