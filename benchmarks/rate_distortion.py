@@ -1,24 +1,31 @@
-"""Rate-distortion on Fashion-MNIST: test accuracy against bits per weight.
+"""Rate-distortion at scale on Fashion-MNIST: every codec's smallest file within 1 point.
 
-permcodec's modes (lossless dense, sparse, weight-agnostic, LaPerm-trained at b bits,
-post-hoc rank buckets b = 8..1 of a lossless LaPerm model, approximate on the Adam
-model) next to float32+zstd, float16, int8, 4-bit quantile and NNCodec applied to the
-Adam model, all measured in one run. One command:
+One command trains, per model and seed, the same network with Adam, with LaPerm at
+``--bpw R`` for R in 0.5, 1, 2, 4 (``permcodec train --bpw R``: each weight matrix gets
+the form that loses least within R), and with lossless LaPerm, all under the same epochs,
+batches, learning rate and data order; then measures every codec on its own model:
 
-    python benchmarks/rate_distortion.py        # lenet300, lenet5 (10 epochs), conv2 (5)
+* permcodec at the rate it was trained for (the file ``train`` writes, as it is);
+* permcodec post hoc: the lossless LaPerm file re-coded at R (``encode --bpw R``);
+* on the Adam model: NNCodec (a qp sweep), int8 per channel, 4-bit quantile, float16.
 
-Bits per weight count only the weight matrices (biases and norm layers are kept
-exact by every method and left out of the count); for permcodec they are the file's
-bytes less the other tensors' payloads, so header and container are included. Trained
-models are cached in ``benchmarks/results/rd_cache/`` and results append to
-``rate_distortion.jsonl``, so an interrupted run resumes. Prints a table per model and
-writes ``rate_distortion.md``, ``.json`` and ``.png`` beside the JSON lines.
+Bits per weight count the weight matrices only (biases and norm layers are exact in
+every method); permcodec's include the container (header entries, digests, trailer)
+but not the training metadata. Accuracy is that of the decoded model on the test set.
+
+    python benchmarks/rate_distortion.py                    # all four models
+    python benchmarks/rate_distortion.py --models lenet300 --seeds 0,1,2
+
+Trained models are cached in ``benchmarks/results/rd_cache/`` and every measurement is
+appended to ``rate_distortion.jsonl``, so an interrupted run resumes. Writes
+``rate_distortion.md`` (summary and full tables), ``.json`` and ``.png``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import tempfile
 import time
@@ -31,94 +38,61 @@ from typing import Any
 import torch
 
 import permcodec
+from permcodec.cli.files import recode_file
 from permcodec.experiments.data import Dataset, load_dataset
 from permcodec.experiments.models import build_model
 from permcodec.experiments.train import TrainConfig, evaluate_model, run
-from permcodec.torch import plan_of
 
 sys.path.insert(0, str(Path(__file__).parent))
 import baselines
 
 RESULTS = Path(__file__).parent / "results"
-#: Training epochs per model unless --epochs says otherwise.
-EPOCHS = {"lenet300": 10, "lenet5": 10, "conv2": 5}
-POST_HOC_BITS = (8, 6, 4, 3, 2, 1)
-APPROX_BITS = (8, 6, 4, 3, 2)
-#: The Adam baseline starts from permcodec.init(model, seed); approximating it with that
-#: same seed would let the context coder exploit the init it never left. A different
-#: seed measures the general case of a model from anywhere.
-APPROX_SEED = 1
-
-#: model -> trained variants: label -> TrainConfig overrides.
-TRAINED: dict[str, dict[str, dict[str, Any]]] = {
-    "lenet300": {
-        "adam": dict(baseline=True),
-        "laperm": dict(),
-        "laperm 30% kept": dict(density=0.3),
-        "laperm 10% kept": dict(density=0.1),
-        "laperm weight-agnostic ±0.08": dict(
-            init="constant:value=0.08,random_sign=true", sync_period=250, lr=3e-3
-        ),
-        "laperm bits=4": dict(bits=4),
-        "laperm bits=2": dict(bits=2),
-        "laperm bits=1": dict(bits=1),
-    },
-    "lenet5": {
-        "adam": dict(baseline=True),
-        "laperm": dict(min_row=32),
-        "laperm bits=4": dict(min_row=32, bits=4),
-        "laperm bits=2": dict(min_row=32, bits=2),
-    },
-    "conv2": {
-        "adam": dict(baseline=True),
-        "laperm": dict(min_row=32),
-        "laperm bits=2": dict(min_row=32, bits=2),
-    },
+#: Epochs per model: ResNet-20 takes minutes per epoch on two cores.
+EPOCHS = {"lenet300": 10, "lenet5": 10, "conv2": 5, "resnet20": 5}
+#: Seeds per model unless --seeds says otherwise.
+SEEDS = {"lenet300": (0, 1, 2), "lenet5": (0, 1, 2), "conv2": (0,), "resnet20": (0,)}
+BPW = (0.5, 1.0, 2.0, 4.0)
+POST_HOC_BPW = (1.0, 2.0, 4.0)
+NNCODEC_QPS = tuple(range(-44, -5, 2))
+ADAM_CODECS = ("float16", "int8", "4bit-quantile")
+#: model -> trained variant label -> TrainConfig overrides (same for every model).
+TRAINED: dict[str, dict[str, Any]] = {
+    "adam": dict(baseline=True),
+    "laperm": dict(min_row=32),
+    **{f"laperm bpw={r:g}": dict(bpw=r) for r in BPW},
+}
+#: Codec families of the summary: label -> which records belong to it.
+FAMILIES: dict[str, Callable[[dict[str, Any]], bool]] = {
+    "permcodec, trained at the rate (train --bpw R)": lambda r: r["method"].startswith(
+        "permcodec bpw="
+    ),
+    "permcodec, lossless LaPerm re-coded (encode --bpw R)": lambda r: r["trained"] == "laperm",
+    "NNCodec (Adam model)": lambda r: r["method"].startswith("nncodec"),
+    "4-bit quantile (Adam model)": lambda r: r["method"] == "4bit-quantile",
+    "int8 per channel (Adam model)": lambda r: r["method"] == "int8",
+    "float16 (Adam model)": lambda r: r["method"] == "float16",
 }
 
 
-def weight_names(sd: dict[str, torch.Tensor]) -> list[str]:
-    """The weight matrices (Linear and Conv weights) a codec compresses."""
-    return [k for k, v in sd.items() if v.dim() >= 2 and v.is_floating_point()]
-
-
-def weight_count(sd: dict[str, torch.Tensor]) -> int:
-    return sum(sd[k].numel() for k in weight_names(sd))
-
-
-def epochs_for(args: argparse.Namespace, model: str) -> int:
-    """Training epochs of ``model``: --epochs, else its default in :data:`EPOCHS`."""
-    return args.epochs if args.epochs is not None else EPOCHS[model]
-
-
 def train_cached(
-    model: str,
-    label: str,
-    over: dict[str, Any],
-    args: argparse.Namespace,
-    data: Dataset,
-) -> tuple[dict[str, torch.Tensor], permcodec.Plan | None, float]:
-    """Train (or reuse) one variant; returns its state dict, plan and final accuracy."""
-    epochs, seed = epochs_for(args, model), args.seed
+    model: str, label: str, seed: int, args: argparse.Namespace, data: Dataset
+) -> tuple[Path, float]:
+    """Train (or reuse) one variant; returns its output file and final test accuracy."""
+    epochs = EPOCHS[model] if args.epochs is None else args.epochs
     cache = args.out / "rd_cache"
     cache.mkdir(parents=True, exist_ok=True)
-    stem = f"{model}_{label.replace(' ', '_').replace('%', 'pc').replace('±', 'pm')}"
-    base = cache / f"{stem}_s{seed}_e{epochs}"
-    meta = base.with_suffix(".json")
-    cfg = replace(
-        TrainConfig(model=model, dataset="fashion-mnist"), epochs=epochs, seed=seed, **over
-    )
+    stem = f"{model}_{label.replace(' ', '_').replace('=', '')}_s{seed}_e{epochs}"
+    meta = cache / f"{stem}.json"
+    cfg = TrainConfig(model=model, dataset="fashion-mnist", epochs=epochs, seed=seed)
+    cfg = replace(cfg, **TRAINED[label])
+    out = cache / f"{stem}.perm"
     if not meta.exists():
-        result = run(cfg, base.with_suffix(".perm"), progress=False, data=data)
-        meta.write_text(json.dumps({"final_test_acc": result.final_test_acc}))
+        t0 = time.perf_counter()
+        result = run(cfg, out, progress=False, data=data)
+        seconds = time.perf_counter() - t0
+        meta.write_text(json.dumps({"final_test_acc": result.final_test_acc, "s": seconds}))
     acc = json.loads(meta.read_text())["final_test_acc"]
-    if cfg.baseline:
-        sd = torch.load(base.with_suffix(".pt"), weights_only=True)["state_dict"]
-        return sd, None, acc
-    path = base.with_suffix(".perm")
-    with permcodec.open(path) as pf:
-        plan = plan_of(pf)
-    return permcodec.load(path), plan, acc
+    return (out.with_suffix(".pt") if cfg.baseline else out), acc
 
 
 def accuracy(model: str, sd: dict[str, torch.Tensor], data: Dataset) -> float:
@@ -129,46 +103,51 @@ def accuracy(model: str, sd: dict[str, torch.Tensor], data: Dataset) -> float:
     return evaluate_model(net, data.x_test, data.y_test)[1]
 
 
-def perm_codec(
-    plan: permcodec.Plan | None, bits: int | None, approximate: bool = False
-) -> Callable[[dict[str, torch.Tensor], list[str]], tuple[dict[str, torch.Tensor], int]]:
-    seed = APPROX_SEED
-    """permcodec as a codec with the baselines' interface (bits of the weight tensors)."""
-
-    def codec(sd: dict[str, torch.Tensor], names: list[str]) -> tuple[dict, int]:
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "m.perm"
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", permcodec.LossyWarning)
-                permcodec.save(sd, path, plan=plan, bits=bits, approximate=approximate, seed=seed)
-            with permcodec.open(path) as pf:
-                other = sum(e["length"] for e in pf.header["tensors"] if e["name"] not in names)
-                size = path.stat().st_size
-            return permcodec.load(path), 8 * (size - other)
-
-    return codec
+def weight_names(sd: dict[str, torch.Tensor]) -> list[str]:
+    """The weight matrices (Linear and Conv weights) a codec compresses."""
+    return [k for k, v in sd.items() if v.dim() >= 2 and v.is_floating_point()]
 
 
-def variants(model: str, trained: dict[str, tuple]) -> Iterator[tuple[str, str, Callable]]:
-    """(trained label, method, codec) of every point measured for ``model``."""
-    for label, (_, plan, _) in trained.items():
-        if label == "adam":
-            yield label, "float32 (raw)", None
-            for name, codec in baselines.BASELINES.items():
-                if name.startswith("nncodec") and baselines.NNCODEC_ERROR:
-                    continue
-                yield label, name, codec
-            for b in APPROX_BITS:
-                yield label, f"permcodec approximate {b} bits", perm_codec(None, b, True)
-        elif label == "laperm":
-            yield label, "permcodec lossless", perm_codec(plan, None)
-            for b in POST_HOC_BITS:
-                yield label, f"permcodec {b} bits (post hoc)", perm_codec(plan, b)
-        elif "bits=" in label:
-            b = int(label.split("bits=")[1])
-            yield label, f"permcodec {b} bits", perm_codec(plan, b)
-        else:
-            yield label, "permcodec lossless", perm_codec(plan, None)
+def perm_file_point(path: Path) -> tuple[dict[str, torch.Tensor], float]:
+    """A `.perm` file as a point: its decoded state and its weight matrices' bits per
+    weight, container included."""
+    with permcodec.open(path) as pf:
+        bpw = pf.size_split()["bits_per_weight"]
+    return permcodec.load(path), bpw
+
+
+def methods(model: str, label: str, path: Path) -> Iterator[tuple[str, Callable[[], Any]]]:
+    """(method, measure) of every point of a trained variant; measure() gives (decoded
+    state dict, bits per weight)."""
+    if label == "adam":
+        sd = torch.load(path, weights_only=True)["state_dict"]
+        names = weight_names(sd)
+        count = sum(sd[n].numel() for n in names)
+        yield "float32", lambda: (sd, 32.0)
+        codecs = {n: baselines.BASELINES[n] for n in ADAM_CODECS}
+        if not baselines.NNCODEC_ERROR:
+            codecs.update({f"nncodec qp={qp}": baselines.nncodec_at(qp) for qp in NNCODEC_QPS})
+        for name, codec in codecs.items():
+
+            def measure(codec: Callable = codec) -> tuple[dict, float]:
+                decoded, bits = codec(sd, names)
+                return decoded, bits / count
+
+            yield name, measure
+    elif label == "laperm":
+        yield "permcodec lossless", lambda: perm_file_point(path)
+        for r in POST_HOC_BPW:
+
+            def recoded(r: float = r) -> tuple[dict, float]:
+                with tempfile.TemporaryDirectory() as tmp:
+                    out = Path(tmp) / "r.perm"
+                    recode_file(path, out, bpw=r)
+                    return perm_file_point(out)
+
+            yield f"permcodec post hoc bpw={r:g}", recoded
+    else:
+        r = float(label.split("bpw=")[1])
+        yield f"permcodec bpw={r:g}", lambda: perm_file_point(path)
 
 
 def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -181,136 +160,185 @@ def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
             done[r["key"]] = r
     records = []
     for model in args.models:
-        trained = {}
-        for label, over in TRAINED[model].items():
-            trained[label] = train_cached(model, label, over, args, data)
-            print(f"{model} {label}: trained, {trained[label][2]:.2f}%", flush=True)
-        for label, method, codec in variants(model, trained):
-            epochs = epochs_for(args, model)
-            key = f"{model}|{label}|{method}|seed={args.seed}|epochs={epochs}"
-            if key in done:
-                records.append(done[key])
-                continue
-            sd, _, trained_acc = trained[label]
-            names = weight_names(sd)
-            t0 = time.perf_counter()
-            if codec is None:
-                decoded, bits = sd, 32 * weight_count(sd)
-            else:
-                decoded, bits = codec(sd, names)
-            rel = _rel_error(sd, decoded, names)
-            rec = {
-                "key": key,
-                "model": model,
-                "trained": label,
-                "method": method,
-                "trained_acc": trained_acc,
-                "test_acc": accuracy(model, decoded, data),
-                "bits_per_weight": bits / weight_count(sd),
-                "rel_error": rel,
-                "seconds": time.perf_counter() - t0,
-                "seed": args.seed,
-                "epochs": epochs,
-            }
-            print(
-                f"{model:9} {label:30} {method:34} {rec['bits_per_weight']:7.3f} b/w "
-                f"{rec['test_acc']:6.2f}%  err {rel:.4f}",
-                flush=True,
-            )
-            with out_jsonl.open("a") as f:
-                f.write(json.dumps(rec) + "\n")
-            records.append(rec)
+        epochs = EPOCHS[model] if args.epochs is None else args.epochs
+        for seed in args.seeds or SEEDS[model]:
+            for label in TRAINED:
+                path, trained_acc = train_cached(model, label, seed, args, data)
+                print(f"{model} s{seed} {label}: trained, {trained_acc:.2f}%", flush=True)
+                for method, point in methods(model, label, path):
+                    key = f"{model}|{label}|{method}|seed={seed}|epochs={epochs}"
+                    if key in done:
+                        records.append(done[key])
+                        continue
+                    t0 = time.perf_counter()
+                    try:
+                        decoded, bpw = point()
+                        acc = accuracy(model, decoded, data)
+                    except (permcodec.PermcodecError, RuntimeError) as e:
+                        decoded, bpw, acc = None, None, None
+                        print(f"  {method}: not possible: {e}", flush=True)
+                    rec = {
+                        "key": key,
+                        "model": model,
+                        "seed": seed,
+                        "epochs": epochs,
+                        "trained": label,
+                        "trained_acc": trained_acc,
+                        "method": method,
+                        "bits_per_weight": bpw,
+                        "test_acc": acc,
+                        "seconds": time.perf_counter() - t0,
+                    }
+                    if acc is not None:
+                        print(f"  {method:32} {bpw:7.3f} b/w {acc:6.2f}%", flush=True)
+                    with out_jsonl.open("a") as f:
+                        f.write(json.dumps(rec) + "\n")
+                    records.append(rec)
     return records
 
 
-def _rel_error(sd: dict, decoded: dict, names: list[str]) -> float:
-    num = sum(float((sd[k].double() - decoded[k].double()).pow(2).sum()) for k in names)
-    den = sum(float(sd[k].double().pow(2).sum()) for k in names)
-    return (num / den) ** 0.5 if den else 0.0
+# ---------------------------------------------------------------- summaries
 
 
-def table(records: list[dict[str, Any]], model: str) -> str:
-    rows = sorted((r for r in records if r["model"] == model), key=lambda r: r["bits_per_weight"])
-    lines = [
-        f"**{model}** (Fashion-MNIST, seed {rows[0]['seed']}, {rows[0]['epochs']} epochs)",
-        "",
-        "| trained | method | bits/weight | test acc % | rel. L2 error |",
-        "|---|---|---|---|---|",
-    ]
-    for r in rows:
+def points(records: list[dict[str, Any]], model: str) -> list[dict[str, Any]]:
+    """Every (trained, method) of ``model`` averaged over its seeds."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in records:
+        if r["model"] == model and r["test_acc"] is not None:
+            groups.setdefault((r["trained"], r["method"]), []).append(r)
+    out = []
+    for (trained, method), rs in groups.items():
+        accs = [r["test_acc"] for r in rs]
+        out.append(
+            {
+                "trained": trained,
+                "method": method,
+                "seeds": len(rs),
+                "bits_per_weight": statistics.fmean(r["bits_per_weight"] for r in rs),
+                "max_bits_per_weight": max(r["bits_per_weight"] for r in rs),
+                "test_acc": statistics.fmean(accs),
+                "std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
+            }
+        )
+    return sorted(out, key=lambda p: p["bits_per_weight"])
+
+
+def summary(records: list[dict[str, Any]], model: str) -> dict[str, Any]:
+    pts = points(records, model)
+    adam = next(p for p in pts if p["method"] == "float32")
+    floor = adam["test_acc"] - 1.0
+    best = {}
+    for family, pick in FAMILIES.items():
+        ok = [p for p in pts if pick(p) and p["test_acc"] >= floor]
+        best[family] = min(ok, key=lambda p: p["bits_per_weight"]) if ok else None
+    rates = [p for p in pts if p["method"].startswith("permcodec bpw=")]
+    return {"adam": adam, "best": best, "rates": rates, "points": pts}
+
+
+def summary_table(s: dict[str, Any], model: str) -> str:
+    adam = s["adam"]
+    head = (
+        f"**{model}**: float32 Adam {adam['test_acc']:.2f} ± {adam['std']:.2f}% "
+        f"({adam['seeds']} seed(s)); smallest file within 1 point ({adam['test_acc'] - 1:.2f}%):"
+    )
+    lines = [head, "", "| codec | bits/weight | test acc % | vs NNCodec |", "|---|---|---|---|"]
+    nnc = s["best"].get("NNCodec (Adam model)")
+    for family, p in s["best"].items():
+        if p is None:
+            lines.append(f"| {family} | none within 1 point | | |")
+            continue
+        ratio = ""
+        if nnc and p is not nnc:
+            x = nnc["bits_per_weight"] / p["bits_per_weight"]
+            ratio = f"{x:.2f}x smaller" if x >= 1 else f"{1 / x:.2f}x larger"
         lines.append(
-            f"| {r['trained']} | {r['method']} | {r['bits_per_weight']:.3f} | "
-            f"{r['test_acc']:.2f} | {r['rel_error']:.4f} |"
+            f"| {family} ({p['method']}) | {p['bits_per_weight']:.3f} | "
+            f"{p['test_acc']:.2f} ± {p['std']:.2f} | {ratio} |"
+        )
+    lines += ["", "| --bpw R | bits/weight (largest seed) | test acc % |", "|---|---|---|"]
+    for p in sorted(s["rates"], key=lambda p: float(p["method"].split("=")[1])):
+        r = p["method"].split("=")[1]
+        lines.append(
+            f"| {r} | {p['bits_per_weight']:.3f} ({p['max_bits_per_weight']:.3f}) | "
+            f"{p['test_acc']:.2f} ± {p['std']:.2f} |"
         )
     return "\n".join(lines)
 
 
-def plot(records: list[dict[str, Any]], models: list[str], path: Path) -> None:
+def full_table(s: dict[str, Any], model: str) -> str:
+    lines = [
+        f"**{model}**, every point (mean over seeds)",
+        "",
+        "| trained | method | seeds | bits/weight | test acc % |",
+        "|---|---|---|---|---|",
+    ]
+    for p in s["points"]:
+        lines.append(
+            f"| {p['trained']} | {p['method']} | {p['seeds']} | {p['bits_per_weight']:.3f} | "
+            f"{p['test_acc']:.2f} ± {p['std']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def plot(summaries: dict[str, dict[str, Any]], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(models), figsize=(6.5 * len(models), 4.8), squeeze=False)
+    models = list(summaries)
+    fig, axes = plt.subplots(1, len(models), figsize=(5.5 * len(models), 4.6), squeeze=False)
     for ax, model in zip(axes[0], models, strict=True):
-        rows = [r for r in records if r["model"] == model]
-        families = {
-            "permcodec (LaPerm-trained)": lambda r: (
-                r["method"].startswith("permcodec") and r["trained"] != "adam"
-            ),
-            "permcodec approximate (Adam model)": lambda r: "approximate" in r["method"],
-            "NNCodec (Adam model)": lambda r: r["method"].startswith("nncodec"),
-            "quantization / float (Adam model)": lambda r: (
-                r["trained"] == "adam" and not r["method"].startswith(("nncodec", "permcodec"))
-            ),
-        }
-        for (label, pick), marker in zip(families.items(), "osD^", strict=True):
-            pts = sorted((r["bits_per_weight"], r["test_acc"]) for r in rows if pick(r))
+        s = summaries[model]
+        for (family, pick), marker in zip(FAMILIES.items(), "osD^vx", strict=True):
+            pts = sorted((p["bits_per_weight"], p["test_acc"]) for p in s["points"] if pick(p))
             if pts:
                 x, y = zip(*pts, strict=True)
-                ax.plot(x, y, marker=marker, linestyle="-" if "NNCodec" in label else "")
-                ax.lines[-1].set_label(label)
-        adam = [r for r in rows if r["method"] == "float32 (raw)"]
-        if adam:
-            ax.axhline(adam[0]["test_acc"], color="grey", lw=0.8, ls="--")
-            ax.axhline(adam[0]["test_acc"] - 1, color="grey", lw=0.8, ls=":")
+                ax.plot(x, y, marker=marker, ls="-" if len(pts) > 2 else "", label=family)
+        ax.axhline(s["adam"]["test_acc"], color="grey", lw=0.8, ls="--")
+        ax.axhline(s["adam"]["test_acc"] - 1, color="grey", lw=0.8, ls=":")
         ax.set_xscale("log", base=2)
         ax.set_xlabel("bits per weight (weight matrices)")
         ax.set_ylabel("test accuracy %")
         ax.set_title(model)
-        lo = min((r["test_acc"] for r in rows), default=0)
-        ax.set_ylim(max(lo - 1, 50), None)
+        ax.set_ylim(s["adam"]["test_acc"] - 6, s["adam"]["test_acc"] + 1.5)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="lower right")
+        ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default=",".join(EPOCHS))
+    ap.add_argument("--seeds", default=None, help="e.g. 0,1,2 (default: per model, SEEDS)")
     ap.add_argument("--epochs", type=int, default=None, help="for every model (default: EPOCHS)")
-    ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=RESULTS, help="Folder for results and cache.")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     args.models = [m.strip() for m in args.models.split(",") if m.strip()]
-    unknown = [m for m in args.models if m not in TRAINED]
+    unknown = [m for m in args.models if m not in EPOCHS]
     if unknown:
-        ap.error(f"unknown model(s) {unknown}; known: {', '.join(TRAINED)}")
+        ap.error(f"unknown model(s) {unknown}; known: {', '.join(EPOCHS)}")
+    args.seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
     torch.set_num_threads(args.threads)
+    warnings.simplefilter("ignore", permcodec.LossyWarning)
     if baselines.NNCODEC_ERROR:
         print(f"NNCodec skipped: {baselines.NNCODEC_ERROR}", flush=True)
     records = measure(args)
-    text = "\n\n".join(table(records, m) for m in args.models)
+    summaries = {m: summary(records, m) for m in args.models}
+    text = "\n\n".join(summary_table(s, m) for m, s in summaries.items())
+    full = "\n\n".join(full_table(s, m) for m, s in summaries.items())
     print(text)
-    stem = args.out / f"rate_distortion_{'_'.join(args.models)}"
-    stem.with_suffix(".md").write_text(text + "\n")
-    stem.with_suffix(".json").write_text(json.dumps(records, indent=1))
-    plot(records, args.models, stem.with_suffix(".png"))
+    stem = args.out / "rate_distortion"
+    stem.with_suffix(".md").write_text(text + "\n\n" + full + "\n")
+    stem.with_suffix(".json").write_text(
+        json.dumps({m: {k: v for k, v in s.items()} for m, s in summaries.items()}, indent=1)
+    )
+    plot(summaries, stem.with_suffix(".png"))
     print(f"wrote {stem}.md, .json, .png")
     return 0
 

@@ -14,6 +14,7 @@ from .core.dtypes import STORAGE
 from .core.plan import Plan
 from .errors import PermcodecError
 from .format.reader import PermFile
+from .format.recode import bucket_depths, plan_depths
 from .format.writer import write_file
 
 _NUMPY_TO_NAME = {np.dtype(v).newbyteorder("="): k for k, v in STORAGE.items() if k != "bfloat16"}
@@ -55,11 +56,14 @@ def save(
     plan: Plan | dict | None,
     metadata: dict[str, str] | None = None,
     bits: int | dict[str, int] | None = None,
+    bpw: float | None = None,
 ) -> None:
     """Encode numpy arrays into `.perm`; the tensors named by ``plan`` must be seeded.
 
     ``bits`` stores seeded tensors as rank buckets only (lossy, warned): one depth for
-    all, or a depth per tensor name.
+    all, or a depth per tensor name. ``bpw`` chooses those depths so that the weight
+    matrices cost at most that many bits per weight, container included
+    (:mod:`permcodec.format.recode`).
     """
     if isinstance(plan, dict):
         plan = Plan.from_dict(plan)
@@ -70,6 +74,10 @@ def save(
         if name_dt == "bfloat16":
             a = a.view(np.uint16)
         items.append((name, a, name_dt))
+    if bpw is not None:
+        if plan is None or bits is not None:
+            raise PermcodecError("bpw= needs a plan and no bits=")
+        bits = bucket_depths(plan_depths(items, plan, bpw))
     if isinstance(bits, dict):
         write_file(path, items, plan, metadata, tensor_bits=bits)
     else:

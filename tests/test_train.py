@@ -260,3 +260,32 @@ def test_train_with_bits_writes_bucketed_file_that_evaluates_the_same(
     assert code == 0, err
     assert f"{trained_acc:.2f}" in stdout
     assert cli("train", "--bits", "9", "-o", str(tmp_path / "x.perm"))[0] == 2
+
+
+def test_train_at_a_rate_then_recode_a_lossless_model(data_dir: Path, tmp_path: Path):
+    """`train --bpw R` writes weight matrices within R, `evaluate` reproduces the final
+    accuracy, and `encode lossless.perm --bpw R` re-codes a lossless file within R."""
+    common = ["--model", "lenet300", "--dataset", "idx", "--data-dir", str(data_dir)]
+    common += ["--epochs", "2", "--lr", "0.005", "--no-progress"]
+    out = tmp_path / "r.perm"
+    code, stdout, err = cli("train", *common, "--bpw", "0.6", "-o", str(out))
+    assert code == 0, err
+    assert "(target 0.6)" in stdout
+    with permcodec.open(out) as f:
+        assert f.size_split()["bits_per_weight"] <= 0.6
+        assert json.loads(f.metadata["train_config"])["bpw"] == 0.6
+    trained = float(stdout.split("final test accuracy ")[1].split("%")[0])
+    code, stdout, _ = cli("evaluate", str(out), "--data-dir", str(data_dir))
+    assert code == 0 and f"{trained:.2f}" in stdout
+
+    lossless = tmp_path / "l.perm"
+    assert cli("train", *common, "-o", str(lossless))[0] == 0
+    code, stdout, err = cli("encode", str(lossless), "--bpw", "2", "-o", str(tmp_path / "s.perm"))
+    assert code == 0, err
+    with permcodec.open(tmp_path / "s.perm") as f:
+        assert f.size_split()["bits_per_weight"] <= 2.0
+        assert f.metadata == permcodec.open(lossless).metadata
+    code, _, err = cli("encode", str(lossless), "--bpw", "0.1", "-o", str(tmp_path / "t.perm"))
+    assert code == 1 and "too few" in err and "bpw=R" in err
+    code, _, err = cli("encode", str(lossless), "-o", str(tmp_path / "u.perm"))
+    assert code == 1 and "already a .perm" in err

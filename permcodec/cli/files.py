@@ -16,6 +16,8 @@ import numpy as np
 from ..errors import LossyWarning, PermcodecError, PlanError
 from ..format.atomic import atomic_path
 from ..format.reader import PermFile
+from ..format.recode import bucket_depths, plan_depths
+from ..format.writer import write_file
 from ..numpy import load as load_numpy
 
 OUTPUT_FORMATS = (".pt", ".safetensors", ".npz")
@@ -42,10 +44,16 @@ def encode_checkpoint(
     approximate: bool = False,
     seed: int = 0,
     max_bytes: int | None = None,
+    bpw: float | None = None,
 ) -> tuple[dict[str, Any], list[Any]]:
     """Encode a permcodec checkpoint (``save_checkpoint``), or with ``approximate``
-    any state dict, into a `.perm` file (rank buckets only with ``bits``); returns
-    the file's :meth:`PermFile.info` and the approximation report."""
+    any state dict, into a `.perm` file (rank buckets only with ``bits``; at most
+    ``bpw`` bits per weight with ``bpw``); returns the file's :meth:`PermFile.info`
+    and the approximation report. A `.perm` input is re-coded (:func:`recode_file`)."""
+    if Path(src).suffix == ".perm":
+        if approximate:
+            raise PermcodecError(f"{src} is already a .perm file: approximate=True needs a .pt")
+        return recode_file(src, dst, overwrite, bits, bpw, max_bytes), []
     from .. import torch as pt
 
     dst = Path(dst)
@@ -60,9 +68,52 @@ def encode_checkpoint(
         )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", LossyWarning)  # the caller reports from info
-        report = pt.save(sd, dst, plan=plan, bits=bits, approximate=approximate, seed=seed)
+        report = pt.save(sd, dst, plan=plan, bits=bits, approximate=approximate, seed=seed, bpw=bpw)
     with PermFile(dst, max_bytes=max_bytes) as pf:
         return pf.info(), report
+
+
+def recode_file(
+    src: str | os.PathLike[str],
+    dst: str | os.PathLike[str],
+    overwrite: bool = False,
+    bits: int | None = None,
+    bpw: float | None = None,
+    max_bytes: int | None = None,
+) -> dict[str, Any]:
+    """Write the tensors of the `.perm` file ``src`` again, its seeded matrices at
+    ``bits`` rank buckets or within ``bpw`` bits per weight (no torch needed);
+    returns the new file's :meth:`PermFile.info`."""
+    if bits is None and bpw is None:
+        raise PermcodecError(
+            f"{src} is already a .perm file; to make it smaller, give bpw= (a target "
+            "size) or bits= (a bucket depth)"
+        )
+    dst = Path(dst)
+    check_target(dst, overwrite)
+    if dst.exists() and dst.resolve() == Path(src).resolve():
+        raise PermcodecError(f"{dst} is the input; write the re-coded file elsewhere")
+    with PermFile(src, max_bytes=max_bytes) as pf:
+        plan = pf.plan()
+        items = [(n, pf.tensor(n), pf.entry(n).dtype) for n in pf]
+        meta = pf.metadata
+        lossy = [n for n in pf if pf.entry(n).seeded and not pf.entry(n).codec.lossless(
+            pf.entry(n).params)]  # fmt: skip
+    if lossy:
+        raise PermcodecError(
+            f"{src} already holds rank buckets only ({', '.join(lossy[:3])}); re-code a "
+            "lossless file"
+        )
+    if plan is None:
+        raise PlanError(f"{src} has no seeded tensors to re-code")
+    tensor_bits = {}
+    if bpw is not None:
+        tensor_bits = bucket_depths(plan_depths(items, plan, bpw))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", LossyWarning)  # the caller reports from info
+        write_file(dst, items, plan, meta, bits=bits, tensor_bits=tensor_bits)
+    with PermFile(dst, max_bytes=max_bytes) as pf:
+        return pf.info()
 
 
 def decode_file(

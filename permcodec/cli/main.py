@@ -177,6 +177,14 @@ def main() -> None:
     type=click.IntRange(0, 2**63 - 1),
     help="Seed for --approximate.",
 )
+@click.option(
+    "--bpw",
+    type=click.FloatRange(min=0.0, min_open=True),
+    default=None,
+    metavar="R",
+    help="Target size: the weight matrices cost at most R bits per weight, container "
+    "included; each keeps the rank-bucket depth that loses least.",
+)
 @force_option
 @reports_errors
 def encode(
@@ -185,17 +193,23 @@ def encode(
     bits: int | None,
     approximate: bool,
     seed: int,
+    bpw: float | None,
     force: bool,
 ) -> None:
     """Encode a checkpoint written by permcodec.save_checkpoint into a .perm file.
 
     Every seeded tensor must be an exact rearrangement of its initialization;
     everything else (biases, norm layers, buffers) is stored exactly with zstd.
-    With --bits the seeded tensors keep only their rank buckets. With --approximate,
-    MODEL may be any state dict (.pt): each weight matrix is replaced by seeded values
-    fitted to its distribution, placed by rank (best with --bits). Every tensor that
-    is not stored exactly is listed with its relative L2 error.
+    With --bits the seeded tensors keep only their rank buckets; with --bpw R each
+    keeps the depth that loses least with the weight matrices within R bits per
+    weight. MODEL may also be a lossless .perm file, re-coded with --bits or --bpw.
+    With --approximate, MODEL may be any state dict (.pt): each weight matrix is
+    replaced by seeded values fitted to its distribution, placed by rank (best with
+    --bits). Every tensor that is not stored exactly is listed with its relative L2
+    error.
     """
+    if bits is not None and bpw is not None:
+        raise click.UsageError("give --bits or --bpw, not both")
     output = output or model.with_suffix(".perm")
     info, report = encode_checkpoint(
         model,
@@ -205,6 +219,7 @@ def encode(
         approximate=approximate,
         seed=seed,
         max_bytes=_max_bytes(),
+        bpw=bpw,
     )
     for r in report:
         if not r.seeded and r.reason != "not a float weight matrix":
@@ -214,6 +229,7 @@ def encode(
         f"bits/weight, {info['ratio_vs_float32']:.2f}x smaller than float32"
     )
     _report_lossy(info)
+    _report_rate(info["weight_matrices"], bpw)
 
 
 def _report_lossy(info: dict[str, Any]) -> None:
@@ -283,6 +299,7 @@ def info(src: Path, as_json: bool) -> None:
         f"than float32, {data['ratio_vs_float16']:.2f}x smaller than float16"
     )
     _report_lossy(data)
+    _report_rate(data["weight_matrices"], None)
     if data["seeded_ratio_to_bound"]:
         click.echo(
             f"seeded tensors: {data['seeded_bits']:.0f} bits = "
@@ -364,6 +381,15 @@ def verify(src: Path) -> None:
     help="Leave layers whose rows are shorter unseeded (trained normally, stored exactly).",
 )
 @bits_option("Train at 2**B rank buckets per row; the .perm then costs about B bits/weight.")
+@click.option(
+    "--bpw",
+    type=click.FloatRange(min=0.0, min_open=True),
+    default=None,
+    metavar="R",
+    help="Target size: the weight matrices cost at most R bits per weight, container "
+    "included; each matrix gets the form that loses least (overrides --init, --density, "
+    "--min-row).",
+)
 @click.option("--biases", is_flag=True, help="Seed and permute biases too.")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**63 - 1))
 @click.option(
@@ -394,6 +420,19 @@ def train(output: Path, force: bool, no_progress: bool, init_spec: str, **opts: 
     click.echo(
         f"final test accuracy {result.final_test_acc:.2f}% (train {last.train_acc:.2f}%), "
         f"{result.seconds_per_epoch:.1f} s/epoch; wrote {result.output}"
+    )
+    if result.output is not None and result.output.suffix == ".perm":
+        with PermFile(result.output, max_bytes=_max_bytes()) as pf:
+            _report_rate(pf.size_split(), opts.get("bpw"))
+
+
+def _report_rate(split: dict[str, float], target: float | None) -> None:
+    """One line: the weight matrices' bits per weight (and the target), the rest apart."""
+    aim = f" (target {target:g})" if target is not None else ""
+    click.echo(
+        f"weight matrices: {split['bits_per_weight']:.3f} bits/weight{aim}, container "
+        f"included; other tensors {split['other_bits'] / 8:.0f} bytes, metadata "
+        f"{split['metadata_bits'] / 8:.0f} bytes"
     )
 
 

@@ -36,9 +36,17 @@ KINDS: dict[str, dict[str, Any]] = {
     "constant": {"value": None, "random_sign": False},
     "two_value": {"low": -1.0, "high": 1.0, "p": 0.5},
     "quantile": {"knots": None},
+    "levels": {"levels": 1.0, "scale": None},
 }
 #: Most knots a quantile spec may have.
 MAX_KNOTS = 4097
+#: Most magnitude levels (per sign) a levels spec may have.
+MAX_LEVELS = 128
+#: Kinds whose values do not come from the value stream but from ranks of the mask
+#: stream, with exact counts per row.
+RANKED_KINDS = ("levels",)
+#: The first format version that holds each kind added after version 1.
+KIND_SINCE = {"quantile": 2, "levels": 5}
 
 #: Friendly names for common schemes: name -> (kind, params).
 ALIASES: dict[str, tuple[str, dict[str, Any]]] = {
@@ -141,7 +149,7 @@ def resolve(spec: str | InitSpec | dict[str, Any], shape: tuple[int, ...]) -> di
     fan_in, fan_out = fans(tuple(shape))
     out: dict[str, Any] = {"kind": s.kind, "version": SPEC_VERSION}
     for k, v in s.params.items():
-        if isinstance(v, (list, tuple)):
+        if isinstance(v, (list, tuple, np.ndarray)):
             out[k] = [float(x) for x in v]
         else:
             out[k] = v if isinstance(v, (bool, str)) else float(v)
@@ -150,7 +158,7 @@ def resolve(spec: str | InitSpec | dict[str, Any], shape: tuple[int, ...]) -> di
     return out
 
 
-_FLOAT_PARAMS = ("a", "b", "mean", "std", "gain", "value", "low", "high", "p")
+_FLOAT_PARAMS = ("a", "b", "mean", "std", "gain", "value", "low", "high", "p", "levels", "scale")
 
 
 def check_resolved(spec: Any, shape: tuple[int, ...] | None = None) -> None:
@@ -206,6 +214,36 @@ def check_resolved(spec: Any, shape: tuple[int, ...] | None = None) -> None:
         raise PlanError("constant spec random_sign must be true or false")
     if kind == "quantile":
         _check_knots(spec["knots"])
+    if kind == "levels":
+        n = spec["levels"]
+        if not (n == int(n) and 1 <= n <= MAX_LEVELS):
+            raise PlanError(f"levels spec needs a whole number of levels in 1..{MAX_LEVELS}")
+        if not spec["scale"] > 0:
+            raise PlanError("levels spec needs scale > 0")
+
+
+def level_values(levels: int, scale: float) -> list[float]:
+    """The values of a levels spec by class (binary64): the 2 * levels nonzero values,
+    most negative first, then zero. Magnitude j is ``scale`` times the normal quantile
+    at 1/2 + (j + 1/2) / (2 levels), j = 0 .. levels - 1 (FORMAT 6.6)."""
+    u = np.array([0.5 + 0.5 * ((j + 0.5) / levels) for j in range(levels)], dtype=np.float64)
+    mags = [float(x) * scale for x in detmath.ndtri(u)]
+    return [-x for x in reversed(mags)] + mags + [0.0]
+
+
+def level_starts(levels: int, kept: int) -> list[int]:
+    """First mask rank of each class of a levels row after the first: the kept ranks
+    [0, kept) split into 2 * levels groups, group g starting at (g * kept) // (2 *
+    levels); the zeros start at ``kept`` (FORMAT 6.7)."""
+    groups = 2 * levels
+    return [(g * kept) // groups for g in range(1, groups)] + [kept]
+
+
+def level_counts(levels: int, density: float, m: int) -> list[int]:
+    """How many values of each class (:func:`level_values`) a row of ``m`` holds."""
+    kept = kept_count(density, m)
+    starts = [0, *level_starts(levels, kept), m]
+    return [b - a for a, b in itertools.pairwise(starts)]
 
 
 def _check_knots(knots: Any) -> None:
@@ -321,16 +359,35 @@ def generate(
     count = r1 - r0
     if count * m == 0:
         return xp.float32(xp.full((count, m), 0.0))
+    if spec["kind"] in RANKED_KINDS:
+        return xp.float32(_levels_rows(spec, key, r0, r1, m, xp))
     values = _base_values(spec, key, r0 * m, r1 * m, xp).reshape(count, m)
     if spec["density"] < 1.0:
         k = kept_count(spec["density"], m)
-        mask_words = philox.words(key, philox.MASK, r0 * m, r1 * m, xp).reshape(count, m)
-        order = xp.argsort_stable(mask_words, axis=1)
-        ranks = xp.put_along(
-            xp.zeros_like(mask_words), order, xp.arange(0, m).reshape(1, m) + 0 * order, axis=1
-        )
+        ranks = _mask_ranks(key, r0, r1, m, xp)
         values = xp.where(ranks < k, values, xp.abs(values) * 0.0)  # +0.0, never -0.0
     return xp.float32(values)
+
+
+def _levels_rows(
+    spec: dict[str, Any], key: tuple[int, int], r0: int, r1: int, m: int, xp: NumpyOps
+) -> Any:
+    """binary64 values of rows r0..r1-1 of a levels spec: each position's class from its
+    mask rank (:func:`level_starts`), each class's value from :func:`level_values`."""
+    levels = int(spec["levels"])
+    starts = xp.int64(level_starts(levels, kept_count(spec["density"], m)))
+    table = xp.float64(level_values(levels, spec["scale"]))
+    return table[xp.searchsorted(starts, _mask_ranks(key, r0, r1, m, xp))]
+
+
+def _mask_ranks(key: tuple[int, int], r0: int, r1: int, m: int, xp: NumpyOps) -> Any:
+    """Rank of each position of rows r0..r1-1 among its row's mask words (ties: the
+    lower index first), as int64 (FORMAT 6.7)."""
+    mask_words = philox.words(key, philox.MASK, r0 * m, r1 * m, xp).reshape(r1 - r0, m)
+    order = xp.argsort_stable(mask_words, axis=1)
+    return xp.put_along(
+        xp.zeros_like(mask_words), order, xp.arange(0, m).reshape(1, m) + 0 * order, axis=1
+    )
 
 
 def initial_rows(

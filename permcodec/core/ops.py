@@ -64,6 +64,10 @@ class NumpyOps:
     def zeros_like(self, x: Any) -> np.ndarray:
         return np.zeros_like(x)
 
+    def searchsorted(self, sorted_seq: Any, x: Any) -> np.ndarray:
+        """For each element of ``x``, how many of ``sorted_seq`` are <= it."""
+        return np.searchsorted(sorted_seq, x, side="right").astype(np.int64)
+
     def zeros(self, shape: tuple[int, ...], like: Any) -> np.ndarray:
         """Zeros of ``like``'s dtype."""
         return np.zeros(shape, dtype=like.dtype)

@@ -52,6 +52,7 @@ class TrainConfig:
     density: float | None = None
     min_row: int = 0
     bits: int | None = None
+    bpw: float | None = None
     biases: bool = False
     seed: int = 0
     baseline: bool = False
@@ -122,14 +123,17 @@ def build(cfg: TrainConfig, data: Dataset) -> tuple[nn.Module, torch.optim.Optim
         image_size=data.image_size,
         num_classes=data.num_classes,
     ).to(cfg.device)
-    init(
-        model,
-        cfg.seed,
-        parse_spec(cfg.init),
-        biases=cfg.biases,
-        density=cfg.density,
-        min_row=cfg.min_row,
-    )
+    if cfg.bpw is not None:
+        init(model, cfg.seed, bpw=cfg.bpw)
+    else:
+        init(
+            model,
+            cfg.seed,
+            parse_spec(cfg.init),
+            biases=cfg.biases,
+            density=cfg.density,
+            min_row=cfg.min_row,
+        )
     inner = make_optimizer(model, cfg)
     if cfg.baseline:
         return model, inner

@@ -31,18 +31,22 @@ import numpy as np
 from ..coding.registry import names_in
 from ..core.checks import is_int
 from ..core.dtypes import STORAGE
+from ..core.initializers import KIND_SINCE
 from ..errors import FormatError, IntegrityError, UnsupportedVersionError
 from .limits import MAX_EXTENT, MAX_HEADER, MAX_TENSORS
 
 MAGIC = b"\x89PERM\r\n\x1a"
-FORMAT_VERSION = 4
+FORMAT_VERSION = 5
+#: The version writers write unless a file needs a later one (version 4 added the
+#: header digest; version 5 only the levels kind, so files without it stay version 4).
+BASE_VERSION = 4
 PREAMBLE = struct.Struct("<8sIIQ")
 ALIGN = 64
 TRAILER = 32
 #: Length of the header digest that follows the header from version 4 on.
 HEADER_DIGEST = 16
 #: The codings of each format version (each coding module says which version added
-#: it: 2 bucket-rans, 3 row-rans; 4 added the header digest).
+#: it: 2 bucket-rans, 3 row-rans; 4 added the header digest, 5 the levels kind).
 CODINGS_OF = {v: names_in(v) for v in range(1, FORMAT_VERSION + 1)}
 CODINGS = CODINGS_OF[FORMAT_VERSION]
 
@@ -51,8 +55,8 @@ def version_for(header: dict[str, Any]) -> int:
     """The lowest format version that holds every coding and spec kind of ``header``."""
     used = {t["coding"] for t in header["tensors"]}
     version = min(v for v, codings in CODINGS_OF.items() if used <= set(codings))
-    if any(t.get("spec", {}).get("kind") == "quantile" for t in header["tensors"]):
-        version = max(version, 2)
+    for t in header["tensors"]:
+        version = max(version, KIND_SINCE.get(t.get("spec", {}).get("kind"), 1))
     return version
 
 
@@ -177,9 +181,11 @@ def _validate(header: Any, start: int, file_size: int, version: int) -> None:
             f"tensor {name!r} coding {t.get('coding')!r} unknown in format version {version}",
         )
         spec = t.get("spec")
+        kind = spec.get("kind") if isinstance(spec, dict) else None
+        since = KIND_SINCE.get(kind, 1) if isinstance(kind, str) else 1
         _check(
-            version >= 2 or not (isinstance(spec, dict) and spec.get("kind") == "quantile"),
-            f"tensor {name!r}: the quantile kind needs format version 2",
+            version >= since,
+            f"tensor {name!r}: the {kind} kind needs format version {since}",
         )
         dtype = t.get("dtype")
         _check(isinstance(dtype, str) and dtype in STORAGE, f"tensor {name!r} dtype {dtype!r:.40}")

@@ -8,6 +8,8 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from ..core.dtypes import FLOAT_DTYPES
+from ..core.plan import Plan, TensorPlan
 from ..errors import FormatError, IntegrityError, LimitError
 from . import container
 from .entry import Entry, decode_bytes, parse_entry
@@ -85,6 +87,17 @@ class PermFile:
             return self._entries[name]
         except KeyError:
             raise KeyError(f"no tensor named {name!r} in {self.path}") from None
+
+    def plan(self) -> Plan | None:
+        """The plan the file records (its seed and seeded tensors), if it has a seed."""
+        seed = self.header.get("seed")
+        if not isinstance(seed, int):
+            return None
+        plan = Plan(seed)
+        for name, e in self._entries.items():
+            if e.seeded is not None:
+                plan.tensors[name] = TensorPlan(dict(e.seeded.seed.spec), e.seeded.seed.key)
+        return plan
 
     def payload(self, name: str) -> bytes:
         """The coded bytes of one tensor, as stored (checked by :func:`decode_tensor`)."""
@@ -177,6 +190,7 @@ class PermFile:
             payload_bits += bits
             numel_all += numel
         file_bits = 8 * self._size
+        sizes = self.size_split()
         return {
             "path": self.path,
             "format_version": self.version,
@@ -194,6 +208,37 @@ class PermFile:
             "lossy_bits": lossy_bits,
             "other_payload_bits": payload_bits - seeded_bits - lossy_bits,
             "container_bits": file_bits - payload_bits,
+            "weight_matrices": sizes,
+        }
+
+    def size_split(self) -> dict[str, float]:
+        """The file's bits split between its weight matrices (floating-point tensors of
+        two or more dimensions: Linear and Conv weights), everything else (biases, norm
+        layers, buffers) and the metadata. Each tensor's share is its payload and its
+        header entry; the container (preamble, header keys, digests, padding, trailer)
+        goes to the weight matrices. ``bits_per_weight`` is the matrices' share over
+        their values: the figure ``init(..., bpw=R)`` keeps at most R."""
+        import msgpack
+
+        weight_bits = other_bits = 0
+        weights = 0
+        for e in self._entries.values():
+            bits = 8 * (e.length + len(msgpack.packb(e.fields, use_bin_type=True)))
+            if e.dtype in FLOAT_DTYPES and len(e.shape) >= 2:
+                weight_bits += bits
+                weights += e.numel
+            else:
+                other_bits += bits
+        meta = self.header.get("metadata")
+        meta_bits = 8 * len(msgpack.packb(meta, use_bin_type=True)) if meta else 0
+        container = 8 * self._size - weight_bits - other_bits - meta_bits
+        total = weight_bits + container
+        return {
+            "numel": weights,
+            "bits": total,
+            "bits_per_weight": total / weights if weights else 0.0,
+            "other_bits": other_bits,
+            "metadata_bits": meta_bits,
         }
 
 

@@ -68,8 +68,9 @@ def write_file(
         "metadata": {str(k): str(v) for k, v in (metadata or {}).items()},
         "tensors": entries,
     }
+    version = max(container.BASE_VERSION, container.version_for(header))
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        container.write(f, header, payloads)
+        container.write(f, header, payloads, version)
     _warn_if_lossy(header)
     return header
 

@@ -22,7 +22,7 @@ from ..core.initializers import row_shape
 from ..core.plan import MAX_BITS, Plan
 from ..errors import PlanError
 from ..torch import PLAN_ATTR, generate_torch, register_stored_view, unwrap
-from .sync import Target, bucket_tables, placed, sync_in_place
+from .sync import Target, bucket_tables, latent_start, placed, sync_in_place
 
 SyncPeriod = int | Callable[[int], int]
 
@@ -107,7 +107,10 @@ class LaPerm(Optimizer):
                 init = generate_torch(tp, shape, p.dtype, p.device).reshape(rows, m)
                 sorted_init = torch.sort(init, dim=1).values
             target = Target(name, p, sorted_init, rows, m)
-            if bits is not None:
+            if tp.latent:
+                target.latent = latent_start(tp, shape, init)
+                target.free = True
+            elif bits is not None:
                 target.bucket_of_rank, target.init_rank = bucket_tables(tp, shape, p, bits)
                 target.latent = p.detach().clone()
             targets.append(target)
@@ -135,12 +138,13 @@ class LaPerm(Optimizer):
     @torch.no_grad()
     def _snap(self) -> None:
         """Sync every permuted row; with bits, sync the latent weights and show the
-        network their bucketed form."""
+        network their bucketed form. Free latent weights are never synced: their
+        tensors always show the stored values placed by the latent's ranks."""
         for t in self._targets:
             if t.latent is None:
                 if not sync_in_place(t):
                     t.param.copy_(placed(t, t.param, False))
-            else:
+            elif not t.free:
                 t.latent.copy_(placed(t, t.latent, False))
                 t.param.copy_(placed(t, t.latent, True))
 
@@ -175,10 +179,10 @@ class LaPerm(Optimizer):
     def stored_form(self) -> dict[str, torch.Tensor]:
         """The permuted parameters as a sync now would leave them (what
         :func:`permcodec.save` stores), computed without changing anything."""
-        if self.in_sync:
-            return {t.name: t.param.detach() for t in self._targets}
         return {
-            t.name: placed(t, t.param if t.latent is None else t.latent, t.latent is not None)
+            t.name: t.param.detach()
+            if self.in_sync or t.latent is not None
+            else placed(t, t.param, False)
             for t in self._targets
         }
 
@@ -194,7 +198,8 @@ class LaPerm(Optimizer):
         the step updates the latent weights, and the network keeps showing the last
         sync's bucketed form until the next sync (a straight-through estimate).
         """
-        loss = self.inner.step(closure) if self.bits is None else self._latent_step(closure)
+        latent = any(t.latent is not None for t in self._targets)
+        loss = self._latent_step(closure) if latent else self.inner.step(closure)
         self.steps += 1
         self.steps_since_sync += 1
         if self.steps_since_sync >= self.current_period():
@@ -203,12 +208,15 @@ class LaPerm(Optimizer):
 
     @torch.no_grad()
     def _latent_step(self, closure: Callable[[], Any] | None) -> Any:
-        for t in self._targets:
+        """The inner step on the latent weights, the gradient having been taken at the
+        weights the network shows; then show the stored form of the new latent."""
+        latent = [t for t in self._targets if t.latent is not None]
+        for t in latent:
             t.param.copy_(t.latent)
         loss = self.inner.step(closure)
-        for t in self._targets:
+        for t in latent:
             t.latent.copy_(t.param)
-            t.param.copy_(placed(t, t.latent, True))
+            t.param.copy_(placed(t, t.latent, not t.free))
         return loss
 
     def zero_grad(self, set_to_none: bool = True) -> None:
@@ -239,12 +247,12 @@ class LaPerm(Optimizer):
                 f"state dict is for bits={lp.get('bits')}, this LaPerm has {self.bits}"
             )
         latent = list(lp.get("latent", []))
-        if self.bits is not None:
-            if len(latent) != len(self._targets):
-                raise ValueError("state dict holds no latent weights for every permuted tensor")
-            with torch.no_grad():
-                for t, w in zip(self._targets, latent, strict=True):
-                    t.latent.copy_(w)
+        targets = [t for t in self._targets if t.latent is not None]
+        if len(latent) != len(targets):
+            raise ValueError("state dict does not hold the latent weights of this LaPerm")
+        with torch.no_grad():
+            for t, w in zip(targets, latent, strict=True):
+                t.latent.copy_(w)
         self._alias_inner()
 
     def __repr__(self) -> str:

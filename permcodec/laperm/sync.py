@@ -17,10 +17,10 @@ from torch import nn
 from .. import kernels
 from ..coding import arrangement, buckets
 from ..core.dtypes import order_keys
-from ..core.initializers import initial_rows
+from ..core.initializers import generate, initial_rows, resolve
 from ..core.plan import TensorPlan
 from ..kernels.contract import order_key
-from ..torch import format_dtype
+from ..torch import TorchOps, format_dtype
 
 
 @dataclass
@@ -34,7 +34,8 @@ class Target:
     m: int
     bucket_of_rank: torch.Tensor | None = None  # (rows, m) with bits: bucket of each rank
     init_rank: torch.Tensor | None = None  # (rows, m) with bits: rank of each init value
-    latent: torch.Tensor | None = None  # with bits: the weights being trained
+    latent: torch.Tensor | None = None  # with bits or a latent plan: the weights trained
+    free: bool = False  # the latent is never synced (latent plan entries)
 
 
 def rank_order(w: torch.Tensor) -> torch.Tensor:
@@ -110,3 +111,14 @@ def bucket_tables(
         torch.from_numpy(bucket_of_rank).to(p.device),
         torch.from_numpy(bk.init_rank).to(p.device),
     )
+
+
+def latent_start(tp: TensorPlan, shape: tuple[int, ...], init: torch.Tensor) -> torch.Tensor:
+    """The latent weights a ``latent`` plan entry starts from: continuous He-uniform
+    values of its rows (from its own stream), placed in the rank order of its init
+    (``init`` as (rows, m); ties in position order), so the network shows the init."""
+    rows, m = init.shape
+    ref = generate(resolve("he_uniform", shape), tp.key, shape, TorchOps(init.device))
+    ref = torch.sort(ref.to(init.dtype).reshape(rows, m), dim=1).values
+    out = torch.empty_like(ref).scatter_(1, rank_order(init), ref)
+    return out.reshape(shape)

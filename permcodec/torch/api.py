@@ -20,13 +20,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..coding.rate import allocate
 from ..core.approximate import Approximation, approximate_items, fill_errors
 from ..core.initializers import InitSpec, as_spec, fans, row_shape
-from ..core.plan import Plan, TensorPlan
+from ..core.plan import Plan
 from ..core.version import __version__
 from ..errors import PermcodecError, PlanError, UnsafeCheckpointError
 from ..format.atomic import atomic_path
 from ..format.reader import PermFile
+from ..format.recode import bucket_depths, plan_depths
 from ..format.writer import write_file
 from . import device_decode
 from .ops import generate_torch, to_numpy, to_torch
@@ -71,8 +73,18 @@ def init(
     granularity: str | None = None,
     overrides: Mapping[str, SpecLike | None] | None = None,
     min_row: int = 0,
+    bpw: float | None = None,
+    sensitivity: Mapping[str, float] | None = None,
 ) -> Plan:
     """Re-initialize ``model``'s permutable weights from ``seed`` and record the plan.
+
+    ``bpw=R`` names a size instead of a scheme: every weight matrix gets the form
+    (:mod:`permcodec.coding.rate`) that spends the rate where it loses least, so that
+    the saved file's weight matrices cost at most R bits per weight, container
+    included, whatever training does (biases and norm layers stay exact and are
+    counted apart). LaPerm then trains those matrices through latent weights.
+    ``sensitivity`` (name -> weight) scales each matrix's share of the distortion
+    (default: its number of rows); :func:`permcodec.torch.sensitivity` measures it.
 
     ``scheme`` is a name (``"he_uniform"``, ``"glorot_normal"``, ``"binary"``...), an
     :class:`InitSpec`, or a callable ``(name, param) -> spec | None``. ``density`` makes
@@ -88,6 +100,13 @@ def init(
     plan = Plan(int(seed)) if isinstance(seed, (int, np.integer)) else None
     if plan is None:
         raise PlanError(f"seed must be an integer, got {type(seed).__name__}")
+    if bpw is not None:
+        given = {"scheme": scheme != "he_uniform", "biases": biases, "density": density,
+                 "granularity": granularity, "overrides": overrides, "min_row": min_row}  # fmt: skip
+        clash = [k for k, v in given.items() if v]
+        if clash:
+            raise PlanError(f"bpw= chooses each matrix's init itself; drop {', '.join(clash)}=")
+        return _init_at_rate(model, plan, float(bpw), sensitivity)
     overrides = dict(overrides or {})
     weight_shapes = {
         n.rsplit(".", 1)[0]: tuple(p.shape) for n, p, r in default_targets(model) if r == "weight"
@@ -123,6 +142,30 @@ def init(
                 )
             tp = plan.add(name, spec, tuple(p.shape))
             p.copy_(generate_torch(tp, tuple(p.shape), p.dtype, p.device))
+    setattr(model, PLAN_ATTR, plan)
+    return plan
+
+
+def _init_at_rate(
+    model: nn.Module, plan: Plan, bpw: float, sensitivity: Mapping[str, float] | None
+) -> Plan:
+    """:func:`init` with ``bpw``: a form per weight matrix from the rate allocator."""
+    weights = {n: p for n, p, role in default_targets(model) if role == "weight"}
+    sens = {n: float(p.shape[0]) for n, p in weights.items()}
+    sens.update(sensitivity or {})
+    try:
+        alloc = allocate({n: tuple(p.shape) for n, p in weights.items()}, bpw, sens)
+    except ValueError as e:
+        raise PlanError(str(e)) from None
+    with torch.no_grad():
+        for name, form in alloc.forms.items():
+            p = weights[name]
+            spec = form.spec(tuple(p.shape))
+            if spec is None:
+                continue  # trained as is, stored exactly
+            tp = plan.add(name, spec, tuple(p.shape), latent=True)
+            p.copy_(generate_torch(tp, tuple(p.shape), p.dtype, p.device))
+    plan.bpw = bpw
     setattr(model, PLAN_ATTR, plan)
     return plan
 
@@ -206,6 +249,7 @@ def save(
     bits: int | None = None,
     approximate: bool = False,
     seed: int = 0,
+    bpw: float | None = None,
 ) -> list[Approximation]:
     """Write a model (or state dict) to a `.perm` file, atomically.
 
@@ -213,7 +257,11 @@ def save(
     :class:`permcodec.NotAnArrangementError` names the tensor and row). They are
     stored losslessly unless ``bits`` (default: the plan's, set by
     ``LaPerm(..., bits=b)``) asks for rank buckets only; a tensor that this changes
-    triggers a :class:`permcodec.LossyWarning` with its relative L2 error.
+    triggers a :class:`permcodec.LossyWarning` with its relative L2 error. ``bpw``
+    re-codes a lossless model at that many bits per weight (weight matrices, container
+    included): each seeded matrix keeps the rank-bucket depth that loses least
+    (:mod:`permcodec.format.recode`). A model initialized with ``init(..., bpw=R)``
+    needs no ``bpw`` here: it is within R as it is.
 
     ``approximate=True`` also stores weight matrices outside the plan (any trained
     model: no plan needed) as rank-matched arrangements of fitted seeded values, coded
@@ -237,25 +285,16 @@ def save(
     tensors: Any = items()
     if approximate:
         tensors, plan, originals, depths, report = approximate_items(tensors, plan, bits)
+    if bpw is not None:
+        if approximate or bits is not None:
+            raise PlanError("bpw= chooses the bucket depths itself; drop bits= and approximate=")
+        tensors = list(tensors)
+        depths = bucket_depths(plan_depths(tensors, plan, bpw))
     header = write_file(
         path, tensors, plan, meta, bits=bits, originals=originals, tensor_bits=depths
     )
     fill_errors(report, header)
     return report
-
-
-def plan_of(pf: PermFile) -> Plan | None:
-    """The plan recorded in an open `.perm` file (seed and seeded tensors), if it has a
-    seed."""
-    seed = pf.header.get("seed")
-    if not isinstance(seed, int):
-        return None
-    plan = Plan(seed)
-    for name in pf:
-        seeded = pf.entry(name).seeded
-        if seeded is not None:
-            plan.tensors[name] = TensorPlan(dict(seeded.seed.spec), seeded.seed.key)
-    return plan
 
 
 def load(
@@ -274,7 +313,7 @@ def load(
     """
     with PermFile(path, max_bytes=max_bytes) as pf:
         sd = {name: _decode_to(pf, name, torch.device(device)) for name in pf}
-        plan = plan_of(pf)
+        plan = pf.plan()
     if model is None:
         return sd
     model = unwrap(model)

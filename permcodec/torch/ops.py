@@ -86,6 +86,9 @@ class TorchOps:
     def zeros_like(self, x: torch.Tensor) -> torch.Tensor:
         return torch.zeros_like(x)
 
+    def searchsorted(self, sorted_seq: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return torch.searchsorted(sorted_seq, x.contiguous(), right=True).to(torch.int64)
+
     def zeros(self, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
         return torch.zeros(shape, dtype=like.dtype, device=self.device)
 

@@ -1,0 +1,242 @@
+"""Rate control: init(model, seed, bpw=R) keeps the weight matrices within R bits per
+weight, container included; the levels forms it uses are exact arrangements of their
+seeded init, decode bit for bit and need format version 5."""
+
+from __future__ import annotations
+
+import copy
+import io
+import math
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from hostile_files import seal, split
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+import permcodec
+from permcodec import FormatError, InitSpec, PlanError
+from permcodec.coding.rate import CONTAINER_BYTES, Form, allocate, cost_bits, ladder, row_bits
+from permcodec.core.initializers import generate, level_counts, level_values, resolve
+from permcodec.format import container
+from permcodec.torch import TorchOps
+
+
+def _model() -> nn.Module:
+    """100k weights: large enough that the container is a small part of 0.5 bit each."""
+    return nn.Sequential(
+        nn.Flatten(),
+        nn.Linear(256, 256),
+        nn.ReLU(),
+        nn.Linear(256, 128),
+        nn.ReLU(),
+        nn.Linear(128, 10),
+    )
+
+
+def _conv() -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1),  # rows of 9 values: left unseeded
+        nn.ReLU(),
+        nn.Conv2d(8, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(32 * 16 * 16, 32),
+        nn.ReLU(),
+        nn.Linear(32, 10),
+    )
+
+
+def _train(model: nn.Module, opt: torch.optim.Optimizer, steps: int, shape=(32, 1, 16, 16)) -> None:
+    g = torch.Generator().manual_seed(0)
+    for _ in range(steps):
+        x = torch.randn(shape, generator=g)
+        y = torch.randint(0, 10, (shape[0],), generator=g)
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+
+
+# ---------------------------------------------------------------- the levels kind
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    levels=st.integers(1, 8),
+    density=st.sampled_from([0.05, 0.3, 0.5, 1.0]),
+    rows=st.integers(1, 6),
+    m=st.integers(1, 120),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_levels_rows_hold_exact_counts_and_match_on_torch(levels, density, rows, m, seed):
+    spec = resolve(InitSpec("levels", levels=levels, scale=0.05, density=density), (rows, m))
+    key = (seed, seed ^ 0x5A5A)
+    got = generate(spec, key, (rows, m))
+    assert got.dtype == np.float32
+    assert np.array_equal(got, generate(spec, key, (rows, m), TorchOps()).numpy())
+    values = np.float32(level_values(levels, 0.05))
+    counts = level_counts(levels, density, m)
+    for row in got:
+        assert [int((row == v).sum()) for v in values[:-1]] == counts[:-1]
+        assert int((row == 0).sum()) == (counts[-1] if density < 1 else 0)
+
+
+def test_levels_values_are_symmetric_normal_midpoints():
+    vals = level_values(2, 1.0)
+    assert vals[:2] == [-vals[3], -vals[2]] and vals[-1] == 0.0
+    assert vals[2] == pytest.approx(0.3186393639643752) and vals[3] == pytest.approx(
+        1.1503493803760079
+    )
+
+
+@pytest.mark.parametrize(
+    "params, match",
+    [
+        (dict(levels=0.5, scale=1.0), "whole number"),
+        (dict(levels=200.0, scale=1.0), "whole number"),
+        (dict(levels=2.0, scale=0.0), "scale > 0"),
+        (dict(levels=2.0, scale=float("nan")), "finite"),
+    ],
+)
+def test_bad_levels_specs_are_refused(params, match):
+    with pytest.raises(PlanError, match=match):
+        resolve(InitSpec("levels", **params), (3, 10))
+
+
+def test_files_with_levels_are_version_5_and_refused_as_version_4(tmp_path: Path):
+    plan = permcodec.Plan(3)
+    tp = plan.add("w", InitSpec("levels", levels=1, scale=0.1, density=0.2), (4, 40))
+    w = generate(tp.spec, tp.key, (4, 40))[:, ::-1].copy()
+    permcodec.numpy.save({"w": w, "b": np.zeros(4, np.float32)}, tmp_path / "l.perm", plan)
+    with permcodec.open(tmp_path / "l.perm") as f:
+        assert f.version == 5 and f.entry("w").coding in ("row-rans", "bucket-rans")
+        assert np.array_equal(f.tensor("w"), w)
+    header, payloads, _ = split((tmp_path / "l.perm").read_bytes())
+    old = seal(header, payloads, version=4)
+    with pytest.raises(FormatError, match="levels kind needs format version 5"):
+        container.read_header(io.BytesIO(old), len(old))
+
+
+# ---------------------------------------------------------------- allocation
+
+
+SHAPES = {
+    "a": {"1.weight": (300, 784), "3.weight": (100, 300), "5.weight": (10, 100)},
+    "b": {"c1": (8, 1, 3, 3), "c2": (32, 8, 3, 3), "fc": (64, 8192)},
+}
+
+
+@pytest.mark.parametrize("case", list(SHAPES))
+def test_allocation_meets_the_rate_and_spends_more_as_it_grows(case):
+    shapes = SHAPES[case]
+    spent = []
+    for bpw in (0.5, 1, 2, 4):
+        alloc = allocate(shapes, bpw)
+        assert alloc.bits_per_weight <= bpw
+        total = sum(cost_bits(n, s, alloc.forms[n]) for n, s in shapes.items())
+        assert alloc.bits == pytest.approx(total + 8 * CONTAINER_BYTES)  # container included
+        spent.append(alloc.bits_per_weight)
+    assert spent == sorted(spent) and spent[-1] > 2 * spent[0]
+
+
+def test_short_rows_stay_unseeded_and_too_small_a_rate_is_refused():
+    assert ladder(9) == [Form("unseeded")]
+    alloc = allocate(SHAPES["b"], 2.0)
+    assert alloc.forms["c1"] == Form("unseeded")
+    with pytest.raises(ValueError, match="too few"):
+        allocate(SHAPES["b"], 0.05)
+    with pytest.raises(ValueError, match="positive"):
+        allocate(SHAPES["b"], 0.0)
+
+
+def test_more_sensitive_matrices_get_more_bits():
+    shapes = {"x": (64, 512), "y": (64, 512)}
+    for x, y in ((50.0, 1.0), (1.0, 50.0)):
+        tilted = allocate(shapes, 1.0, {"x": x, "y": y})
+        more, less = ("x", "y") if x > y else ("y", "x")
+        assert row_bits(tilted.forms[more], 512) > row_bits(tilted.forms[less], 512)
+
+
+# ---------------------------------------------------------------- init, LaPerm, save
+
+
+@pytest.mark.parametrize("bpw", [0.5, 1.0, 2.0, 4.0])
+def test_init_at_a_rate_trains_saves_within_it_and_decodes_exactly(tmp_path: Path, bpw):
+    model = _model()
+    plan = permcodec.init(model, 7, bpw=bpw)
+    assert plan.bpw == bpw and all(tp.latent for tp in plan.tensors.values())
+    opt = permcodec.LaPerm(model, torch.optim.Adam(model.parameters(), 1e-2))
+    _train(model, opt, 30)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", permcodec.LossyWarning)  # nothing is lost
+        permcodec.save(model, tmp_path / "m.perm")
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k  # saving does not touch training
+    with permcodec.open(tmp_path / "m.perm") as f:
+        split_ = f.size_split()
+        assert split_["bits_per_weight"] <= bpw
+        for name, tp in plan.tensors.items():
+            got = f.tensor(name)
+            init = generate(tp.spec, tp.key, got.shape).reshape(got.shape[0], -1)
+            # an exact arrangement of the seeded init, row by row ...
+            assert np.array_equal(np.sort(got.reshape(init.shape), 1), np.sort(init, 1))
+            # ... that the training moved
+            assert not np.array_equal(got.reshape(init.shape), init)
+    state = permcodec.load(tmp_path / "m.perm")
+    for k, v in model.state_dict().items():
+        assert torch.equal(state[k], v), k
+
+
+def test_unseeded_short_rows_train_as_floats_and_count_in_the_rate(tmp_path: Path):
+    model = _conv()
+    plan = permcodec.init(model, 1, bpw=1.0)
+    assert "0.weight" not in plan.tensors and "2.weight" in plan.tensors
+    opt = permcodec.LaPerm(model, torch.optim.Adam(model.parameters(), 1e-2))
+    _train(model, opt, 5)
+    permcodec.save(model, tmp_path / "c.perm")
+    with permcodec.open(tmp_path / "c.perm") as f:
+        assert f.size_split()["bits_per_weight"] <= 1.0
+        assert f.entry("0.weight").coding in ("raw", "raw-zstd")
+
+
+def test_latent_training_resumes_identically_from_its_state_dict():
+    def make():
+        model = _model()
+        permcodec.init(model, 4, bpw=0.8)
+        return model, permcodec.LaPerm(model, torch.optim.Adam(model.parameters(), 1e-2))
+
+    model, opt = make()
+    _train(model, opt, 6)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    opt_state = copy.deepcopy(opt.state_dict())  # torch hands out its live state tensors
+    _train(model, opt, 6)
+    again, opt2 = make()
+    again.load_state_dict(state)
+    opt2.load_state_dict(opt_state)
+    _train(again, opt2, 6)
+    for k, v in model.state_dict().items():
+        assert torch.equal(again.state_dict()[k], v), k
+
+
+def test_bpw_with_a_scheme_or_density_is_refused():
+    with pytest.raises(PlanError, match="drop density"):
+        permcodec.init(_model(), 0, bpw=1.0, density=0.5)
+    with pytest.raises(PlanError, match="drop scheme"):
+        permcodec.init(_model(), 0, "binary", bpw=1.0)
+    with pytest.raises(PlanError, match="too few"):
+        permcodec.init(_model(), 0, bpw=0.01)
+
+
+def test_plan_with_latent_entries_survives_a_checkpoint(tmp_path: Path):
+    model = _model()
+    plan = permcodec.init(model, 2, bpw=1.5)
+    permcodec.save_checkpoint(model, tmp_path / "m.pt")
+    _, back = permcodec.load_checkpoint(tmp_path / "m.pt")
+    assert back.bpw == 1.5 and back.tensors == plan.tensors
+    assert math.isclose(sum(v.latent for v in back.tensors.values()), len(plan.tensors))
