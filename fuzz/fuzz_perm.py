@@ -230,6 +230,14 @@ def seed_files() -> dict[str, bytes]:
                 None,
             ),
             _seeded(plan, "t", _spec("binary"), (2, 16), "bfloat16", 0.0),
+            _seeded(
+                plan,
+                "l",
+                _spec("levels", levels=2, scale=0.1, density=0.4),
+                (3, 20),
+                "float32",
+                None,
+            ),
         ],
         plan,
         tensor_bits={"t": 1, "c": 3},
@@ -739,6 +747,7 @@ def _random_spec(rng: random.Random) -> permcodec.InitSpec:
         "quantile": {"knots": sorted(rng.choice(FLOATS[:11]) for _ in range(rng.randint(2, 6)))},
         "trunc_normal": {"a": -rng.choice((1e-3, 2.0, 40.0)), "b": rng.choice((1e-3, 2.0, 40.0))},
         "two_value": {"p": rng.choice((0.0, 0.5, 1.0))},
+        "levels": {"levels": rng.choice((1, 2, 64, 128)), "scale": rng.choice((1e-3, 0.1, 1e30))},
     }.get(kind, {})
     density = rng.choice((1.0, 1.0, 0.0, 0.3, 0.999, 1e-9))
     granularity = rng.choice(("row", "tensor"))
