@@ -7,6 +7,9 @@ one type.
 
 from __future__ import annotations
 
+import importlib
+from typing import Any
+
 
 class PermcodecError(ValueError):
     """Base class of every error permcodec raises about files, plans or tensors."""
@@ -57,3 +60,25 @@ class LossyWarning(UserWarning):
 class KernelWarning(RuntimeWarning):
     """A compiled kernel (numba, triton) could not be loaded; the numpy reference,
     which computes the same bits more slowly, runs instead."""
+
+
+class MissingDependencyError(ImportError):
+    """An optional package that a feature needs is not installed; the message says
+    exactly what to install."""
+
+
+def require(module: str, feature: str, package: str | None = None, extra: str = "all") -> Any:
+    """Import ``module``, or raise :class:`MissingDependencyError` naming what
+    ``feature`` needs and the pip command that installs it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        pkg = package or module
+        raise MissingDependencyError(
+            f"{feature} needs {pkg}: pip install {pkg} (or pip install 'permcodec[{extra}]')"
+        ) from None
+
+
+class DeviceError(PermcodecError):
+    """The device asked for does not exist here (no CUDA, an unknown name, an index
+    past the last GPU)."""

@@ -7,25 +7,18 @@ installed, otherwise as their uint16 bit patterns.
 from __future__ import annotations
 
 import os
+from typing import BinaryIO
 
 import numpy as np
 
 from .core.dtypes import STORAGE
 from .core.plan import Plan
 from .errors import PermcodecError
-from .format.reader import PermFile
+from .format.reader import PermFile, Source
 from .format.recode import bucket_depths, plan_depths
 from .format.writer import write_file
 
 _NUMPY_TO_NAME = {np.dtype(v).newbyteorder("="): k for k, v in STORAGE.items() if k != "bfloat16"}
-
-
-def _bfloat16_view(a: np.ndarray) -> np.ndarray:
-    try:
-        import ml_dtypes
-    except ImportError:
-        return a
-    return a.view(ml_dtypes.bfloat16)
 
 
 def dtype_name(a: np.ndarray) -> str:
@@ -38,21 +31,18 @@ def dtype_name(a: np.ndarray) -> str:
         raise PermcodecError(f"dtype {a.dtype} is not supported by the .perm format") from None
 
 
-def load(path: str | os.PathLike[str], max_bytes: int | None = None) -> dict[str, np.ndarray]:
-    """Decode every tensor of a `.perm` file into numpy arrays, verifying all checksums.
-
-    ``max_bytes`` caps the decoded size the file may claim (:mod:`permcodec.format.limits`).
-    """
+def load(path: Source, max_bytes: int | None = None) -> dict[str, np.ndarray]:
+    """Decode every tensor of a `.perm` file (a path, its bytes or a binary file object)
+    into numpy arrays, verifying all checksums; bfloat16 as ``ml_dtypes.bfloat16``
+    where installed. ``max_bytes`` caps the decoded size the file may claim
+    (:mod:`permcodec.format.limits`)."""
     with PermFile(path, max_bytes=max_bytes) as pf:
-        out = {}
-        for name, arr in pf.tensors():
-            out[name] = _bfloat16_view(arr) if pf.entry(name).dtype == "bfloat16" else arr
-        return out
+        return dict(pf.tensors())
 
 
 def save(
     tensors: dict[str, np.ndarray],
-    path: str | os.PathLike[str],
+    path: str | os.PathLike[str] | BinaryIO,
     plan: Plan | dict | None,
     metadata: dict[str, str] | None = None,
     bits: int | dict[str, int] | None = None,

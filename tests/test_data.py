@@ -15,7 +15,7 @@ import pytest
 import torch
 from idx_files import fake_mnist, idx_bytes, write_idx
 
-from permcodec.errors import PermcodecError
+from permcodec.errors import MissingDependencyError, PermcodecError
 from permcodec.experiments.data import (
     FASHION_MNIST_DIR,
     Dataset,
@@ -292,7 +292,7 @@ def test_digits_without_sklearn(monkeypatch: pytest.MonkeyPatch) -> None:
     import sys
 
     monkeypatch.setitem(sys.modules, "sklearn.datasets", None)
-    with pytest.raises(PermcodecError, match="pip install scikit-learn"):
+    with pytest.raises(MissingDependencyError, match="pip install scikit-learn"):
         load_digits()
 
 

@@ -122,9 +122,11 @@ def test_seeded_tensor_round_trip(
         e = pf.entry("layer.weight")
         assert e.coding == "row-rans" and e.dtype == dtype
         assert pf.entry("layer.bias").coding in RAW_CODINGS
-        t = pf.tensor("layer.weight")
+        t = pf.storage("layer.weight")
         assert t.dtype == dtypes.STORAGE[dtype]
         assert t.tobytes() == trained.tobytes()
+        # get_tensor: bfloat16 as ml_dtypes.bfloat16, as load_numpy gives it
+        assert pf.get_tensor("layer.weight").dtype == loaded["layer.weight"].dtype
         assert pf.verify() == []
         # the recorded bound is B of the seeded rows
         assert e.fields["bound_bits"] == pytest.approx(_row_bound(init, dtype), rel=1e-9, abs=1e-6)

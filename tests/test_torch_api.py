@@ -214,7 +214,7 @@ def test_checkpoint_and_perm_round_trip(tmp_path, kind, dtype, permute_model_row
         assert {n for n in pf.keys() if pf.entry(n).coding == "row-rans"}  # noqa: SIM118 == set(plan.tensors)
 
     fresh = MODELS[kind]().to(FLOAT_TORCH[dtype])
-    result = permcodec.load(path, model=fresh)
+    result = permcodec.load_model(fresh, path)
     assert not result.missing_keys and not result.unexpected_keys
     _state_equal(fresh.state_dict(), original)
     assert fresh.permcodec_plan == plan

@@ -154,7 +154,7 @@ def test_train_refuses_to_overwrite_and_bad_options(data_dir: Path, tmp_path: Pa
         "-o",
         str(tmp_path / "x.perm"),
     )
-    assert code == 1 and "unknown model" in err
+    assert code == 2 and "vgg99" in err and "lenet300" in err  # a usage error
     code, _, err = cli(
         "train",
         "--init",

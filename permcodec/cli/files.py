@@ -13,12 +13,12 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import LossyWarning, PermcodecError, PlanError
+from ..core.dtypes import FLOAT_DTYPES, as_float64, from_float32
+from ..errors import LossyWarning, PermcodecError, PlanError, require
 from ..format.atomic import atomic_path
 from ..format.reader import PermFile
 from ..format.recode import bucket_depths, plan_depths
 from ..format.writer import write_file
-from ..numpy import load as load_numpy
 
 OUTPUT_FORMATS = (".pt", ".safetensors", ".npz")
 
@@ -116,17 +116,24 @@ def recode_file(
         return pf.info()
 
 
+#: Dtypes ``decode`` can convert floating-point tensors to on the way out.
+OUTPUT_DTYPES = ("float32", "float16", "bfloat16")
+
+
 def decode_file(
     src: str | os.PathLike[str],
     dst: str | os.PathLike[str],
     device: str = "cpu",
     overwrite: bool = False,
     max_bytes: int | None = None,
+    dtype: str | None = None,
 ) -> int:
     """Decode a `.perm` file into .pt, .safetensors or .npz (chosen by suffix).
 
-    Returns the number of tensors written. ``device`` is where decoding runs
-    (``cuda`` needs torch with a GPU); files always hold CPU tensors.
+    Returns the number of tensors written. ``device`` is where decoding runs (``cuda``
+    needs torch with a GPU); files always hold CPU tensors. ``dtype`` converts every
+    floating-point tensor (round to nearest even, through float32). torch is imported
+    only for .pt output, another device, or bfloat16 in a .safetensors file.
     """
     dst = Path(dst)
     fmt = dst.suffix.lower()
@@ -134,46 +141,47 @@ def decode_file(
         raise PermcodecError(
             f"cannot write {dst.name}: output must end in one of {', '.join(OUTPUT_FORMATS)}"
         )
+    if dtype is not None and dtype not in OUTPUT_DTYPES:
+        raise PermcodecError(f"dtype {dtype!r} is not one of {', '.join(OUTPUT_DTYPES)}")
     check_target(dst, overwrite)
-    if fmt == ".npz":
-        arrays = load_numpy(src, max_bytes=max_bytes)
-        arrays = {
-            k: (a.view(np.uint16) if a.dtype.name == "bfloat16" else a) for k, a in arrays.items()
-        }
-        with atomic_path(dst) as tmp, open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-        return len(arrays)
-    try:
-        from .. import torch as pt
-    except ImportError:
-        pt = None
-    if pt is None:
-        if fmt == ".pt" or device != "cpu":
-            raise PermcodecError(
-                f"writing {fmt} files or decoding on {device} needs torch; "
-                "install it, or decode to .npz"
-            )
-        from safetensors.numpy import save_file as save_np
+    if fmt != ".pt" and device == "cpu":
+        arrays = _converted(src, max_bytes, dtype)
+        if fmt == ".npz":  # bfloat16 as its uint16 bits
+            with atomic_path(dst) as tmp, open(tmp, "wb") as f:
+                np.savez(f, **{k: a for k, (a, _) in arrays.items()})
+            return len(arrays)
+        if not any(dt == "bfloat16" for _, dt in arrays.values()):
+            st = require("safetensors.numpy", "writing .safetensors files", "safetensors")
+            with atomic_path(dst) as tmp:
+                st.save_file({k: a for k, (a, _) in arrays.items()}, str(tmp))
+            return len(arrays)
+    pt = require("permcodec.torch", f"decoding to {fmt} with bfloat16 or on {device}", "torch")
+    import torch
 
-        arrays = load_numpy(src, max_bytes=max_bytes)
-        if any(a.dtype.name == "bfloat16" for a in arrays.values()):
-            raise PermcodecError("bfloat16 tensors need torch to be written as .safetensors")
-        with atomic_path(dst) as tmp:
-            save_np(arrays, str(tmp))
-        return len(arrays)
-    if device.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise PermcodecError(f"device {device!r} was asked for, but torch sees no CUDA device")
-    sd = {k: v.cpu() for k, v in pt.load(src, device=device, max_bytes=max_bytes).items()}
+    dev = pt.device_of(device)
+    sd = {k: v.cpu() for k, v in pt.load(src, device=dev, max_bytes=max_bytes).items()}
+    if dtype is not None:
+        target = pt.torch_dtype(dtype)
+        sd = {k: v.float().to(target) if v.is_floating_point() else v for k, v in sd.items()}
     with atomic_path(dst) as tmp:
         if fmt == ".pt":
-            import torch
-
             torch.save(sd, tmp)
         else:
-            from safetensors.torch import save_file
-
-            save_file({k: v.contiguous() for k, v in sd.items()}, str(tmp))
+            st = require("safetensors.torch", "writing .safetensors files", "safetensors")
+            st.save_file({k: v.contiguous() for k, v in sd.items()}, str(tmp))
     return len(sd)
+
+
+def _converted(
+    src: str | os.PathLike[str], max_bytes: int | None, dtype: str | None
+) -> dict[str, tuple[np.ndarray, str]]:
+    """Every tensor of ``src`` as (numpy storage array, dtype name), floating-point ones
+    converted to ``dtype`` (bfloat16 as uint16 bits)."""
+    out = {}
+    with PermFile(src, max_bytes=max_bytes) as pf:
+        for name in pf:
+            a, dt = pf.storage(name), pf.entry(name).dtype
+            if dtype is not None and dt in FLOAT_DTYPES and dt != dtype:
+                a, dt = from_float32(as_float64(a, dt).astype(np.float32), dtype), dtype
+            out[name] = (a, dt)
+    return out

@@ -26,10 +26,10 @@ import click
 
 from ..core.plan import MAX_BITS
 from ..core.version import __version__
-from ..errors import FormatError, LimitError, PermcodecError, UnsafeCheckpointError
+from ..errors import FormatError, LimitError, PermcodecError, UnsafeCheckpointError, require
 from ..format.limits import ENV_MAX_BYTES, parse_size
 from ..format.reader import PermFile
-from .files import OUTPUT_FORMATS, decode_file, encode_checkpoint
+from .files import OUTPUT_DTYPES, OUTPUT_FORMATS, decode_file, encode_checkpoint
 
 EXIT_FAILED, EXIT_USAGE, EXIT_DAMAGED, EXIT_LIMIT, EXIT_INTERRUPTED = 1, 2, 3, 4, 130
 
@@ -57,6 +57,8 @@ def reports_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
+        except click.ClickException:
+            raise  # usage errors: the group reports them (exit 2)
         except (FormatError, UnsafeCheckpointError) as e:
             _fail(str(e), EXIT_DAMAGED)
         except LimitError as e:
@@ -78,6 +80,8 @@ class OneLineErrors(click.Group):
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
         signal.signal(signal.SIGTERM, _interrupt)  # clean up temporary files as on Ctrl-C
+        if hasattr(signal, "SIGPIPE"):  # `permcodec info m.perm | head -1`: stop quietly
+            signal.signal(signal.SIGPIPE, signal.SIG_DFL)
         kwargs["standalone_mode"] = False
         try:
             rv = super().main(*args, **kwargs)
@@ -96,11 +100,28 @@ def _interrupt(signum: int, frame: Any) -> None:
 
 
 def _set_max_bytes(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
-    """Keep --max-bytes for the commands, which pass it to the library."""
+    """Keep --max-bytes (before or after the verb) for the commands, which pass it to the
+    library."""
+    if value is None:
+        return
     try:
-        ctx.ensure_object(dict)["max_bytes"] = None if value is None else parse_size(value)
+        ctx.find_root().ensure_object(dict)["max_bytes"] = parse_size(value)
     except ValueError as e:
         raise click.BadParameter(str(e)) from None
+
+
+def max_bytes_option(envvar: str | None = None) -> Callable[..., Any]:
+    """--max-bytes, on the group (with its environment variable) and on every verb that
+    reads a .perm file."""
+    return click.option(
+        "--max-bytes",
+        metavar="SIZE",
+        envvar=envvar,
+        expose_value=False,
+        callback=_set_max_bytes,
+        help="Refuse .perm files whose tensors take more than SIZE once decoded "
+        "(e.g. 512M, 64G) [default: 4G; env PERMCODEC_MAX_BYTES].",
+    )
 
 
 def _max_bytes() -> int | None:
@@ -108,17 +129,33 @@ def _max_bytes() -> int | None:
     return click.get_current_context().find_root().ensure_object(dict).get("max_bytes")
 
 
-def _output_suffix(ctx: click.Context, param: click.Parameter, value: Path) -> Path:
-    if value.suffix.lower() not in OUTPUT_FORMATS:
+def _output_suffix(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+    if value is not None and value.suffix.lower() not in OUTPUT_FORMATS:
         raise click.BadParameter(f"{value.name} must end in one of {', '.join(OUTPUT_FORMATS)}")
     return value
 
 
 def perm_file(metavar: str = "IN.perm") -> Callable[..., Any]:
-    """The input-file argument of the commands that read a .perm file."""
-    return click.argument(
-        "src", metavar=metavar, type=click.Path(exists=True, dir_okay=False, path_type=Path)
-    )
+    """The input-file argument of the commands that read a .perm file (and their
+    --max-bytes)."""
+
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        fn = max_bytes_option()(fn)
+        return click.argument(
+            "src", metavar=metavar, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+        )(fn)
+
+    return decorate
+
+
+def threads_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--threads",
+        type=click.IntRange(min=1),
+        default=None,
+        help="torch threads [default: torch's]. Use 1 when other work shares the CPU: a "
+        "2-thread loop then ran 15-30x slower here.",
+    )(fn)
 
 
 def bits_option(help_text: str) -> Callable[..., Any]:
@@ -138,15 +175,7 @@ force_option = click.option(
 
 @click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="permcodec")
-@click.option(
-    "--max-bytes",
-    metavar="SIZE",
-    envvar=ENV_MAX_BYTES,
-    expose_value=False,
-    callback=_set_max_bytes,
-    help="Refuse .perm files whose tensors take more than SIZE once decoded "
-    "(e.g. 512M, 64G) [default: 4G; env PERMCODEC_MAX_BYTES].",
-)
+@max_bytes_option(ENV_MAX_BYTES)
 def main() -> None:
     """Store networks trained by permutation (LaPerm) as seed + specs + permutations.
 
@@ -244,19 +273,28 @@ def _report_lossy(info: dict[str, Any]) -> None:
 @click.option(
     "-o",
     "--output",
-    required=True,
     type=click.Path(dir_okay=False, path_type=Path),
     callback=_output_suffix,
-    help="Output file: .pt (torch.save state dict), .safetensors or .npz.",
+    help="Output file: .pt (torch.save state dict), .safetensors or .npz "
+    "[default: IN with suffix .safetensors].",
+)
+@click.option(
+    "--dtype",
+    type=click.Choice(OUTPUT_DTYPES),
+    default=None,
+    help="Convert floating-point tensors on the way out [default: as stored].",
 )
 @click.option(
     "--device", default="cpu", show_default=True, help="Where to decode: cpu or cuda (needs torch)."
 )
 @force_option
 @reports_errors
-def decode(src: Path, output: Path, device: str, force: bool) -> None:
+def decode(src: Path, output: Path | None, dtype: str | None, device: str, force: bool) -> None:
     """Rebuild the exact weights of IN.perm and write them as .pt, .safetensors or .npz."""
-    n = decode_file(src, output, device=device, overwrite=force, max_bytes=_max_bytes())
+    output = output or src.with_suffix(".safetensors")
+    n = decode_file(
+        src, output, device=device, overwrite=force, max_bytes=_max_bytes(), dtype=dtype
+    )
     click.echo(f"wrote {output}: {n} tensors")
 
 
@@ -363,8 +401,8 @@ def verify(src: Path) -> None:
 @click.option(
     "--density",
     default=None,
-    type=click.FloatRange(0.0, 1.0),
-    help="Fraction of non-zeros kept in every row (sparse init).",
+    type=click.FloatRange(0.0, 1.0, min_open=True),
+    help="Fraction of non-zeros kept in every row, in (0, 1] (sparse init).",
 )
 @click.option(
     "--init",
@@ -398,6 +436,7 @@ def verify(src: Path) -> None:
     help="Train the same seeded model with the plain inner optimizer (writes .pt).",
 )
 @click.option("--device", default="cpu", show_default=True)
+@threads_option
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option(
     "-o",
@@ -408,14 +447,29 @@ def verify(src: Path) -> None:
 )
 @force_option
 @reports_errors
-def train(output: Path, force: bool, no_progress: bool, init_spec: str, **opts: Any) -> None:
+def train(
+    output: Path,
+    force: bool,
+    no_progress: bool,
+    init_spec: str,
+    threads: int | None,
+    **opts: Any,
+) -> None:
     """Train a built-in model by LaPerm (or --baseline) and write it as .perm."""
+    require("torch", "permcodec train", "torch", "train")
+    from ..experiments.data import DATASETS
+    from ..experiments.models import MODELS
     from ..experiments.train import TrainConfig, run
     from .files import check_target
 
+    _known("--model", opts["model"], MODELS)
+    _known("--dataset", opts["dataset"], DATASETS)
     check_target(output.with_suffix(".pt") if opts["baseline"] else output, force)
+    _set_threads(threads)
     cfg = TrainConfig(init=init_spec, **opts)
     result = run(cfg, output, progress=not no_progress)
+    for note in result.notes:
+        click.echo(note, err=True)
     last = result.epochs[-1]
     click.echo(
         f"final test accuracy {result.final_test_acc:.2f}% (train {last.train_acc:.2f}%), "
@@ -436,15 +490,37 @@ def _report_rate(split: dict[str, float], target: float | None) -> None:
     )
 
 
+def _known(flag: str, value: str, known: Any) -> None:
+    """A usage error (exit 2) for a name that is not among ``known``."""
+    if value not in known:
+        raise click.BadParameter(f"{value!r} is not one of {', '.join(known)}", param_hint=flag)
+
+
+def _set_threads(threads: int | None) -> None:
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 @main.command()
 @perm_file("MODEL.perm")
 @click.option("--dataset", default=None, help="Dataset [default: the one it was trained on].")
 @click.option("--data-dir", default=None, help="Folder of the dataset files.")
 @click.option("--device", default="cpu", show_default=True)
+@threads_option
 @reports_errors
-def evaluate(src: Path, dataset: str | None, data_dir: str | None, device: str) -> None:
+def evaluate(
+    src: Path, dataset: str | None, data_dir: str | None, device: str, threads: int | None
+) -> None:
     """Test accuracy of the model decoded from MODEL.perm (written by `permcodec train`)."""
+    require("torch", "permcodec evaluate", "torch", "train")
+    from ..experiments.data import DATASETS
     from ..experiments.train import evaluate as evaluate_file
+
+    if dataset is not None:
+        _known("--dataset", dataset, DATASETS)
+    _set_threads(threads)
 
     acc, meta = evaluate_file(src, dataset, data_dir, device, max_bytes=_max_bytes())
     recorded = (

@@ -84,7 +84,8 @@ def classes_of(trained_keys: np.ndarray, rc: RowClasses, name: str = "?") -> np.
         raise NotAnArrangementError(
             f"tensor {name!r} row {row} is not an arrangement of its initial values "
             f"({differ} of {trained_keys.shape[1]} sorted values differ; "
-            f"{bad.size} bad row(s) in all)",
+            f"{bad.size} bad row(s) in all); a model trained without LaPerm can be "
+            "stored with approximate=True",
             tensor=name,
             row=row,
         )

@@ -94,12 +94,26 @@ def approximate_tensor(
     return arranged, Approximation(name, numel, True, f"quantile spec, {n_knots} knots")
 
 
+def is_arrangement(array: np.ndarray, dtype: str, spec: dict, key: tuple[int, int]) -> bool:
+    """Whether every row of ``array`` holds exactly the values of its seeded init."""
+    if dtype not in FLOAT_DTYPES:
+        return False
+    shape = tuple(int(d) for d in array.shape)
+    init = initial_rows(spec, key, shape, dtype)
+    if init.size != array.size:
+        return False
+    trained = order_keys(np.ascontiguousarray(array).reshape(init.shape), dtype)
+    return bool((np.sort(trained, axis=1) == np.sort(order_keys(init, dtype), axis=1)).all())
+
+
 def approximate_items(
     items: Iterable[TensorItem], plan: Plan, bits: int | None
 ) -> tuple[list[TensorItem], Plan, dict[str, np.ndarray], dict[str, int], list[Approximation]]:
-    """Approximate every tensor not already in ``plan``; returns the items to write,
-    a copy of ``plan`` extended by them, the originals of the approximated ones (to
-    measure the error against), their bucket depths and the report."""
+    """Approximate every tensor not already in ``plan``, and every tensor in it that is
+    not an arrangement of its init (a model seeded by ``init`` but trained by plain
+    Adam); returns the items to write, a copy of ``plan`` with those tensors, the
+    originals of the approximated ones (to measure the error against), their bucket
+    depths and the report."""
     plan = copy.deepcopy(plan)
     bits = DEFAULT_BITS if bits is None else bits
     depths: dict[str, int] = {}
@@ -107,9 +121,12 @@ def approximate_items(
     originals: dict[str, np.ndarray] = {}
     report: list[Approximation] = []
     for name, array, dtype in items:
-        if name in plan.tensors:
-            out.append((name, array, dtype))
-            continue
+        tp = plan.tensors.get(name)
+        if tp is not None:
+            if is_arrangement(array, dtype, tp.spec, tp.key):
+                out.append((name, array, dtype))
+                continue
+            del plan.tensors[name]  # trained away from its init: approximate it too
         arranged, info = approximate_tensor(name, array, dtype, plan, bits)
         if info.seeded:
             originals[name] = array

@@ -85,7 +85,11 @@ class InitSpec:
             )
         unknown = set(params) - set(KINDS[kind])
         if unknown:
-            raise PlanError(f"initializer {kind!r} takes no parameter(s) {sorted(unknown)}")
+            valid = ", ".join(KINDS[kind]) or "none"
+            raise PlanError(
+                f"initializer {kind!r} takes no parameter(s) {sorted(unknown)}; its "
+                f"parameters: {valid}"
+            )
         merged = {**KINDS[kind], **params}
         missing = [k for k, v in merged.items() if v is None]
         if missing:

@@ -22,7 +22,7 @@ from typing import Any, BinaryIO
 import numpy as np
 import torch
 
-from ..errors import PermcodecError
+from ..errors import PermcodecError, require
 
 __all__ = [
     "DATASETS",
@@ -352,13 +352,8 @@ def load_cifar10_folder(folder: str | os.PathLike[str]) -> Dataset:
 def load_digits() -> Dataset:
     """scikit-learn's bundled 8x8 digits (1797 images, no download): 1437 train, 360 test,
     split by ``np.random.default_rng(0).permutation``."""
-    try:
-        from sklearn.datasets import load_digits as sk_load_digits
-    except ImportError:
-        raise PermcodecError(
-            "the digits dataset needs scikit-learn: pip install scikit-learn"
-        ) from None
-    d = sk_load_digits()
+    datasets = require("sklearn.datasets", "the digits dataset", "scikit-learn", "train")
+    d = datasets.load_digits()
     images = np.asarray(d.images, dtype=np.float32)[:, None]  # 0..16
     labels = np.asarray(d.target, dtype=np.int64)
     order = np.random.default_rng(0).permutation(len(labels))

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..core.dtypes import as_float64, order_keys
 from ..core.initializers import initial_rows
+from ..errors import require
 from ..format.atomic import atomic_path
 from ..format.reader import PermFile
 
@@ -79,8 +80,7 @@ def plot_profiles(
     profiles: list[LayerProfile], path: str | os.PathLike[str], title: str = ""
 ) -> None:
     """Left: each layer's weight profile; right: histograms of rank shifts."""
-    import matplotlib
-
+    matplotlib = require("matplotlib", "the profile plot", extra="train")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

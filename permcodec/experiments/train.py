@@ -23,11 +23,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core.initializers import parse_spec
-from ..errors import PermcodecError
+from ..errors import MissingDependencyError, PermcodecError, require
 from ..format.atomic import atomic_path
 from ..format.reader import PermFile
 from ..laperm import LaPerm
-from ..torch import init, load, save
+from ..torch import device_of, init, load, save
 from .data import Dataset, batches, load_dataset
 from .models import build_model
 
@@ -81,6 +81,8 @@ class TrainResult:
     final_test_acc: float = math.nan
     output: Path | None = None
     seconds_per_epoch: float = math.nan
+    #: What the run could not do but did not fail for (e.g. the plot, without matplotlib).
+    notes: list[str] = field(default_factory=list)
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -116,6 +118,7 @@ def evaluate_model(
 
 def build(cfg: TrainConfig, data: Dataset) -> tuple[nn.Module, torch.optim.Optimizer]:
     """Model seeded from ``cfg.seed`` and its optimizer (LaPerm unless baseline)."""
+    device_of(cfg.device)  # a device that is not there fails here, in one line
     torch.manual_seed(cfg.seed)  # for what permcodec does not seed: biases, norm layers
     model = build_model(
         cfg.model,
@@ -156,8 +159,6 @@ def run(
     result = TrainResult(cfg)
     out = Path(output) if output is not None else None
     log_path = out.with_suffix(".jsonl") if out is not None else None
-    if log_path is not None:
-        log_path.write_text("")
     steps_per_epoch = math.ceil(len(data.y_train) / cfg.batch_size)
     bar = _progress(cfg.epochs * steps_per_epoch, progress)
     for epoch in range(cfg.epochs):
@@ -203,8 +204,8 @@ def run(
             fast_acc,
         )
         result.epochs.append(entry)
-        if log_path is not None:
-            with log_path.open("a") as f:
+        if log_path is not None:  # a line per finished epoch: never an empty log
+            with log_path.open("w" if epoch == 0 else "a") as f:
                 f.write(json.dumps(asdict(entry)) + "\n")
         if on_epoch is not None:
             on_epoch(entry)
@@ -220,10 +221,13 @@ def run(
 
 
 def _progress(total: int, enabled: bool) -> Any:
+    """A tqdm bar, or None (asked for none, or tqdm is not installed: a bar is optional)."""
     if not enabled:
         return None
-    from tqdm.auto import tqdm
-
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return None
     return tqdm(total=total, unit="step", dynamic_ncols=True)
 
 
@@ -251,12 +255,15 @@ def _write_outputs(
     else:
         save(model, out, metadata=meta)
     result.output = out
-    plot_curves(result, out.with_suffix(".png"))
+    try:  # the model is written: a missing plotting library only costs the plot
+        plot_curves(result, out.with_suffix(".png"))
+    except MissingDependencyError as e:
+        result.notes.append(f"no plot: {e}")
 
 
 def plot_curves(result: TrainResult, path: Path) -> None:
     """Loss and accuracy per epoch, train and test, as a PNG."""
-    import matplotlib
+    matplotlib = require("matplotlib", "the plot of the training curves", extra="train")
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -289,6 +296,7 @@ def evaluate(
     max_bytes: int | None = None,
 ) -> tuple[float, dict[str, str]]:
     """Test accuracy (%) of the model stored in a `.perm` file written by :func:`run`."""
+    device_of(device)
     with PermFile(path, max_bytes=max_bytes) as pf:
         meta = pf.metadata
     missing = [k for k in ("model", "in_channels", "image_size", "num_classes") if k not in meta]

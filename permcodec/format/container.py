@@ -217,6 +217,10 @@ def verify_file_checksum(f: BinaryIO, file_size: int) -> None:
 
 
 def file_size(f: BinaryIO) -> int:
+    """Size of an open binary file (a real file, a BytesIO or any seekable object)."""
     if isinstance(f, io.BytesIO):
         return len(f.getbuffer())
-    return os.fstat(f.fileno()).st_size
+    try:
+        return os.fstat(f.fileno()).st_size
+    except (AttributeError, OSError, io.UnsupportedOperation):
+        return f.seek(0, io.SEEK_END)

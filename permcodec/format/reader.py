@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Iterator, Mapping
 from typing import Any, BinaryIO
@@ -15,12 +16,26 @@ from . import container
 from .entry import Entry, decode_bytes, parse_entry
 from .limits import check_claim
 
+Source = str | os.PathLike[str] | bytes | bytearray | memoryview | BinaryIO
+
+
+class Metadata(dict):
+    """The file's metadata: a dict, also callable as ``metadata()`` (as in safetensors'
+    ``safe_open``)."""
+
+    def __call__(self) -> dict[str, str]:
+        return dict(self)
+
 
 class PermFile:
-    """A `.perm` file opened for lazy, one-tensor-at-a-time reading.
+    """A `.perm` file opened for lazy, one-tensor-at-a-time reading, as numpy arrays.
 
-    ``keys()`` lists tensors, ``tensor(name)`` decodes one (verifying its checksums),
-    ``info()`` summarizes sizes against the bound. Use as a context manager.
+    ``keys()`` lists tensors, ``get_tensor(name)`` (or ``tensor(name)``) decodes one
+    (verifying its checksums), ``metadata()`` and ``info()`` describe the file. Use as a
+    context manager. The source is a path, the file's bytes, or a binary file object
+    (read from its start; left open). bfloat16 tensors come back as
+    ``ml_dtypes.bfloat16`` arrays where ml_dtypes is installed, else as uint16 bits;
+    ``storage(name)`` always gives the storage form (uint16 bits).
 
     Opening checks the header (its digest, every field, the limits) and, with
     ``strict`` (the default), the whole-file checksum, so a damaged file is refused at
@@ -30,14 +45,19 @@ class PermFile:
     file may claim (:mod:`permcodec.format.limits`).
     """
 
-    def __init__(
-        self, path: str | os.PathLike[str], strict: bool = True, max_bytes: int | None = None
-    ) -> None:
-        self.path = os.fspath(path)
-        try:
-            self._f: BinaryIO = open(self.path, "rb")  # noqa: SIM115 (closed in close())
-        except OSError as e:
-            raise FileNotFoundError(f"cannot open {self.path}: {e.strerror}") from None
+    def __init__(self, path: Source, strict: bool = True, max_bytes: int | None = None) -> None:
+        self._owned = True
+        if isinstance(path, (bytes, bytearray, memoryview)):
+            self.path = "<bytes>"
+            self._f: BinaryIO = io.BytesIO(path)
+        elif hasattr(path, "read") and hasattr(path, "seek"):
+            self.path, self._f, self._owned = str(getattr(path, "name", "<file>")), path, False
+        else:
+            self.path = os.fspath(path)
+            try:
+                self._f = open(self.path, "rb")  # noqa: SIM115 (closed in close())
+            except OSError as e:
+                raise FileNotFoundError(f"cannot open {self.path}: {e.strerror}") from None
         try:
             self._size = container.file_size(self._f)
             self.header, self._start, self.version = container.read_header(self._f, self._size)
@@ -46,7 +66,7 @@ class PermFile:
             if strict:
                 self._verify_at_open()
         except BaseException:
-            self._f.close()
+            self.close()
             raise
         self._entries = {e.name: e for e in entries}
 
@@ -57,7 +77,8 @@ class PermFile:
         self.close()
 
     def close(self) -> None:
-        self._f.close()
+        if self._owned:
+            self._f.close()
 
     def keys(self) -> list[str]:
         return list(self._entries)
@@ -77,9 +98,10 @@ class PermFile:
         return self._start
 
     @property
-    def metadata(self) -> dict[str, str]:
+    def metadata(self) -> Metadata:
+        """The metadata map (``pf.metadata`` or ``pf.metadata()``)."""
         meta = self.header.get("metadata")
-        return dict(meta) if isinstance(meta, dict) else {}
+        return Metadata(meta if isinstance(meta, dict) else {})
 
     def entry(self, name: str) -> Entry:
         """The parsed header entry of one tensor."""
@@ -108,7 +130,7 @@ class PermFile:
             raise FormatError(f"file truncated inside tensor {name!r}")
         return payload
 
-    def tensor(self, name: str) -> np.ndarray:
+    def storage(self, name: str) -> np.ndarray:
         """Decode one tensor, in its storage dtype (bfloat16 as uint16 bit patterns)."""
         entry = self.entry(name)
         try:
@@ -118,9 +140,17 @@ class PermFile:
                 f"tensor {name!r} needs {entry.nbytes:,} bytes: not enough memory"
             ) from None
 
-    def tensors(self) -> Iterator[tuple[str, np.ndarray]]:
+    def get_tensor(self, name: str) -> Any:
+        """Decode one tensor (verifying its checksums), as this reader's framework holds
+        it: here a numpy array, bfloat16 as ``ml_dtypes.bfloat16`` where installed."""
+        out = self.storage(name)
+        return bfloat16_view(out) if self.entry(name).dtype == "bfloat16" else out
+
+    tensor = get_tensor
+
+    def tensors(self) -> Iterator[tuple[str, Any]]:
         for name in self._entries:
-            yield name, self.tensor(name)
+            yield name, self.get_tensor(name)
 
     def verify_checksum(self) -> None:
         """Compare the whole-file BLAKE2b-256 with the trailer."""
@@ -141,7 +171,7 @@ class PermFile:
         problems = []
         for name in self._entries:
             try:
-                self.tensor(name)
+                self.storage(name)
             except FormatError as e:
                 problems.append((name, str(e)))
         try:
@@ -259,8 +289,11 @@ def decode_tensor(fields: Mapping[str, Any], payload: bytes) -> np.ndarray:
     return decode_entry(parse_entry({"offset": 0, "length": len(payload), **fields}), payload)
 
 
-def open_file(
-    path: str | os.PathLike[str], strict: bool = True, max_bytes: int | None = None
-) -> PermFile:
-    """Open a `.perm` file for lazy reading (``permcodec.open``); see :class:`PermFile`."""
-    return PermFile(path, strict=strict, max_bytes=max_bytes)
+def bfloat16_view(a: np.ndarray) -> np.ndarray:
+    """uint16 bfloat16 bits as an ``ml_dtypes.bfloat16`` array (unchanged without
+    ml_dtypes)."""
+    try:
+        import ml_dtypes
+    except ImportError:
+        return a
+    return a.view(ml_dtypes.bfloat16)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -18,7 +18,7 @@ from .atomic import atomic_path
 
 
 def write_file(
-    path: str | os.PathLike[str],
+    path: str | os.PathLike[str] | BinaryIO,
     tensors: Iterable[TensorItem],
     plan: Plan | None,
     metadata: dict[str, str] | None = None,
@@ -26,7 +26,8 @@ def write_file(
     originals: dict[str, np.ndarray] | None = None,
     tensor_bits: dict[str, int] | None = None,
 ) -> dict[str, Any]:
-    """Encode ``tensors`` (seeded ones per ``plan``) into a `.perm` file, atomically.
+    """Encode ``tensors`` (seeded ones per ``plan``) into a `.perm` file, atomically
+    (``path`` may also be a binary file object, written from where it stands).
 
     ``bits`` (default: the plan's) stores seeded tensors as rank buckets only; entries
     that are lossy then carry ``rel_error`` (against ``originals[name]`` when given).
@@ -69,8 +70,11 @@ def write_file(
         "tensors": entries,
     }
     version = max(container.BASE_VERSION, container.version_for(header))
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        container.write(f, header, payloads, version)
+    if hasattr(path, "write"):
+        container.write(path, header, payloads, version)
+    else:
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            container.write(f, header, payloads, version)
     _warn_if_lossy(header)
     return header
 

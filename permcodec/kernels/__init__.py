@@ -2,9 +2,9 @@
 
 Each kernel module computes the same bits as the reference it shadows, faster; the
 numpy code stays the oracle. :func:`load` is the one way in: it imports a kernel
-module on first use and returns None where the reference should run instead, because
-the environment sets ``PERMCODEC_PURE_NUMPY=1``, or because the module's compiler
-(numba, triton) is missing or broken; in the last two cases it warns once
+module on first use and returns None where the reference should run instead: the
+environment sets ``PERMCODEC_PURE_NUMPY=1``, the module's compiler (numba, triton) is not
+installed (a decode-only install), or it is installed but broken, which warns once
 (:class:`permcodec.KernelWarning`). Importing numba takes a few tenths of a second,
 which ``import permcodec`` should not pay. This layer imports nothing of permcodec but
 its errors.
@@ -28,6 +28,8 @@ MODULES = {
     "sync_numba": "torch's sort for LaPerm's sync",
     "rans_triton": "the CPU decoder, then a copy to the device",
 }
+#: Packages whose absence is a supported install, not a fault.
+COMPILERS = ("numba", "llvmlite", "triton")
 _loaded: dict[str, ModuleType | None] = {}
 
 
@@ -45,16 +47,24 @@ def load(name: str) -> ModuleType | None:
             raise KeyError(f"no kernel module {name!r}; known: {', '.join(MODULES)}")
         try:
             _loaded[name] = importlib.import_module(f"{__name__}.{name}")
-        except Exception as e:  # missing or broken compiler: the reference computes the same
+        except ModuleNotFoundError as e:
             _loaded[name] = None
-            warnings.warn(
-                f"permcodec kernels {name!r} unavailable ({type(e).__name__}: {e}); using "
-                f"{MODULES[name]} instead, which gives the same bits more slowly "
-                f"(set {PURE_NUMPY_ENV}=1 to choose it without this warning)",
-                KernelWarning,
-                stacklevel=2,
-            )
+            if e.name not in COMPILERS:  # a broken install, not an absent compiler
+                _warn(name, e)
+        except Exception as e:  # a broken compiler: the reference computes the same bits
+            _loaded[name] = None
+            _warn(name, e)
     return _loaded[name]
+
+
+def _warn(name: str, e: Exception) -> None:
+    warnings.warn(
+        f"permcodec kernels {name!r} unavailable ({type(e).__name__}: {e}); using "
+        f"{MODULES[name]} instead, which gives the same bits more slowly "
+        f"(set {PURE_NUMPY_ENV}=1 to choose it without this warning)",
+        KernelWarning,
+        stacklevel=3,
+    )
 
 
 def available(name: str) -> bool | None:

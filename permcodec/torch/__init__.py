@@ -5,29 +5,48 @@ torch tensors, dtype conversions), ``device_decode`` (decoding on a GPU). Everyt
 below this layer works on numpy arrays.
 """
 
-from .api import (
+from ..errors import require
+
+require("torch", "permcodec.torch (seeding, saving and loading torch modules)", "torch", "torch")
+
+from .api import (  # noqa: E402
     PLAN_ATTR,
+    TorchFile,
     default_targets,
     init,
     load,
     load_checkpoint,
+    load_model,
+    plan_in_state_dict,
     register_stored_view,
     save,
     save_checkpoint,
     stored_state_dict,
     unwrap,
 )
-from .ops import TorchOps, format_dtype, generate_torch, to_numpy, to_torch, torch_dtype
+from .ops import (  # noqa: E402
+    TorchOps,
+    device_of,
+    format_dtype,
+    generate_torch,
+    to_numpy,
+    to_torch,
+    torch_dtype,
+)
 
 __all__ = [
     "PLAN_ATTR",
+    "TorchFile",
     "TorchOps",
     "default_targets",
+    "device_of",
     "format_dtype",
     "generate_torch",
     "init",
     "load",
     "load_checkpoint",
+    "load_model",
+    "plan_in_state_dict",
     "register_stored_view",
     "save",
     "save_checkpoint",

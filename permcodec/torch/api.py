@@ -27,11 +27,11 @@ from ..core.plan import Plan
 from ..core.version import __version__
 from ..errors import PermcodecError, PlanError, UnsafeCheckpointError
 from ..format.atomic import atomic_path
-from ..format.reader import PermFile
+from ..format.reader import PermFile, Source
 from ..format.recode import bucket_depths, plan_depths
 from ..format.writer import write_file
 from . import device_decode
-from .ops import generate_torch, to_numpy, to_torch
+from .ops import device_of, generate_torch, to_numpy, to_torch
 
 PLAN_ATTR = "permcodec_plan"
 PERMUTED_MODULES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -100,6 +100,8 @@ def init(
     plan = Plan(int(seed)) if isinstance(seed, (int, np.integer)) else None
     if plan is None:
         raise PlanError(f"seed must be an integer, got {type(seed).__name__}")
+    if density is not None and not density > 0:
+        raise PlanError(f"density {density!r} leaves every seeded weight zero; use (0, 1]")
     if bpw is not None:
         given = {"scheme": scheme != "he_uniform", "biases": biases, "density": density,
                  "granularity": granularity, "overrides": overrides, "min_row": min_row}  # fmt: skip
@@ -142,7 +144,7 @@ def init(
                 )
             tp = plan.add(name, spec, tuple(p.shape))
             p.copy_(generate_torch(tp, tuple(p.shape), p.dtype, p.device))
-    setattr(model, PLAN_ATTR, plan)
+    _attach(model, plan)
     return plan
 
 
@@ -166,7 +168,7 @@ def _init_at_rate(
             tp = plan.add(name, spec, tuple(p.shape), latent=True)
             p.copy_(generate_torch(tp, tuple(p.shape), p.dtype, p.device))
     plan.bpw = bpw
-    setattr(model, PLAN_ATTR, plan)
+    _attach(model, plan)
     return plan
 
 
@@ -185,10 +187,48 @@ def _with(spec: InitSpec, density: float | None, granularity: str | None) -> Ini
 
 
 def unwrap(model: nn.Module) -> nn.Module:
-    """The module inside DistributedDataParallel / DataParallel wrappers."""
-    while isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
-        model = model.module
-    return model
+    """The module inside DistributedDataParallel / DataParallel wrappers and
+    ``torch.compile``'s OptimizedModule."""
+    while True:
+        if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            model = model.module
+        elif isinstance(getattr(model, "_orig_mod", None), nn.Module):  # torch.compile
+            model = model._orig_mod
+        else:
+            return model
+
+
+#: The key of the plan in a state dict's metadata (``state_dict._metadata[prefix]``).
+PLAN_METADATA = "permcodec_plan"
+_TRACKED: weakref.WeakSet[nn.Module] = weakref.WeakSet()
+
+
+def _attach(model: nn.Module, plan: Plan) -> None:
+    """Record ``plan`` on ``model`` and have its state dicts carry it in their metadata
+    (so it travels through ``torch.save(model.state_dict())``)."""
+    setattr(model, PLAN_ATTR, plan)
+    if model not in _TRACKED:
+        model.register_state_dict_post_hook(_put_plan)
+        _TRACKED.add(model)
+
+
+def _put_plan(module: nn.Module, state_dict: Any, prefix: str, local_metadata: dict) -> None:
+    plan = getattr(module, PLAN_ATTR, None)
+    if isinstance(plan, Plan):
+        local_metadata[PLAN_METADATA] = plan.to_dict()
+
+
+def plan_in_state_dict(state_dict: Mapping[str, Any]) -> tuple[Plan | None, str]:
+    """The plan a state dict of a seeded model carries in its metadata (through
+    ``torch.save`` and ``torch.load(weights_only=True)`` too), and the prefix of that
+    model's keys (``"module."`` under DDP, ``"_orig_mod."`` under ``torch.compile``)."""
+    meta = getattr(state_dict, "_metadata", None)
+    if not isinstance(meta, Mapping):
+        return None, ""
+    for prefix, local in meta.items():
+        if isinstance(local, Mapping) and PLAN_METADATA in local:
+            return Plan.from_dict(local[PLAN_METADATA]), f"{prefix}." if prefix else ""
+    return None, ""
 
 
 StoredView = Callable[[], Mapping[str, torch.Tensor]]
@@ -225,6 +265,10 @@ def _state_and_plan(
         plan = plan if plan is not None else getattr(model, PLAN_ATTR, None)
     elif isinstance(model_or_state_dict, Mapping):
         sd = dict(model_or_state_dict)
+        if plan is None:
+            plan, prefix = plan_in_state_dict(model_or_state_dict)
+            if prefix:  # the seeded model sat inside a wrapper: store its own names
+                sd = {k.removeprefix(prefix): v for k, v in sd.items() if k.startswith(prefix)}
     else:
         raise TypeError(
             f"expected an nn.Module or a state dict, got {type(model_or_state_dict).__name__}"
@@ -233,8 +277,10 @@ def _state_and_plan(
         plan = Plan(seed)
     if plan is None:
         raise PlanError(
-            "no permcodec plan: initialize the model with permcodec.init(model, seed), pass "
-            "plan=, or approximate a model trained without LaPerm (approximate=True)"
+            "no permcodec plan: initialize the model with permcodec.init(model, seed) (to "
+            "load trained weights into a fresh model, init it with the same seed first, or "
+            "save the state dict itself: it carries the plan), pass plan=, or approximate a "
+            "model trained without LaPerm (approximate=True)"
         )
     if not isinstance(plan, Plan):
         plan = Plan.from_dict(dict(plan))
@@ -298,29 +344,75 @@ def save(
 
 
 def load(
-    path: str | os.PathLike[str],
+    path: Source,
     model: nn.Module | None = None,
     device: str | torch.device = "cpu",
     strict: bool = True,
     max_bytes: int | None = None,
-) -> Any:
-    """Decode a `.perm` file into a state dict of tensors on ``device``.
+) -> dict[str, torch.Tensor]:
+    """Decode a `.perm` file (a path, its bytes or a binary file object) into a state
+    dict of tensors on ``device``, verifying every checksum; ``max_bytes`` caps the
+    decoded size the file may claim (:mod:`permcodec.format.limits`).
 
-    With ``model``, load it into the model like ``load_state_dict`` (returning its
-    result) and record the file's plan on the model so training can continue.
-    Every checksum is verified; ``max_bytes`` caps the decoded size the file may claim
-    (:mod:`permcodec.format.limits`).
+    With ``model``, also load the tensors into it as :func:`load_model` does (missing or
+    unexpected keys raise when ``strict``); the state dict is returned either way.
     """
+    dev = device_of(device)
     with PermFile(path, max_bytes=max_bytes) as pf:
-        sd = {name: _decode_to(pf, name, torch.device(device)) for name in pf}
+        sd = {name: _decode_to(pf, name, dev) for name in pf}
         plan = pf.plan()
-    if model is None:
-        return sd
-    model = unwrap(model)
-    result = model.load_state_dict(sd, strict=strict)
+    if model is not None:
+        _into(model, sd, plan, strict)
+    return sd
+
+
+def load_model(
+    model: nn.Module,
+    path: Source,
+    strict: bool = True,
+    device: str | torch.device | None = None,
+    max_bytes: int | None = None,
+) -> Any:
+    """Load a `.perm` file into ``model`` (as ``safetensors.torch.load_model`` does):
+    returns ``(missing_keys, unexpected_keys)`` as ``load_state_dict`` does, and records
+    the file's plan on the model so training can go on. Tensors are decoded on
+    ``device`` (default: where the model's first parameter is)."""
+    if device is None:
+        first = next(unwrap(model).parameters(), None)
+        device = first.device if first is not None else "cpu"
+    dev = device_of(device)
+    with PermFile(path, max_bytes=max_bytes) as pf:
+        sd = {name: _decode_to(pf, name, dev) for name in pf}
+        plan = pf.plan()
+    return _into(model, sd, plan, strict)
+
+
+def _into(model: nn.Module, sd: dict[str, torch.Tensor], plan: Plan | None, strict: bool) -> Any:
+    base = unwrap(model)
+    result = base.load_state_dict(sd, strict=strict)
     if plan is not None:
-        setattr(model, PLAN_ATTR, plan)
+        _attach(base, plan)
     return result
+
+
+class TorchFile(PermFile):
+    """``permcodec.open(path, framework="pt", device=...)``: a :class:`PermFile` whose
+    ``get_tensor`` gives torch tensors on ``device`` (decoded there where it can be)."""
+
+    def __init__(
+        self,
+        path: Source,
+        strict: bool = True,
+        max_bytes: int | None = None,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        self.device = device_of(device)
+        super().__init__(path, strict=strict, max_bytes=max_bytes)
+
+    def get_tensor(self, name: str) -> torch.Tensor:
+        return _decode_to(self, name, self.device)
+
+    tensor = get_tensor
 
 
 def _decode_to(pf: PermFile, name: str, device: torch.device) -> torch.Tensor:
@@ -329,7 +421,7 @@ def _decode_to(pf: PermFile, name: str, device: torch.device) -> torch.Tensor:
     entry = pf.entry(name)
     if device_decode.usable(entry, device):
         return device_decode.decode(entry, pf.payload(name), device)
-    return to_torch(pf.tensor(name), entry.dtype, device)
+    return to_torch(pf.storage(name), entry.dtype, device)
 
 
 def save_checkpoint(
@@ -347,8 +439,10 @@ def save_checkpoint(
 def load_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], Plan | None]:
     """Read a ``.pt`` file with ``weights_only=True``: (state dict, plan or None).
 
-    Accepts a permcodec checkpoint, ``{"state_dict": ...}`` or a bare state dict.
-    Files that need code to unpickle are refused with :class:`UnsafeCheckpointError`.
+    Accepts a permcodec checkpoint, ``{"state_dict": ...}`` or a bare state dict (whose
+    metadata carries the plan of a model seeded by :func:`init`). Files that need code to
+    unpickle (a whole pickled model among them) are refused with
+    :class:`UnsafeCheckpointError`.
     """
     try:
         obj = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
@@ -356,9 +450,16 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tenso
         raise
     except Exception as e:  # torch.load raises many types on unsafe or malformed files
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        whole = "torch.nn.modules" in str(e) or "Module" in first
+        hint = (
+            "; it holds a whole pickled model: save model.state_dict() instead"
+            if whole
+            else "; a whole model saved with torch.save(model) needs "
+            "torch.save(model.state_dict(), path) instead"
+        )
         raise UnsafeCheckpointError(
             f"{os.fspath(path)} cannot be loaded with weights_only=True (it needs unpickling "
-            f"of code, or is not a torch file): {first}"
+            f"of code, or is not a torch file): {first}{hint}"
         ) from None
     if not isinstance(obj, Mapping):
         raise PermcodecError(f"{os.fspath(path)} holds a {type(obj).__name__}, not a state dict")
@@ -366,4 +467,8 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tenso
     sd = obj.get("state_dict", obj)
     if not isinstance(sd, Mapping) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise PermcodecError(f"{os.fspath(path)} does not hold a state dict of tensors")
+    if plan is None:
+        plan, prefix = plan_in_state_dict(sd)
+        if prefix:
+            return {k.removeprefix(prefix): v for k, v in sd.items() if k.startswith(prefix)}, plan
     return dict(sd), plan

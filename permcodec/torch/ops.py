@@ -15,7 +15,7 @@ import torch
 from ..core.dtypes import c_contiguous
 from ..core.initializers import generate
 from ..core.plan import TensorPlan
-from ..errors import PermcodecError
+from ..errors import DeviceError, PermcodecError
 
 _TO_NAME = {
     torch.float64: "float64",
@@ -164,3 +164,26 @@ _INT_OF_WIDTH = {64: torch.int64, 32: torch.int32, 16: torch.int16}
 def torch_dtype(name: str) -> torch.dtype:
     """The torch dtype of a `.perm` dtype name."""
     return _FROM_NAME[name]
+
+
+def device_of(device: str | torch.device) -> torch.device:
+    """``device`` as a torch device that exists here, else :class:`DeviceError` saying
+    why (an unknown name, no CUDA, an index past the last GPU)."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DeviceError(f"unknown device {str(device)!r}: {first}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise DeviceError(f"device {str(device)!r} was asked for, but torch sees no CUDA device")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise DeviceError(
+            f"device {str(device)!r} was asked for, but torch sees "
+            f"{torch.cuda.device_count()} CUDA device(s)"
+        )
+    try:
+        torch.empty(0, device=dev)
+    except (RuntimeError, AssertionError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DeviceError(f"device {str(device)!r} is not usable here: {first}") from None
+    return dev
