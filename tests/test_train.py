@@ -171,7 +171,7 @@ def test_train_refuses_to_overwrite_and_bad_options(data_dir: Path, tmp_path: Pa
     code, _, err = cli(
         "train", "--dataset", "nope", "--no-progress", "-o", str(tmp_path / "z.perm")
     )
-    assert code == 1 and err.startswith("permcodec: error:")
+    assert code == 2 and err.startswith("permcodec: error:") and "fashion-mnist" in err
 
 
 def test_evaluate_refuses_files_without_a_model_record(tmp_path: Path) -> None:
