@@ -37,7 +37,9 @@ def load(path: Source, max_bytes: int | None = None) -> dict[str, np.ndarray]:
     where installed. ``max_bytes`` caps the decoded size the file may claim
     (:mod:`permcodec.format.limits`)."""
     with PermFile(path, max_bytes=max_bytes) as pf:
-        return dict(pf.tensors())
+        out = dict(pf.tensors())
+        out.update({alias: out[name] for alias, name in pf.aliases().items()})
+        return out
 
 
 def save(

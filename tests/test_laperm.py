@@ -223,8 +223,10 @@ def test_errors_without_plan_or_with_parameters_missing() -> None:
 
 
 @pytest.mark.slow
-def test_ddp_two_processes_identical_weights_and_bytes(tmp_path: Path) -> None:
-    """torchrun, gloo, 2 CPU processes: every rank writes the same .perm bytes."""
+@pytest.mark.parametrize("model", ["mlp", "transformer"])
+def test_ddp_two_processes_identical_weights_and_bytes(tmp_path: Path, model: str) -> None:
+    """torchrun, gloo, 2 CPU processes: every rank writes the same .perm bytes (the
+    transformer with AdamW, warmup and cosine, clipping and gradient accumulation)."""
     proc = subprocess.run(
         [
             sys.executable,
@@ -237,6 +239,8 @@ def test_ddp_two_processes_identical_weights_and_bytes(tmp_path: Path) -> None:
             str(tmp_path),
             "--steps",
             "20",
+            "--model",
+            model,
         ],
         capture_output=True,
         text=True,
@@ -246,8 +250,19 @@ def test_ddp_two_processes_identical_weights_and_bytes(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     a, b = (tmp_path / "rank0.perm").read_bytes(), (tmp_path / "rank1.perm").read_bytes()
     assert a == b
-    sd = permcodec.load(tmp_path / "rank0.perm")
-    assert set(sd) == {"0.weight", "0.bias", "2.weight", "2.bias"}
+    with permcodec.open(tmp_path / "rank0.perm") as f:
+        seeded = {n for n in f if f.entry(n).seeded}
+    if model == "mlp":
+        assert seeded == {"0.weight", "2.weight"}
+    else:  # every matrix: embedding, packed Q/K/V, attention out, MLP, head
+        assert seeded == {
+            "emb.weight",
+            "block.self_attn.in_proj_weight",
+            "block.self_attn.out_proj.weight",
+            "block.linear1.weight",
+            "block.linear2.weight",
+            "head.weight",
+        }
 
 
 def test_synced_view_shows_the_stored_model_and_restores_training_weights() -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import signal
 import sys
@@ -369,35 +370,47 @@ def verify(src: Path) -> None:
     "--model",
     default="lenet300",
     show_default=True,
-    help="lenet300, lenet5, conv2/conv4/conv6 (+ -bn), resnet20, logreg (784-10), mlp128 (784-128-64-10).",
+    help="lenet300, lenet5, conv2/conv4/conv6 (+ -bn), resnet20, logreg (784-10), mlp128 "
+    "(784-128-64-10); byte-level language models lm-tiny (0.26M), lm-small (0.84M).",
 )
 @click.option(
     "--dataset",
-    default="digits",
-    show_default=True,
-    help="digits (embedded), fashion-mnist, mnist, cifar10, idx.",
+    default=None,
+    help="Images: digits (embedded, the default), fashion-mnist, mnist, cifar10, idx. "
+    "Language models: python-stdlib (this Python's own .py files, the default) or text "
+    "(every text file under --data-dir).",
 )
 @click.option("--data-dir", default=None, help="Folder of the dataset files.")
 @click.option("--epochs", default=10, show_default=True, type=click.IntRange(min=1))
-@click.option("--batch-size", default=128, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--batch-size",
+    default=None,
+    type=click.IntRange(min=1),
+    help="[default: 128; 16 windows for language models]",
+)
 @click.option(
     "--sync-period",
     "-k",
-    default=20,
-    show_default=True,
+    default=None,
     type=click.IntRange(min=1),
-    help="LaPerm sync period k (steps between syncs).",
+    help="LaPerm sync period k, steps between syncs [default: 20; 50 for language models].",
 )
 @click.option(
     "--optimizer",
     type=click.Choice(["adam", "adamw", "sgd"]),
-    default="adam",
-    show_default=True,
-    help="Inner optimizer.",
+    default=None,
+    help="Inner optimizer [default: adam; adamw for language models].",
 )
-@click.option("--lr", default=1e-3, show_default=True, type=float, help="Learning rate.")
+@click.option(
+    "--lr",
+    default=None,
+    type=float,
+    help="Learning rate [default: 1e-3; 6e-3 for language models].",
+)
 @click.option("--momentum", default=0.9, show_default=True, type=float, help="SGD momentum.")
-@click.option("--weight-decay", default=0.0, show_default=True, type=float)
+@click.option(
+    "--weight-decay", default=None, type=float, help="[default: 0; 0.1 for language models]"
+)
 @click.option(
     "--density",
     default=None,
@@ -407,9 +420,9 @@ def verify(src: Path) -> None:
 @click.option(
     "--init",
     "init_spec",
-    default="he_uniform",
-    show_default=True,
-    help='Initializer, e.g. he_normal, "normal:std=0.02", "constant:value=0.08".',
+    default=None,
+    help='Initializer, e.g. he_normal, "normal:std=0.02", "constant:value=0.08" '
+    "[default: he_uniform; xavier_normal for language models].",
 )
 @click.option(
     "--min-row",
@@ -451,19 +464,26 @@ def train(
     output: Path,
     force: bool,
     no_progress: bool,
-    init_spec: str,
+    init_spec: str | None,
     threads: int | None,
     **opts: Any,
 ) -> None:
-    """Train a built-in model by LaPerm (or --baseline) and write it as .perm."""
+    """Train a built-in model by LaPerm (or --baseline) and write it as .perm.
+
+    An epoch of a language model is 250 steps under a warmup-and-cosine schedule; its
+    log and `evaluate` report the validation loss in bits per byte.
+    """
     require("torch", "permcodec train", "torch", "train")
     from ..experiments.data import DATASETS
-    from ..experiments.models import MODELS
+    from ..experiments.models import LANGUAGE_MODELS, MODELS
+    from ..experiments.text import CORPORA
     from ..experiments.train import TrainConfig, run
     from .files import check_target
 
-    _known("--model", opts["model"], MODELS)
-    _known("--dataset", opts["dataset"], DATASETS)
+    _known("--model", opts["model"], [*MODELS, *LANGUAGE_MODELS])
+    lm = opts["model"] in LANGUAGE_MODELS
+    if opts["dataset"] is not None:
+        _known("--dataset", opts["dataset"], CORPORA if lm else DATASETS)
     check_target(output.with_suffix(".pt") if opts["baseline"] else output, force)
     _set_threads(threads)
     cfg = TrainConfig(init=init_spec, **opts)
@@ -471,10 +491,18 @@ def train(
     for note in result.notes:
         click.echo(note, err=True)
     last = result.epochs[-1]
-    click.echo(
-        f"final test accuracy {result.final_test_acc:.2f}% (train {last.train_acc:.2f}%), "
-        f"{result.seconds_per_epoch:.1f} s/epoch; wrote {result.output}"
-    )
+    if lm:
+        loss = result.final_test_loss
+        click.echo(
+            f"final validation loss {loss:.4f} nats/byte = {loss / math.log(2):.4f} bits/byte "
+            f"(train {last.train_loss:.4f}), {result.seconds_per_epoch:.1f} s/epoch; "
+            f"wrote {result.output}"
+        )
+    else:
+        click.echo(
+            f"final test accuracy {result.final_test_acc:.2f}% (train {last.train_acc:.2f}%), "
+            f"{result.seconds_per_epoch:.1f} s/epoch; wrote {result.output}"
+        )
     if result.output is not None and result.output.suffix == ".perm":
         with PermFile(result.output, max_bytes=_max_bytes()) as pf:
             _report_rate(pf.size_split(), opts.get("bpw"))
@@ -522,11 +550,59 @@ def evaluate(
         _known("--dataset", dataset, DATASETS)
     _set_threads(threads)
 
-    acc, meta = evaluate_file(src, dataset, data_dir, device, max_bytes=_max_bytes())
+    score, meta = evaluate_file(src, dataset, data_dir, device, max_bytes=_max_bytes())
+    if meta.get("task") == "lm":
+        recorded = meta.get("val_loss")
+        at_end = f" (recorded at the end of training: {recorded})" if recorded else ""
+        click.echo(
+            f"validation loss {score:.6f} nats/byte{at_end}, {score / math.log(2):.4f} bits/byte"
+        )
+        return
     recorded = (
         f" (recorded at the end of training: {meta['test_acc']}%)" if "test_acc" in meta else ""
     )
-    click.echo(f"test accuracy {acc:.4f}%{recorded}")
+    click.echo(f"test accuracy {score:.4f}%{recorded}")
+
+
+@main.command()
+@perm_file("MODEL.perm")
+@click.option("--prompt", default="def ", show_default=True, help="Text to continue.")
+@click.option("--length", default=200, show_default=True, type=click.IntRange(min=0))
+@click.option(
+    "--temperature",
+    default=0.8,
+    show_default=True,
+    type=click.FloatRange(min=0.0),
+    help="Sampling temperature (0: always the likeliest byte).",
+)
+@click.option("--top-k", default=40, show_default=True, type=click.IntRange(min=1))
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**63 - 1))
+@click.option("--device", default="cpu", show_default=True)
+@threads_option
+@reports_errors
+def generate(
+    src: Path,
+    prompt: str,
+    length: int,
+    temperature: float,
+    top_k: int,
+    seed: int,
+    device: str,
+    threads: int | None,
+) -> None:
+    """Decode a language model from MODEL.perm and continue PROMPT with sampled text."""
+    require("torch", "permcodec generate", "torch", "train")
+    from ..experiments.lm import sample
+    from ..experiments.train import rebuild
+
+    _set_threads(threads)
+    with PermFile(src, max_bytes=_max_bytes()) as pf:
+        meta = pf.metadata()
+    if meta.get("task") != "lm":
+        raise PermcodecError(f"{src} holds {meta.get('model', 'a model')}, not a language model")
+    model, _ = rebuild(src, device, max_bytes=_max_bytes())
+    out = sample(model, prompt.encode(), length, temperature, top_k, seed)
+    click.echo(prompt + out.decode("utf-8", errors="replace"))
 
 
 @main.command()

@@ -131,7 +131,7 @@ def as_spec(spec: str | InitSpec | dict[str, Any]) -> InitSpec:
     if isinstance(spec, InitSpec):
         return spec
     if isinstance(spec, str):
-        return InitSpec(spec)
+        return parse_spec(spec) if ":" in spec else InitSpec(spec)
     if isinstance(spec, dict):
         d = {k: v for k, v in spec.items() if k not in ("fan_in", "fan_out", "version")}
         return InitSpec(d.pop("kind"), **d)

@@ -264,11 +264,61 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 }
 
 
+class ByteLM(nn.Module):
+    """A byte-level transformer language model from torch.nn parts: token and learned
+    position embeddings, pre-norm ``nn.TransformerEncoderLayer`` blocks under a causal
+    mask, a final LayerNorm and an output head tied to the token embedding (stored
+    once). ``forward`` maps (batch, T) bytes to (batch, T, 256) logits, T <= context."""
+
+    vocab = 256
+
+    def __init__(self, dim: int, layers: int, heads: int, ff: int, context: int) -> None:
+        super().__init__()
+        self.context = context
+        self.tok = nn.Embedding(self.vocab, dim)
+        self.pos = nn.Embedding(context, dim)
+        block = nn.TransformerEncoderLayer(
+            dim, heads, ff, dropout=0.0, activation="gelu", batch_first=True, norm_first=True
+        )
+        self.blocks = nn.TransformerEncoder(block, layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, self.vocab, bias=False)
+        self.head.weight = self.tok.weight
+        mask = torch.triu(torch.full((context, context), float("-inf")), diagonal=1)
+        self.register_buffer("causal", mask, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = x.shape[1]
+        h = self.tok(x) + self.pos(torch.arange(t, device=x.device))
+        h = self.blocks(h, mask=self.causal[:t, :t], is_causal=True)
+        return self.head(self.norm(h))
+
+
+#: Language models by name: (dim, layers, heads, feed-forward width, context).
+LANGUAGE_MODELS: dict[str, tuple[int, int, int, int, int]] = {
+    "lm-tiny": (96, 2, 4, 384, 96),  # 0.25M parameters
+    "lm-small": (128, 4, 4, 512, 128),  # 0.84M parameters
+}
+
+
+def is_language_model(name: str) -> bool:
+    return name in LANGUAGE_MODELS
+
+
+def build_lm(name: str) -> ByteLM:
+    """The registry language model ``name``."""
+    try:
+        return ByteLM(*LANGUAGE_MODELS[name])
+    except KeyError:
+        known = ", ".join(LANGUAGE_MODELS)
+        raise PermcodecError(f"unknown language model {name!r}; known: {known}") from None
+
+
 def build_model(name: str, *, in_channels: int, image_size: int, num_classes: int) -> nn.Module:
     """The registry model ``name`` for images of ``in_channels`` x ``image_size``²."""
     try:
         builder = MODELS[name]
     except KeyError:
-        known = ", ".join(MODELS)
+        known = ", ".join([*MODELS, *LANGUAGE_MODELS])
         raise PermcodecError(f"unknown model {name!r}; known models: {known}") from None
     return builder(in_channels=in_channels, image_size=image_size, num_classes=num_classes)

@@ -2,8 +2,10 @@
 
 One function, :func:`run`, builds model and data from a :class:`TrainConfig`, seeds the
 model with :func:`permcodec.init`, trains, and writes the `.perm` file with a JSON-lines
-log and a PNG of the curves beside it. :func:`evaluate` measures a `.perm` file's test
-accuracy by rebuilding its model from the file's metadata.
+log and a PNG of the curves beside it. The task is image classification, or next-byte
+prediction for the language models (``lm-*``, :mod:`permcodec.experiments.lm`), each
+with its own defaults. :func:`evaluate` measures a `.perm` file again (test accuracy, or
+validation loss) by rebuilding its model from the file's metadata.
 """
 
 from __future__ import annotations
@@ -27,28 +29,44 @@ from ..errors import MissingDependencyError, PermcodecError, require
 from ..format.atomic import atomic_path
 from ..format.reader import PermFile
 from ..laperm import LaPerm
-from ..torch import device_of, init, load, save
+from ..torch import default_targets, device_of, init, load, save
 from .data import Dataset, batches, load_dataset
-from .models import build_model
+from .lm import TextTask, bits_per_byte, evaluate_lm, warmup_cosine
+from .models import LANGUAGE_MODELS, build_lm, build_model, is_language_model
+from .text import TextData, load_text
 
 EVAL_BATCH = 1000
+#: Gradient-norm clip of language model runs.
+CLIP = 1.0
+
+
+#: Defaults of each task for the fields a config leaves at None. Language models: AdamW
+#: at 6e-3 with decay 0.1 under a warmup-and-cosine schedule, gradients clipped at 1,
+#: Xavier-normal inits and k = 50 (the transformer experiments' choice, see README).
+TASK_DEFAULTS: dict[str, dict[str, Any]] = {
+    "image": dict(dataset="digits", batch_size=128, optimizer="adam", lr=1e-3,
+                  weight_decay=0.0, sync_period=20, init="he_uniform"),
+    "lm": dict(dataset="python-stdlib", batch_size=16, optimizer="adamw", lr=6e-3,
+               weight_decay=0.1, sync_period=50, init="xavier_normal"),
+}  # fmt: skip
 
 
 @dataclass
 class TrainConfig:
-    """Everything that defines a training run (recorded in the output's metadata)."""
+    """Everything that defines a training run (recorded in the output's metadata).
+    Fields left at None take their task's default (:data:`TASK_DEFAULTS`)."""
 
     model: str = "lenet300"
-    dataset: str = "digits"
+    dataset: str | None = None
     data_dir: str | None = None
     epochs: int = 10
-    batch_size: int = 128
-    optimizer: str = "adam"
-    lr: float = 1e-3
+    batch_size: int | None = None
+    optimizer: str | None = None
+    lr: float | None = None
     momentum: float = 0.9
-    weight_decay: float = 0.0
-    sync_period: int = 20
-    init: str = "he_uniform"
+    weight_decay: float | None = None
+    sync_period: int | None = None
+    init: str | None = None
     density: float | None = None
     min_row: int = 0
     bits: int | None = None
@@ -57,6 +75,18 @@ class TrainConfig:
     seed: int = 0
     baseline: bool = False
     device: str = "cpu"
+    #: Seed only the matrices whose names contain one of these comma-separated parts
+    #: (e.g. "self_attn" or "linear1,linear2"); the rest train freely and are stored as is.
+    seeded: str | None = None
+
+    @property
+    def task(self) -> str:
+        return "lm" if is_language_model(self.model) else "image"
+
+    def resolved(self) -> TrainConfig:
+        """This config with every None field set to its task's default."""
+        given = {k: v for k, v in asdict(self).items() if v is not None}
+        return TrainConfig(**{**TASK_DEFAULTS[self.task], **given})
 
 
 @dataclass
@@ -79,6 +109,7 @@ class TrainResult:
     config: TrainConfig
     epochs: list[EpochLog] = field(default_factory=list)
     final_test_acc: float = math.nan
+    final_test_loss: float = math.nan
     output: Path | None = None
     seconds_per_epoch: float = math.nan
     #: What the run could not do but did not fail for (e.g. the plot, without matplotlib).
@@ -116,19 +147,73 @@ def evaluate_model(
     return loss_sum / n, 100.0 * correct / n
 
 
-def build(cfg: TrainConfig, data: Dataset) -> tuple[nn.Module, torch.optim.Optimizer]:
+class ImageTask:
+    """Image classification: an epoch of shuffled minibatches, test accuracy."""
+
+    def __init__(self, data: Dataset, batch_size: int, seed: int) -> None:
+        self.data, self.batch_size = data, batch_size
+        self.generator = torch.Generator().manual_seed(seed)
+        self.steps_per_epoch = math.ceil(len(data.y_train) / batch_size)
+
+    def batches(self) -> Any:
+        d = self.data
+        return batches(
+            d.x_train, d.y_train, self.batch_size, shuffle=True, generator=self.generator
+        )
+
+    @staticmethod
+    def loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(out, y)
+
+    @staticmethod
+    def correct(out: torch.Tensor, y: torch.Tensor) -> tuple[int, int]:
+        return int((out.argmax(1) == y).sum()), len(y)
+
+    def evaluate(self, model: nn.Module, device: str = "cpu") -> tuple[float, float]:
+        return evaluate_model(model, self.data.x_test, self.data.y_test, device)
+
+
+Task = ImageTask | TextTask
+Data = Dataset | TextData
+
+
+def load_data(cfg: TrainConfig) -> Data:
+    """The dataset (or corpus) of a config."""
+    cfg = cfg.resolved()
+    if cfg.task == "lm":
+        return load_text(cfg.dataset, cfg.data_dir)
+    return load_dataset(cfg.dataset, cfg.data_dir)
+
+
+def make_task(cfg: TrainConfig, data: Data) -> Task:
+    if isinstance(data, TextData):
+        return TextTask(data, LANGUAGE_MODELS[cfg.model][-1], cfg.batch_size, cfg.seed)
+    return ImageTask(data, cfg.batch_size, cfg.seed)
+
+
+def build(cfg: TrainConfig, data: Data) -> tuple[nn.Module, torch.optim.Optimizer]:
     """Model seeded from ``cfg.seed`` and its optimizer (LaPerm unless baseline)."""
+    cfg = cfg.resolved()
     device_of(cfg.device)  # a device that is not there fails here, in one line
     torch.manual_seed(cfg.seed)  # for what permcodec does not seed: biases, norm layers
-    model = build_model(
-        cfg.model,
-        in_channels=data.in_channels,
-        image_size=data.image_size,
-        num_classes=data.num_classes,
-    ).to(cfg.device)
+    if cfg.task == "lm":
+        model = build_lm(cfg.model).to(cfg.device)
+    else:
+        model = build_model(
+            cfg.model,
+            in_channels=data.in_channels,
+            image_size=data.image_size,
+            num_classes=data.num_classes,
+        ).to(cfg.device)
     if cfg.bpw is not None:
         init(model, cfg.seed, bpw=cfg.bpw)
     else:
+        parts = [p for p in (cfg.seeded or "").split(",") if p]
+        left_out = {
+            name: None
+            for name, _, _ in default_targets(model, cfg.biases)
+            if parts and not any(part in name for part in parts)
+        }
         init(
             model,
             cfg.seed,
@@ -136,11 +221,15 @@ def build(cfg: TrainConfig, data: Dataset) -> tuple[nn.Module, torch.optim.Optim
             biases=cfg.biases,
             density=cfg.density,
             min_row=cfg.min_row,
+            overrides=left_out,
         )
     inner = make_optimizer(model, cfg)
     if cfg.baseline:
         return model, inner
-    return model, LaPerm(model, inner, sync_period=cfg.sync_period, bits=cfg.bits)
+    schedule = "step" if cfg.task == "lm" else "epoch"
+    return model, LaPerm(
+        model, inner, sync_period=cfg.sync_period, bits=cfg.bits, schedule_by=schedule
+    )
 
 
 def run(
@@ -148,37 +237,47 @@ def run(
     output: str | os.PathLike[str] | None = None,
     *,
     progress: bool = True,
-    data: Dataset | None = None,
+    data: Data | None = None,
     on_epoch: Callable[[EpochLog], None] | None = None,
 ) -> TrainResult:
     """Train as configured; write ``output`` (.perm, or .pt for a baseline), its
-    ``.jsonl`` log and ``.png`` curves when ``output`` is given."""
-    data = data if data is not None else load_dataset(cfg.dataset, cfg.data_dir)
+    ``.jsonl`` log and ``.png`` curves when ``output`` is given. For a language model
+    ``test_*`` are the validation loss and next-byte accuracy."""
+    cfg = cfg.resolved()
+    data = data if data is not None else load_data(cfg)
     model, opt = build(cfg, data)
-    gen = torch.Generator().manual_seed(cfg.seed)
+    task = make_task(cfg, data)
+    lm = cfg.task == "lm"
+    sched = None
+    if lm:  # the same schedule for LaPerm and for its baseline
+        total = cfg.epochs * task.steps_per_epoch
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(total))
     result = TrainResult(cfg)
     out = Path(output) if output is not None else None
     log_path = out.with_suffix(".jsonl") if out is not None else None
-    steps_per_epoch = math.ceil(len(data.y_train) / cfg.batch_size)
-    bar = _progress(cfg.epochs * steps_per_epoch, progress)
+    bar = _progress(cfg.epochs * task.steps_per_epoch, progress)
+    laperm = isinstance(opt, LaPerm)
     for epoch in range(cfg.epochs):
         t0 = time.perf_counter()
-        if isinstance(opt, LaPerm):
+        if laperm:
             opt.set_epoch(epoch)
         model.train()
         loss_sum, correct, seen = 0.0, 0, 0
-        for xb, yb in batches(
-            data.x_train, data.y_train, cfg.batch_size, shuffle=True, generator=gen
-        ):
+        for xb, yb in task.batches():
             xb, yb = xb.to(cfg.device), yb.to(cfg.device)
             opt.zero_grad()
             outp = model(xb)
-            loss = F.cross_entropy(outp, yb)
+            loss = task.loss(outp, yb)
             loss.backward()
+            if lm:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP)
             opt.step()
-            loss_sum += loss.item() * len(yb)
-            correct += (outp.argmax(1) == yb).sum().item()
-            seen += len(yb)
+            if sched is not None:
+                sched.step()
+            hit, n = task.correct(outp, yb)
+            loss_sum += loss.item() * n
+            correct += hit
+            seen += n
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(
@@ -187,12 +286,11 @@ def run(
                     acc=f"{100 * correct / seen:.1f}",
                 )
         seconds = time.perf_counter() - t0
-        laperm = isinstance(opt, LaPerm)
         with opt.synced() if laperm else contextlib.nullcontext():
-            test_loss, test_acc = evaluate_model(model, data.x_test, data.y_test, cfg.device)
+            test_loss, test_acc = task.evaluate(model, cfg.device)
         fast_acc = test_acc
         if laperm and not opt.in_sync:
-            fast_acc = evaluate_model(model, data.x_test, data.y_test, cfg.device)[1]
+            fast_acc = task.evaluate(model, cfg.device)[1]
         entry = EpochLog(
             epoch + 1,
             loss_sum / seen,
@@ -211,9 +309,9 @@ def run(
             on_epoch(entry)
     if bar is not None:
         bar.close()
-    if isinstance(opt, LaPerm):
+    if laperm:
         opt.sync()  # the stored model is exactly a permutation of its init
-    _, result.final_test_acc = evaluate_model(model, data.x_test, data.y_test, cfg.device)
+    result.final_test_loss, result.final_test_acc = task.evaluate(model, cfg.device)
     result.seconds_per_epoch = sum(e.seconds for e in result.epochs) / max(len(result.epochs), 1)
     if out is not None:
         _write_outputs(model, cfg, data, result, out)
@@ -231,23 +329,27 @@ def _progress(total: int, enabled: bool) -> Any:
     return tqdm(total=total, unit="step", dynamic_ncols=True)
 
 
-def model_metadata(cfg: TrainConfig, data: Dataset, final_test_acc: float) -> dict[str, str]:
+def model_metadata(cfg: TrainConfig, data: Data, result: TrainResult) -> dict[str, str]:
     """What `permcodec evaluate` needs to rebuild the model, plus the run's record."""
-    return {
-        "model": cfg.model,
-        "in_channels": str(data.in_channels),
-        "image_size": str(data.image_size),
-        "num_classes": str(data.num_classes),
-        "dataset": cfg.dataset,
-        "test_acc": f"{final_test_acc:.4f}",
-        "train_config": json.dumps(asdict(cfg), sort_keys=True),
-    }
+    meta = {"model": cfg.model, "task": cfg.task, "dataset": cfg.dataset}
+    if isinstance(data, TextData):
+        meta["val_loss"] = f"{result.final_test_loss:.6f}"
+        meta["bits_per_byte"] = f"{bits_per_byte(result.final_test_loss):.6f}"
+    else:
+        meta.update(
+            in_channels=str(data.in_channels),
+            image_size=str(data.image_size),
+            num_classes=str(data.num_classes),
+            test_acc=f"{result.final_test_acc:.4f}",
+        )
+    meta["train_config"] = json.dumps(asdict(cfg), sort_keys=True)
+    return meta
 
 
 def _write_outputs(
-    model: nn.Module, cfg: TrainConfig, data: Dataset, result: TrainResult, out: Path
+    model: nn.Module, cfg: TrainConfig, data: Data, result: TrainResult, out: Path
 ) -> None:
-    meta = model_metadata(cfg, data, result.final_test_acc)
+    meta = model_metadata(cfg, data, result)
     if cfg.baseline:
         out = out.with_suffix(".pt")
         with atomic_path(out) as tmp:
@@ -295,22 +397,40 @@ def evaluate(
     device: str = "cpu",
     max_bytes: int | None = None,
 ) -> tuple[float, dict[str, str]]:
-    """Test accuracy (%) of the model stored in a `.perm` file written by :func:`run`."""
+    """Measure the model stored in a `.perm` file written by :func:`run` again: its test
+    accuracy (%), or for a language model its validation loss (nats per byte)."""
     device_of(device)
-    with PermFile(path, max_bytes=max_bytes) as pf:
-        meta = pf.metadata
-    missing = [k for k in ("model", "in_channels", "image_size", "num_classes") if k not in meta]
-    if missing:
-        raise PermcodecError(
-            f"{path} does not record its model ({', '.join(missing)} missing); "
-            "it was not written by `permcodec train`"
-        )
+    model, meta = rebuild(path, device, max_bytes)
+    if meta.get("task") == "lm":
+        data = load_text(dataset or meta.get("dataset", "python-stdlib"), data_dir)
+        context = LANGUAGE_MODELS[meta["model"]][-1]
+        return evaluate_lm(model, data, context, device)[0], meta
     data = load_dataset(dataset or meta.get("dataset", "digits"), data_dir)
-    model = build_model(
-        meta["model"],
-        in_channels=int(meta["in_channels"]),
-        image_size=int(meta["image_size"]),
-        num_classes=int(meta["num_classes"]),
-    ).to(device)
-    load(path, model=model, device=device, max_bytes=max_bytes)
     return evaluate_model(model, data.x_test, data.y_test, device)[1], meta
+
+
+def rebuild(
+    path: str | os.PathLike[str], device: str = "cpu", max_bytes: int | None = None
+) -> tuple[nn.Module, dict[str, str]]:
+    """The model a `.perm` file written by :func:`run` holds, loaded, and its metadata."""
+    with PermFile(path, max_bytes=max_bytes) as pf:
+        meta = pf.metadata()
+    if meta.get("task") == "lm" and meta.get("model") in LANGUAGE_MODELS:
+        model: nn.Module = build_lm(meta["model"])
+    else:
+        need = ("model", "in_channels", "image_size", "num_classes")
+        missing = [k for k in need if k not in meta]
+        if missing:
+            raise PermcodecError(
+                f"{path} does not record its model ({', '.join(missing)} missing); "
+                "it was not written by `permcodec train`"
+            )
+        model = build_model(
+            meta["model"],
+            in_channels=int(meta["in_channels"]),
+            image_size=int(meta["image_size"]),
+            num_classes=int(meta["num_classes"]),
+        )
+    model = model.to(device)
+    load(path, model=model, device=device, max_bytes=max_bytes)
+    return model, meta

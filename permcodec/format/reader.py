@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 from collections.abc import Iterator, Mapping
 from typing import Any, BinaryIO
@@ -17,6 +18,8 @@ from .entry import Entry, decode_bytes, parse_entry
 from .limits import check_claim
 
 Source = str | os.PathLike[str] | bytes | bytearray | memoryview | BinaryIO
+#: Metadata key of the tied names a writer stored once (JSON: alias -> stored name).
+ALIASES_KEY = "permcodec_aliases"
 
 
 class Metadata(dict):
@@ -109,6 +112,22 @@ class PermFile:
             return self._entries[name]
         except KeyError:
             raise KeyError(f"no tensor named {name!r} in {self.path}") from None
+
+    def aliases(self) -> dict[str, str]:
+        """Tied names stored once (alias -> stored tensor name), from the metadata;
+        entries that do not name a stored tensor are ignored."""
+        try:
+            found = json.loads(self.metadata.get(ALIASES_KEY, "{}"))
+        except ValueError:
+            return {}
+        if not isinstance(found, dict):
+            return {}
+        return {
+            a: n
+            for a, n in found.items()
+            if isinstance(a, str) and isinstance(n, str) and n in self._entries
+            and a not in self._entries
+        }  # fmt: skip
 
     def plan(self) -> Plan | None:
         """The plan the file records (its seed and seeded tensors), if it has a seed."""

@@ -10,6 +10,7 @@ tells ``save`` about it with :func:`register_stored_view`.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import weakref
@@ -27,7 +28,7 @@ from ..core.plan import Plan
 from ..core.version import __version__
 from ..errors import PermcodecError, PlanError, UnsafeCheckpointError
 from ..format.atomic import atomic_path
-from ..format.reader import PermFile, Source
+from ..format.reader import ALIASES_KEY, PermFile, Source
 from ..format.recode import bucket_depths, plan_depths
 from ..format.writer import write_file
 from . import device_decode
@@ -41,19 +42,38 @@ PERMUTED_MODULES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d
 SpecLike = str | InitSpec | Mapping[str, Any]
 
 
+#: Matrices of other modules that ``init`` seeds: the packed (or separate) Q/K/V
+#: projection of attention, and embedding tables. A row is, as for Linear, one output
+#: unit's fan-in (``weight.flatten(1)[o]``): a projection unit's inputs, one token's
+#: (or position's) vector.
+MATRIX_PARAMS: dict[type[nn.Module], tuple[str, ...]] = {
+    nn.MultiheadAttention: ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight"),
+    nn.Embedding: ("weight",),
+    nn.EmbeddingBag: ("weight",),
+}
+
+
 def default_targets(model: nn.Module, biases: bool = False) -> list[tuple[str, nn.Parameter, str]]:
     """(name, parameter, role) of what ``init`` permutes by default: the weights of
-    Linear and Conv layers, and their biases when ``biases`` is true. Normalization
-    layers and buffers are never included."""
-    out = []
+    Linear and Conv layers, attention's Q/K/V projections and embedding tables
+    (:data:`MATRIX_PARAMS`), and Linear/Conv biases when ``biases`` is true. A tied
+    parameter appears once, under its first name. Normalization layers and buffers are
+    never included; other 2-D parameters are seeded when named in ``init``'s
+    ``overrides``."""
+    out, seen = [], set()
     for mod_name, mod in model.named_modules():
-        if not isinstance(mod, PERMUTED_MODULES):
-            continue
         prefix = f"{mod_name}." if mod_name else ""
-        if isinstance(getattr(mod, "weight", None), nn.Parameter):
-            out.append((prefix + "weight", mod.weight, "weight"))
-        if biases and isinstance(getattr(mod, "bias", None), nn.Parameter):
-            out.append((prefix + "bias", mod.bias, "bias"))
+        names = [("weight", "weight")] if isinstance(mod, PERMUTED_MODULES) else []
+        for cls, attrs in MATRIX_PARAMS.items():
+            if isinstance(mod, cls):
+                names += [(a, "weight") for a in attrs]
+        if biases and isinstance(mod, PERMUTED_MODULES):
+            names.append(("bias", "bias"))
+        for attr, role in names:
+            p = getattr(mod, attr, None)
+            if isinstance(p, nn.Parameter) and id(p) not in seen:
+                seen.add(id(p))
+                out.append((prefix + attr, p, role))
     return out
 
 
@@ -218,6 +238,23 @@ def _put_plan(module: nn.Module, state_dict: Any, prefix: str, local_metadata: d
         local_metadata[PLAN_METADATA] = plan.to_dict()
 
 
+def tied_names(state_dict: Mapping[str, Any]) -> dict[str, str]:
+    """Names of state dict entries that are the very tensor of an earlier entry (tied
+    weights, such as an output head sharing the token embedding) -> that entry's name."""
+    first: dict[tuple, str] = {}
+    out = {}
+    for name, t in state_dict.items():
+        if not isinstance(t, torch.Tensor) or t.numel() == 0:
+            continue
+        key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape),
+               tuple(t.stride()), t.dtype, t.device)  # fmt: skip
+        if key in first:
+            out[name] = first[key]
+        else:
+            first[key] = name
+    return out
+
+
 def plan_in_state_dict(state_dict: Mapping[str, Any]) -> tuple[Plan | None, str]:
     """The plan a state dict of a seeded model carries in its metadata (through
     ``torch.save`` and ``torch.load(weights_only=True)`` too), and the prefix of that
@@ -316,6 +353,10 @@ def save(
     """
     sd, plan = _state_and_plan(model_or_state_dict, plan, required=not approximate, seed=seed)
     meta = {"permcodec_version": __version__, **dict(metadata or {})}
+    aliases = tied_names(sd)
+    if aliases:  # tied weights are stored once; the readers give every name back
+        meta[ALIASES_KEY] = json.dumps(aliases, sort_keys=True)
+        sd = {k: v for k, v in sd.items() if k not in aliases}
 
     def items():
         for name, t in sd.items():
@@ -360,6 +401,7 @@ def load(
     dev = device_of(device)
     with PermFile(path, max_bytes=max_bytes) as pf:
         sd = {name: _decode_to(pf, name, dev) for name in pf}
+        sd.update({alias: sd[name] for alias, name in pf.aliases().items()})
         plan = pf.plan()
     if model is not None:
         _into(model, sd, plan, strict)
@@ -383,6 +425,7 @@ def load_model(
     dev = device_of(device)
     with PermFile(path, max_bytes=max_bytes) as pf:
         sd = {name: _decode_to(pf, name, dev) for name in pf}
+        sd.update({alias: sd[name] for alias, name in pf.aliases().items()})
         plan = pf.plan()
     return _into(model, sd, plan, strict)
 
