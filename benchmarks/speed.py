@@ -408,9 +408,10 @@ def machine() -> dict[str, Any]:
     try:
         from permcodec import kernels
 
-        numba_kernels: bool | None = kernels.load("rans_numba") is not None
+        host = kernels.load("rans")
+        kernels_backend: str | None = None if host is None else host.backend
     except Exception:
-        numba_kernels = None
+        kernels_backend = None
     return {
         "platform": platform.platform(),
         "processor": platform.processor(),
@@ -422,7 +423,7 @@ def machine() -> dict[str, Any]:
         "torch": torch.__version__,
         "numba": numba.__version__,
         "permcodec": permcodec.__version__,
-        "permcodec_numba_kernels": numba_kernels,
+        "permcodec_kernels": kernels_backend,
         "nncodec": baselines.NNCODEC_VERSION,
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "git": _git_head(),

@@ -286,8 +286,9 @@ def test_exp_scalar_matches_math_exp():
     start=st.integers(0, 2**50),
     count=st.integers(0, 300),
 )
-def test_numba_philox_matches_the_reference(key, purpose, start, count):
-    fast = pytest.importorskip("permcodec.kernels.philox_numba")
+@pytest.mark.parametrize("backend", ["philox_c", "philox_numba"])
+def test_compiled_philox_matches_the_reference(backend, key, purpose, start, count):
+    fast = pytest.importorskip(f"permcodec.kernels.{backend}")
     ref = philox.words(key, purpose, start, start + count, TorchOps("cpu"))
     got = fast.words(key, purpose, start, start + count)
     assert got.dtype == np.int64 and got.tolist() == ref.tolist()

@@ -1,7 +1,9 @@
-"""The numba rANS kernels against the numpy reference, byte for byte (skipped without numba)."""
+"""The compiled rANS kernels (C and numba) against the numpy reference, byte for byte
+(each backend skipped where it is not built or installed)."""
 
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
@@ -13,11 +15,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-pytest.importorskip("numba")
-
 from permcodec import IntegrityError, kernels
 from permcodec.coding import buckets, rans
-from permcodec.kernels import rans_numba as rans_fast
+from permcodec.kernels.rans_host import RansKernels
 
 REF = rans.REFERENCE
 
@@ -38,14 +38,42 @@ def ref_decode_ctx(*args: Any) -> np.ndarray:
     return REF["decode_ctx_window"](*args)[0]
 
 
-def fast_decode(*args: Any) -> np.ndarray | None:
-    out = rans_fast.decode_window(*args)
+def _backends() -> list[Any]:
+    """One parameter per kernel backend, skipped where it does not import."""
+    out = []
+    for name in ("rans_c", "rans_numba"):
+        try:
+            module = importlib.import_module(f"permcodec.kernels.{name}")
+        except ImportError as e:
+            out.append(pytest.param(None, id=name, marks=pytest.mark.skip(reason=str(e))))
+        else:
+            out.append(pytest.param(RansKernels(module), id=name))
+    return out
+
+
+each_backend = pytest.mark.parametrize("fast", _backends())
+
+
+def fast_decode(fast: RansKernels, *args: Any) -> np.ndarray | None:
+    out = fast.decode_window(*args)
     return None if out is None else out[0]
 
 
-def fast_decode_ctx(*args: Any) -> np.ndarray | None:
-    out = rans_fast.decode_ctx_window(*args)
+def fast_decode_ctx(fast: RansKernels, *args: Any) -> np.ndarray | None:
+    out = fast.decode_ctx_window(*args)
     return None if out is None else out[0]
+
+
+def public(fast: RansKernels, coder: Callable[..., Any]) -> Callable[..., Any]:
+    """``coder`` (a public function of :mod:`permcodec.coding.rans`) run with only
+    ``fast``'s backend allowed: its kernels, and the reference where they decline."""
+
+    def run(*args: Any) -> Any:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv(kernels.BACKENDS_ENV, fast.backend)
+            return coder(*args)
+
+    return run
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -136,7 +164,8 @@ def _segmented_rows(
 
 @settings(max_examples=200, deadline=None)
 @given(data=st.data())
-def test_multiset_coder_matches_reference(data):
+@each_backend
+def test_multiset_coder_matches_reference(fast, data):
     rows = data.draw(st.integers(1, 9), label="rows")
     m = data.draw(st.integers(1, 50), label="m")
     n_cls = data.draw(st.integers(1, 70), label="classes")
@@ -151,28 +180,30 @@ def test_multiset_coder_matches_reference(data):
     lanes = data.draw(st.integers(1, rows), label="lanes")
 
     ref = ref_encode(cls, counts, lanes, totals)
-    _same_code(rans_fast.encode(cls, counts, lanes, totals), ref)
+    _same_code(fast.encode(cls, counts, lanes, totals), ref)
     states, words = ref
-    out = fast_decode(states, words, counts, m, "t", totals)
+    out = fast_decode(fast, states, words, counts, m, "t", totals)
     assert out is not None and np.array_equal(out, cls)
     damaged = _damaged(data, states, words)
-    _same_outcome(rans.decode, ref_decode, *damaged, counts, m, "t", totals)
+    _same_outcome(public(fast, rans.decode), ref_decode, *damaged, counts, m, "t", totals)
 
 
-def test_multiset_coder_on_a_wide_tensor_of_distinct_values():
+@each_backend
+def test_multiset_coder_on_a_wide_tensor_of_distinct_values(fast):
     rng = np.random.default_rng(5)
     rows, m = 37, 700
     cls = np.stack([rng.permutation(m) for _ in range(rows)])
     counts = np.ones((rows, m), dtype=np.int64)
     for lanes in (1, 5, 16, 37):
         ref = ref_encode(cls, counts, lanes)
-        _same_code(rans_fast.encode(cls, counts, lanes), ref)
-        assert np.array_equal(fast_decode(*ref, counts, m), cls)
+        _same_code(fast.encode(cls, counts, lanes), ref)
+        assert np.array_equal(fast_decode(fast, *ref, counts, m), cls)
 
 
 @settings(max_examples=150, deadline=None)
 @given(data=st.data())
-def test_rows_of_distinct_values_beside_rows_with_repeats_match_reference(data):
+@each_backend
+def test_rows_of_distinct_values_beside_rows_with_repeats_match_reference(fast, data):
     """The tree-free path for rows of m distinct values, mixed with rows that repeat
     values (as in wide float rows where a few values collide), also on damage."""
     rows = data.draw(st.integers(1, 12), label="rows")
@@ -186,14 +217,15 @@ def test_rows_of_distinct_values_beside_rows_with_repeats_match_reference(data):
     lanes = data.draw(st.integers(1, rows), label="lanes")
 
     ref = ref_encode(cls, counts, lanes)
-    _same_code(rans_fast.encode(cls, counts, lanes), ref)
-    out = fast_decode(*ref, counts, m, "t")
+    _same_code(fast.encode(cls, counts, lanes), ref)
+    out = fast_decode(fast, *ref, counts, m, "t")
     assert out is not None and np.array_equal(out, cls)
     damaged = _damaged(data, *ref)
-    _same_outcome(rans.decode, ref_decode, *damaged, counts, m, "t")
+    _same_outcome(public(fast, rans.decode), ref_decode, *damaged, counts, m, "t")
 
 
-def test_refinement_stream_of_real_buckets_matches_reference():
+@each_backend
+def test_refinement_stream_of_real_buckets_matches_reference(fast):
     rng = np.random.default_rng(11)
     rows, m = 9, 120
     init = rng.normal(size=(rows, m)).astype(np.float32)
@@ -212,8 +244,8 @@ def test_refinement_stream_of_real_buckets_matches_reference():
         seq, totals = buckets.refinement(cls, sym, bk)
         for lanes in (1, 4, rows):
             ref = ref_encode(seq, rc.counts, lanes, totals)
-            _same_code(rans_fast.encode(seq, rc.counts, lanes, totals), ref)
-            out = fast_decode(*ref, rc.counts, m, "w", totals)
+            _same_code(fast.encode(seq, rc.counts, lanes, totals), ref)
+            out = fast_decode(fast, *ref, rc.counts, m, "w", totals)
             assert np.array_equal(out, seq)
 
 
@@ -222,7 +254,8 @@ def test_refinement_stream_of_real_buckets_matches_reference():
 
 @settings(max_examples=150, deadline=None)
 @given(data=st.data())
-def test_context_coder_matches_reference(data):
+@each_backend
+def test_context_coder_matches_reference(fast, data):
     rows = data.draw(st.integers(1, 8), label="rows")
     k = 1 << data.draw(st.integers(0, 6), label="bits")
     m = data.draw(st.integers(1, 60), label="m")
@@ -236,15 +269,18 @@ def test_context_coder_matches_reference(data):
     lanes = data.draw(st.integers(1, rows), label="lanes")
 
     ref = ref_encode_ctx(sym, ctx, counts, weights, lanes)
-    _same_code(rans_fast.encode_ctx(sym, ctx, counts, weights, lanes), ref)
+    _same_code(fast.encode_ctx(sym, ctx, counts, weights, lanes), ref)
     states, words = ref
-    out = fast_decode_ctx(states, words, ctx, counts, weights)
+    out = fast_decode_ctx(fast, states, words, ctx, counts, weights)
     assert out is not None and np.array_equal(out, sym)
     damaged = _damaged(data, states, words)
-    _same_outcome(rans.decode_ctx, ref_decode_ctx, *damaged, ctx, counts, weights, "t")
+    _same_outcome(
+        public(fast, rans.decode_ctx), ref_decode_ctx, *damaged, ctx, counts, weights, "t"
+    )
 
 
-def test_context_coder_with_256_buckets_matches_reference():
+@each_backend
+def test_context_coder_with_256_buckets_matches_reference(fast):
     rng = np.random.default_rng(3)
     rows, m, k = 6, 784, 256
     init_ctx = np.stack([rng.permutation(np.arange(m) * k // m) for _ in range(rows)])
@@ -253,18 +289,19 @@ def test_context_coder_with_256_buckets_matches_reference():
     weights = buckets.fit_weights(sym, init_ctx, 8)
     for lanes in (1, 4, 6):
         ref = ref_encode_ctx(sym, init_ctx, counts, weights, lanes)
-        _same_code(rans_fast.encode_ctx(sym, init_ctx, counts, weights, lanes), ref)
-        assert np.array_equal(fast_decode_ctx(*ref, init_ctx, counts, weights), sym)
+        _same_code(fast.encode_ctx(sym, init_ctx, counts, weights, lanes), ref)
+        assert np.array_equal(fast_decode_ctx(fast, *ref, init_ctx, counts, weights), sym)
 
 
 # ---------------------------------------------------------------- dispatch and edges
 
 
 @pytest.mark.parametrize(("rows", "m"), [(0, 5), (3, 0), (0, 0)])
-def test_empty_tensors_go_to_the_reference(rows, m):
+@each_backend
+def test_empty_tensors_go_to_the_reference(fast, rows, m):
     cls = np.zeros((rows, m), dtype=np.int64)
     counts = np.full((rows, 2), m // 2 if m else 0, dtype=np.int64)
-    assert rans_fast.encode(cls, counts, 1) is None
+    assert fast.encode(cls, counts, 1) is None
     states, words = rans.encode(cls, counts, 1)
     assert states.tolist() == [rans.STATE_LOW] and words.size == 0
     assert rans.decode(states, words, counts, m).shape == (rows, m)
@@ -272,30 +309,32 @@ def test_empty_tensors_go_to_the_reference(rows, m):
         rans.decode(states, np.ones(1, dtype=np.uint32), counts, m)
     ctx = np.zeros((rows, m), dtype=np.int64)
     weights = np.ones(3, dtype=np.int64)
-    assert rans_fast.encode_ctx(cls, ctx, counts, weights, 1) is None
+    assert fast.encode_ctx(cls, ctx, counts, weights, 1) is None
     assert rans.encode_ctx(cls, ctx, counts, weights, 1)[1].size == 0
     with pytest.raises(IntegrityError, match="an empty tensor has coded data"):
         rans.decode_ctx(states + np.uint64(1), words, ctx, counts, weights)
 
 
-def test_inputs_outside_the_kernels_domain_fall_back_to_the_reference():
+@each_backend
+def test_inputs_outside_the_kernels_domain_fall_back_to_the_reference(fast):
     rng = np.random.default_rng(0)
     cls = np.stack([rng.permutation(8) for _ in range(3)])
     counts = np.ones((3, 8), dtype=np.int64)
     wrong = counts.copy()
     wrong[:, 0] = 2  # counts that are not those of the rows
-    assert rans_fast.encode(cls, wrong, 2) is None
+    assert fast.encode(cls, wrong, 2) is None
     assert rans.encode(cls, wrong, 2)[1].tobytes() == ref_encode(cls, wrong, 2)[1].tobytes()
-    assert rans_fast.encode(cls, counts.astype(np.float64), 2) is None
+    assert fast.encode(cls, counts.astype(np.float64), 2) is None
     states, words = rans.encode(cls, counts, 2)
     bad = states.copy()
     bad[1] = 5
-    assert fast_decode(bad, words, counts, 8) is None
+    assert fast_decode(fast, bad, words, counts, 8) is None
     with pytest.raises(IntegrityError, match="coder state out of range"):
         rans.decode(bad, words, counts, 8, "w")
 
 
-def test_read_only_inputs_take_the_fast_path():
+@each_backend
+def test_read_only_inputs_take_the_fast_path(fast):
     rng = np.random.default_rng(1)
     cls = np.stack([rng.permutation(50) for _ in range(4)])
     counts = np.ones((4, 50), dtype=np.int64)
@@ -303,34 +342,52 @@ def test_read_only_inputs_take_the_fast_path():
     payload = states.astype("<u8").tobytes() + words.astype("<u4").tobytes()
     st_ro = np.frombuffer(payload, dtype="<u8", count=2)
     wd_ro = np.frombuffer(payload, dtype="<u4", offset=16)
-    out = fast_decode(st_ro, wd_ro, counts, 50)
+    out = fast_decode(fast, st_ro, wd_ro, counts, 50)
     assert out is not None and np.array_equal(out, cls)
 
 
 def test_pure_numpy_environment_variable(monkeypatch):
-    assert kernels.load("rans_numba") is rans_fast
+    fastest = kernels.load("rans")
+    assert fastest is not None
     monkeypatch.setenv(kernels.PURE_NUMPY_ENV, "1")
-    assert kernels.load("rans_numba") is None
+    assert kernels.load("rans") is None and kernels.load("rans_numba") is None
     cls = np.array([[1, 0, 2]], dtype=np.int64)
     counts = np.ones((1, 3), dtype=np.int64)
     states, words = rans.encode(cls, counts, 1)
     assert np.array_equal(rans.decode(states, words, counts, 3), cls)
     monkeypatch.setenv(kernels.PURE_NUMPY_ENV, "0")
-    assert kernels.load("rans_numba") is rans_fast
+    assert kernels.load("rans") is fastest
 
 
-def test_lanes_beyond_rows_and_errors_match():
+@each_backend
+def test_the_environment_chooses_the_backend(fast, monkeypatch):
+    monkeypatch.setenv(kernels.BACKENDS_ENV, fast.backend)
+    assert kernels.load("rans").impl is fast.impl
+    monkeypatch.setenv(kernels.BACKENDS_ENV, "none-of-these")
+    assert kernels.load("rans") is None
+
+
+def test_c_kernels_come_first_where_built():
+    built = importlib.util.find_spec("permcodec.kernels.rans_c") is not None
+    assert kernels.load("rans").backend == ("c" if built else "numba")
+
+
+@each_backend
+def test_lanes_beyond_rows_and_errors_match(fast):
     rng = np.random.default_rng(2)
     cls = np.stack([rng.permutation(30) for _ in range(3)])
     counts = np.ones((3, 30), dtype=np.int64)
     ref = ref_encode(cls, counts, 5)  # two padding lanes
-    _same_code(rans_fast.encode(cls, counts, 5), ref)
+    _same_code(fast.encode(cls, counts, 5), ref)
     states, words = ref
     for cut in range(words.size):
-        _same_outcome(fast_decode, ref_decode, states, words[:cut], counts, 30, "w")
+        _same_outcome(
+            lambda *a: fast_decode(fast, *a), ref_decode, states, words[:cut], counts, 30, "w"
+        )
 
 
-def test_a_bad_frequency_is_reported_before_a_missing_word():
+@each_backend
+def test_a_bad_frequency_is_reported_before_a_missing_word(fast):
     """Counts that do not fit the stream (lane 1 runs out of classes at once) with a
     truncated stream: in a step where lane 0 lacks a word and lane 1 has frequency 0,
     the reference says "inconsistent", so the kernels must finish the step first."""
@@ -346,11 +403,11 @@ def test_a_bad_frequency_is_reported_before_a_missing_word():
         weights = rng.integers(1, 9, 2 * n - 1)
         ctx_states, ctx_words = ref_encode_ctx(cls, ctx, counts, weights, 2)
         for cut in range(words.size):
-            _same_outcome(fast_decode, ref_decode, states, words[:cut], bad, m)
+            _same_outcome(lambda *a: fast_decode(fast, *a), ref_decode, states, words[:cut], bad, m)
         for cut in range(ctx_words.size):
             cut_words = ctx_words[:cut]
             _same_outcome(
-                fast_decode_ctx,
+                lambda *a: fast_decode_ctx(fast, *a),
                 ref_decode_ctx,
                 ctx_states,
                 cut_words,
@@ -363,13 +420,17 @@ def test_a_bad_frequency_is_reported_before_a_missing_word():
 NO_NUMBA = r"""
 import importlib.abc, sys
 
-class BlockNumba(importlib.abc.MetaPathFinder):
+BLOCKED = sys.argv[1].split(",")
+
+class Block(importlib.abc.MetaPathFinder):
     def find_spec(self, fullname, path=None, target=None):
-        if fullname == "numba" or fullname.startswith("numba."):
+        if fullname.split(".")[0] == "numba":
             raise ImportError("numba is blocked in this test")
+        if fullname in BLOCKED:  # as if the extension were not built
+            raise ModuleNotFoundError(f"No module named {fullname!r}", name=fullname)
         return None
 
-sys.meta_path.insert(0, BlockNumba())
+sys.meta_path.insert(0, Block())
 import numpy as np
 from permcodec import kernels
 from permcodec.coding import rans
@@ -382,20 +443,47 @@ with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
     states, words = rans.encode(cls, counts, 2)
     assert np.array_equal(rans.decode(states, words, counts, 4), cls)
-assert kernels.load("rans_numba") is None and kernels.available("rans_numba") is False
-# one warning, at the first use, that names the fallback
-assert [w.category.__name__ for w in caught] == ["KernelWarning"], caught
-assert "numpy reference coder" in str(caught[0].message)
+fast = kernels.load("rans")
+print(None if fast is None else fast.backend, [str(w.message) for w in caught])
 print(states.tolist(), words.tolist())
 """
 
 
-def test_coder_works_where_numba_cannot_be_imported():
-    env = {k: v for k, v in os.environ.items() if k != kernels.PURE_NUMPY_ENV}
+def _without(blocked: str) -> tuple[str, list[str], str]:
+    """Encode and decode in a fresh interpreter where numba cannot be imported and
+    the modules in ``blocked`` are missing: (backend, warnings, code)."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in (kernels.PURE_NUMPY_ENV, kernels.BACKENDS_ENV)
+    }
     run = subprocess.run(
-        [sys.executable, "-c", NO_NUMBA], capture_output=True, text=True, env=env, check=True
+        [sys.executable, "-c", NO_NUMBA, blocked],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
     )
+    first, code = run.stdout.strip().splitlines()
+    backend, caught = first.split(" ", 1)
+    return backend, eval(caught), code
+
+
+def _expected_code() -> str:
     cls = np.array([[2, 0, 1, 0], [0, 1, 0, 2]])
     counts = np.array([[2, 1, 1], [2, 1, 1]])
     states, words = rans.encode(cls, counts, 2)
-    assert run.stdout.strip() == f"{states.tolist()} {words.tolist()}"
+    return f"{states.tolist()} {words.tolist()}"
+
+
+def test_coder_falls_back_to_the_reference_without_numba_or_c_kernels():
+    backend, caught, code = _without("permcodec.kernels.rans_c,permcodec.kernels.philox_c")
+    assert backend == "None" and code == _expected_code()
+    # one warning, at the first use, that names the fallback (numba present but broken)
+    assert len(caught) == 1 and "numpy reference coder" in caught[0], caught
+
+
+def test_c_kernels_need_no_numba():
+    pytest.importorskip("permcodec.kernels.rans_c")
+    backend, caught, code = _without("")
+    assert (backend, caught, code) == ("c", [], _expected_code())

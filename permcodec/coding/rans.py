@@ -14,8 +14,8 @@ lane (``row-rans``). The ``*_run`` forms decode a stream a run of rows at a time
 decoder needs the model of only those rows.
 
 The numpy code here (the ``_*_ref`` functions) is the reference. Every public coder runs
-the bit-identical numba kernels of :mod:`permcodec.kernels.rans_numba` instead where
-:func:`permcodec.kernels.load` gives them, and the reference otherwise (also for the
+the bit-identical compiled kernels (C or numba) of ``permcodec.kernels.load("rans")``
+instead where it gives them, and the reference otherwise (also for the
 rare inputs the kernels leave to it): set ``PERMCODEC_PURE_NUMPY=1`` to run the
 reference.
 """
@@ -190,9 +190,9 @@ def _encode_intervals(
 
 
 def _fast_or_reference(kernel: str, reference: Callable[..., Any], *args: Any) -> Any:
-    """``rans_numba.<kernel>(*args)``, or ``reference(*args)`` where the kernels are not
+    """The compiled ``<kernel>(*args)``, or ``reference(*args)`` where the kernels are not
     loaded or leave the input to the reference (they return None then)."""
-    fast = kernels.load("rans_numba")
+    fast = kernels.load("rans")
     out = None if fast is None else getattr(fast, kernel)(*args)
     return reference(*args) if out is None else out
 
@@ -663,7 +663,7 @@ def decode_rows_run(
 
 
 #: The numpy reference behind each public coder, by the name of the kernel that
-#: shadows it in :mod:`permcodec.kernels.rans_numba`: the kernels' oracle.
+#: shadows it in :class:`permcodec.kernels.rans_host.RansKernels`: the kernels' oracle.
 REFERENCE: dict[str, Callable[..., Any]] = {
     "encode": _encode_ref,
     "encode_ctx": _encode_ctx_ref,

@@ -54,7 +54,7 @@ def philox4x32(c0: Any, c1: Any, c2: Any, c3: Any, k0: int, k1: int) -> tuple[An
 
 def words(key: tuple[int, int], purpose: int, start: int, stop: int, xp: NumpyOps = NUMPY) -> Any:
     """32-bit words ``start..stop-1`` of a stream, as an int64 array."""
-    if type(xp) is NumpyOps and (fast := kernels.load("philox_numba")) is not None:
+    if type(xp) is NumpyOps and (fast := kernels.load("philox")) is not None:
         return fast.words(key, purpose, start, stop)
     if stop <= start:
         return xp.arange(0, 0)

@@ -1,13 +1,17 @@
-"""Kernels: compiled twins of the numpy reference (numba on the CPU, Triton on GPUs).
+"""Kernels: compiled twins of the numpy reference (C built by Cython at install, numba
+on the CPU, Triton on GPUs).
 
 Each kernel module computes the same bits as the reference it shadows, faster; the
 numpy code stays the oracle. :func:`load` is the one way in: it imports a kernel
 module on first use and returns None where the reference should run instead: the
 environment sets ``PERMCODEC_PURE_NUMPY=1``, the module's compiler (numba, triton) is not
-installed (a decode-only install), or it is installed but broken, which warns once
-(:class:`permcodec.KernelWarning`). Importing numba takes a few tenths of a second,
-which ``import permcodec`` should not pay. This layer imports nothing of permcodec but
-its errors.
+installed or its extension was not built (a plain decode-only install), or it is there
+but broken, which warns once (:class:`permcodec.KernelWarning`). A family name ("rans",
+"philox") gives its fastest member that loads, C before numba; the C kernels need no
+runtime beyond numpy and start at once, where numba compiles or loads its cache and
+adds some 150 MB to an install. Importing numba takes a few tenths of a second, which
+``import permcodec`` should not pay. This layer imports nothing of permcodec but its
+errors.
 """
 
 from __future__ import annotations
@@ -16,21 +20,31 @@ import importlib
 import os
 import warnings
 from types import ModuleType
+from typing import Any
 
 from ..errors import KernelWarning
 
 #: Set to 1 to force the numpy reference code.
 PURE_NUMPY_ENV = "PERMCODEC_PURE_NUMPY"
+#: Set to a comma-separated list of backends ("c", "numba") to allow only those.
+BACKENDS_ENV = "PERMCODEC_KERNELS"
 #: Kernel modules: name -> what runs without it.
 MODULES = {
+    "rans_c": "the numba kernels or the numpy reference coder",
     "rans_numba": "the numpy reference coder",
+    "philox_c": "the numba kernels or the numpy reference generator",
     "philox_numba": "the numpy reference generator",
     "sync_numba": "torch's sort for LaPerm's sync",
     "rans_triton": "the CPU decoder, then a copy to the device",
 }
+#: Families: name -> members, fastest first; each member's name ends in its backend.
+FAMILIES = {"rans": ("rans_c", "rans_numba"), "philox": ("philox_c", "philox_numba")}
 #: Packages whose absence is a supported install, not a fault.
 COMPILERS = ("numba", "llvmlite", "triton")
+#: Extensions built at install where a C compiler was found; their absence is supported.
+EXTENSIONS = ("rans_c", "philox_c")
 _loaded: dict[str, ModuleType | None] = {}
+_hosts: dict[str, Any] = {}
 
 
 def pure_numpy() -> bool:
@@ -38,23 +52,55 @@ def pure_numpy() -> bool:
     return os.environ.get(PURE_NUMPY_ENV, "") not in ("", "0")
 
 
-def load(name: str) -> ModuleType | None:
-    """The kernel module ``permcodec.kernels.<name>``, or None if the reference runs."""
+def backends() -> tuple[str, ...] | None:
+    """The backends the environment allows (:data:`BACKENDS_ENV`), or None for all."""
+    chosen = os.environ.get(BACKENDS_ENV, "").strip()
+    return tuple(b.strip() for b in chosen.split(",")) if chosen else None
+
+
+def load(name: str) -> Any:
+    """The kernel module ``permcodec.kernels.<name>``, or None if the reference runs.
+
+    For the family "rans" the result is a :class:`~.rans_host.RansKernels` over the
+    fastest member that loads; for "philox" that member's module.
+    """
     if pure_numpy():
+        return None
+    if name in FAMILIES:
+        allowed = backends()
+        for member in FAMILIES[name]:
+            if allowed is not None and member.rsplit("_", 1)[1] not in allowed:
+                continue
+            if (module := load(member)) is not None:
+                return _host(name, module)
         return None
     if name not in _loaded:
         if name not in MODULES:
-            raise KeyError(f"no kernel module {name!r}; known: {', '.join(MODULES)}")
+            known = ", ".join([*FAMILIES, *MODULES])
+            raise KeyError(f"no kernel module {name!r}; known: {known}")
         try:
             _loaded[name] = importlib.import_module(f"{__name__}.{name}")
         except ModuleNotFoundError as e:
             _loaded[name] = None
-            if e.name not in COMPILERS:  # a broken install, not an absent compiler
+            absent = e.name in COMPILERS or (name in EXTENSIONS and e.name == f"{__name__}.{name}")
+            if not absent:  # a broken install, not an absent compiler or build
                 _warn(name, e)
         except Exception as e:  # a broken compiler: the reference computes the same bits
             _loaded[name] = None
             _warn(name, e)
     return _loaded[name]
+
+
+def _host(family: str, module: ModuleType) -> Any:
+    """What :func:`load` gives for a family's member ``module`` (made once)."""
+    if family != "rans":
+        return module
+    key = f"{module.__name__}:host"
+    if key not in _hosts:
+        from .rans_host import RansKernels
+
+        _hosts[key] = RansKernels(module)
+    return _hosts[key]
 
 
 def _warn(name: str, e: Exception) -> None:

@@ -11,10 +11,9 @@ That equals the reference's ``counts - used`` exactly when every row's counts ar
 those of its symbols, which the kernels check at the end of each group; this keeps the
 encoders free of (R, m) interval arrays.
 
-Each public function here returns None for inputs outside the kernels' domain (empty
-tensors, unusual dtypes or shapes, values the reference would index or divide with
-differently, states out of range): :mod:`permcodec.coding.rans` then runs the reference,
-which gives the same result or raises the same error.
+The kernels trust their inputs; :class:`permcodec.kernels.rans_host.RansKernels` checks
+them first. :mod:`permcodec.kernels.rans_c` is the Cython twin of this module, with the
+same kernel names, arguments and results.
 """
 
 from __future__ import annotations
@@ -35,16 +34,15 @@ from .contract import (
     PROB_ONE,
     STATE_LOW,
     WORD_MASK,
-    lane_bounds,
-    raise_for,
 )
 
 _LOW_MASK = PROB_ONE - 1
 
 
 def _jit(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``numba.njit(cache=True, nogil=True)`` (threads may decode side by side), or without the on-disk cache where numba finds no
-    writable cache directory (it would refuse to compile at all otherwise)."""
+    """``numba.njit(cache=True, nogil=True)`` (threads may decode side by side), or
+    without the on-disk cache where numba finds no writable cache directory (it would
+    refuse to compile at all otherwise)."""
     try:
         return numba.njit(cache=True, nogil=True)(fn)
     except RuntimeError:  # "cannot cache function ...: no locator available"
@@ -120,7 +118,7 @@ def _counts_used(seen: np.ndarray, counts: np.ndarray, r0: int, live: int) -> bo
 
 
 @_jit
-def _encode_kernel(
+def encode_kernel(
     cls: np.ndarray,
     counts: np.ndarray,
     totals: np.ndarray,
@@ -170,7 +168,7 @@ def _encode_kernel(
 
 
 @_jit
-def _encode_ctx_kernel(
+def encode_ctx_kernel(
     sym: np.ndarray,
     ctx: np.ndarray,
     counts: np.ndarray,
@@ -218,7 +216,7 @@ def _encode_ctx_kernel(
 
 
 @_jit
-def _decode_kernel(
+def decode_kernel(
     x: np.ndarray,
     words: np.ndarray,
     counts: np.ndarray,
@@ -300,7 +298,7 @@ def _decode_kernel(
 
 
 @_jit
-def _decode_ctx_kernel(
+def decode_ctx_kernel(
     x: np.ndarray,
     words: np.ndarray,
     ctx: np.ndarray,
@@ -309,7 +307,7 @@ def _decode_ctx_kernel(
     final: bool,
 ) -> tuple[np.ndarray, int, int]:
     """Context model decoder (FORMAT 4.4.2 in the loop of 4.3.4), resumable like
-    :func:`_decode_kernel`: (symbols, status, words used).
+    :func:`decode_kernel`: (symbols, status, words used).
 
     Needs weights >= 1 and counts >= 0, so that cumulative weights never decrease
     (remaining counts stay >= 0: a step that would take one from an empty bucket has
@@ -440,7 +438,7 @@ def _row_tree(counts: np.ndarray, r: int, levels: int, left: np.ndarray, sums: n
 
 
 @_jit
-def _decode_mixed_kernel(
+def decode_mixed_kernel(
     x: np.ndarray,
     words: np.ndarray,
     counts: np.ndarray,
@@ -449,10 +447,10 @@ def _decode_mixed_kernel(
     final: bool,
 ) -> tuple[np.ndarray, int, int]:
     """Multiset decoder without totals (the loop of FORMAT 4.3.4), built for speed and
-    resumable like :func:`_decode_kernel`: (code, status, words used).
+    resumable like :func:`decode_kernel`: (code, status, words used).
 
     Each step is :func:`_multiset_step`: rows of m distinct values record Lehmer
-    digits (:func:`_lehmer_to_classes` turns them into classes), other rows classes.
+    digits (:func:`lehmer_to_classes` turns them into classes), other rows classes.
     Output is (groups, m, lanes) in decoding order. With consistent counts no step has
     frequency 0, so the status is OK, ENDS_EARLY or INCONSISTENT (final states or
     unused words), as in the reference.
@@ -500,9 +498,9 @@ _left_counts = _jit(contract.left_counts)
 
 
 @_jit
-def _lehmer_to_classes(code: np.ndarray, distinct: np.ndarray) -> np.ndarray:
+def lehmer_to_classes(code: np.ndarray, distinct: np.ndarray) -> np.ndarray:
     """Class indices (rows, m) from the output (groups, m, lanes) of
-    :func:`_decode_mixed_kernel`: in a distinct row, digit c at step j is the c-th
+    :func:`decode_mixed_kernel`: in a distinct row, digit c at step j is the c-th
     (from 0) class not yet taken (:func:`_lehmer_row`); other rows already hold
     classes."""
     _, m, lanes = code.shape
@@ -591,7 +589,7 @@ def _decode_lane(
 
 
 @_jit
-def _decode_rows_kernel(
+def decode_rows_kernel(
     x: np.ndarray,
     starts: np.ndarray,
     words: np.ndarray,
@@ -681,10 +679,10 @@ def _row_intervals(
 
 
 @_jit
-def _encode_rows_kernel(
+def encode_rows_kernel(
     cls: np.ndarray, counts: np.ndarray, distinct: np.ndarray, bounds: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
-    """Encoder of :func:`_decode_rows_kernel`: (states, segment starts in ``buf``,
+    """Encoder of :func:`decode_rows_kernel`: (states, segment starts in ``buf``,
     buf, ok). Lane l writes its words backwards from ``bounds[l+1] * m`` (a step emits
     at most one word), so they end up in decoding order."""
     rows, m = cls.shape
@@ -716,262 +714,3 @@ def _encode_rows_kernel(
         x[lane] = xl
         seg[lane] = wpos
     return x, seg, buf, bool(ok.all())
-
-
-# ---------------------------------------------------------------- wrappers
-
-
-def _plain(a: np.ndarray, dtype: type) -> np.ndarray:
-    """C-contiguous and writeable, so every call hits the same compiled signature
-    (numba types read-only arrays, e.g. from ``np.frombuffer``, separately)."""
-    return np.require(a, dtype=dtype, requirements=["C", "W"])
-
-
-def _index_array(a: Any) -> np.ndarray | None:
-    """``a`` as int64 if its dtype indexes like int64 in the reference, else None."""
-    if not isinstance(a, np.ndarray):
-        return None
-    kind, size = a.dtype.kind, a.dtype.itemsize
-    if kind == "i" or (kind == "u" and size <= 4):
-        return _plain(a, np.int64)
-    return None
-
-
-def _int64_array(a: Any) -> np.ndarray | None:
-    """``a`` if it is an int64 array (the reference's arithmetic type), else None."""
-    if isinstance(a, np.ndarray) and a.dtype == np.int64:
-        return _plain(a, np.int64)
-    return None
-
-
-def _in_range(a: np.ndarray, hi: int) -> bool:
-    return a.size == 0 or (int(a.min()) >= 0 and int(a.max()) < hi)
-
-
-def _word_capacity(rows: int, m: int) -> int:
-    """First guess at the word count (about 8 bits a symbol; the buffer grows)."""
-    return rows * m // 4 + 64
-
-
-def _lanes(lanes: Any) -> int | None:
-    if isinstance(lanes, (int, np.integer)) and not isinstance(lanes, bool) and lanes >= 1:
-        return int(lanes)
-    return None
-
-
-def _states(states: Any) -> np.ndarray | None:
-    """Lane states as int64, or None where the reference must judge them."""
-    if not isinstance(states, np.ndarray) or states.ndim != 1 or states.shape[0] == 0:
-        return None
-    if states.dtype != np.uint64:
-        return None
-    if ((states < STATE_LOW) | (states >= np.uint64(1 << 63))).any():
-        return None  # the reference raises "coder state out of range"
-    return states.astype(np.int64)
-
-
-def _words(stream: Any) -> np.ndarray | None:
-    if isinstance(stream, np.ndarray) and stream.ndim == 1 and stream.dtype == np.uint32:
-        return _plain(stream, np.uint32)
-    return None
-
-
-def _distinct_rows(counts: np.ndarray, m: int) -> np.ndarray:
-    """Which rows hold m distinct values (m classes of one value each): the common
-    case of dense float rows, which the kernels code without a tree."""
-    if counts.shape[1] != m:
-        return np.zeros(counts.shape[0], dtype=np.bool_)
-    return (counts == 1).all(axis=1)
-
-
-def _consistent(counts: np.ndarray, m: int) -> bool:
-    """Whether every row's counts are >= 0 and sum to m (always so for counts a
-    decoder derives from the init), which :func:`_decode_mixed_kernel` relies on."""
-    return int(counts.min()) >= 0 and bool((counts.sum(axis=1) == m).all())
-
-
-def encode(
-    cls: np.ndarray, counts: np.ndarray, lanes: int, totals: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray] | None:
-    """:func:`permcodec.coding.rans.encode` with a numba kernel; None outside its domain."""
-    c, cnt, n_lanes = _index_array(cls), _int64_array(counts), _lanes(lanes)
-    if c is None or cnt is None or n_lanes is None or c.ndim != 2 or cnt.ndim != 2:
-        return None
-    rows, m = c.shape
-    if rows == 0 or m == 0 or cnt.shape[0] != rows or not _in_range(c, cnt.shape[1]):
-        return None
-    if totals is None:
-        tot, has_totals = np.zeros((1, 1), dtype=np.int64), False
-    else:
-        tot, has_totals = _int64_array(totals), True
-        if tot is None or tot.shape != (rows, m):
-            return None
-    x, words, status = _encode_kernel(c, cnt, tot, has_totals, n_lanes, _word_capacity(rows, m))
-    if status != OK:
-        return None
-    return x.astype(np.uint64), words
-
-
-def encode_ctx(
-    sym: np.ndarray, ctx: np.ndarray, counts: np.ndarray, weights: np.ndarray, lanes: int
-) -> tuple[np.ndarray, np.ndarray] | None:
-    """:func:`permcodec.coding.rans.encode_ctx` with a numba kernel; None outside its domain."""
-    t, cx = _index_array(sym), _index_array(ctx)
-    cnt, w, n_lanes = _int64_array(counts), _int64_array(weights), _lanes(lanes)
-    if t is None or cx is None or cnt is None or w is None or n_lanes is None:
-        return None
-    if t.ndim != 2 or cnt.ndim != 2 or cx.shape != t.shape or w.ndim != 1:
-        return None
-    rows, m = t.shape
-    k = cnt.shape[1]
-    if rows == 0 or m == 0 or cnt.shape[0] != rows or w.shape[0] != 2 * k - 1:
-        return None
-    if not (_in_range(t, k) and _in_range(cx, k)):
-        return None
-    x, words, status = _encode_ctx_kernel(t, cx, cnt, w, n_lanes, _word_capacity(rows, m))
-    if status != OK:
-        return None
-    return x.astype(np.uint64), words
-
-
-def decode_window(
-    states: np.ndarray,
-    window: np.ndarray,
-    counts: np.ndarray,
-    m: int,
-    name: str = "?",
-    totals: np.ndarray | None = None,
-    start: bool = True,
-    final: bool = True,
-) -> tuple[np.ndarray, np.ndarray, int] | None:
-    """``decode_run``'s reference (:mod:`permcodec.coding.rans`) with numba kernels: (classes, lane
-    states, words used), or None outside their domain. States out of range always go
-    to the reference, which rejects them at the ``start`` of a stream."""
-    x, words, cnt = _states(states), _words(window), _int64_array(counts)
-    if x is None or words is None or cnt is None or cnt.ndim != 2:
-        return None
-    if not isinstance(m, (int, np.integer)):
-        return None
-    m = int(m)
-    rows, n = cnt.shape
-    if rows == 0 or m <= 0 or n == 0:
-        return None
-    if totals is None and _consistent(cnt, m):
-        distinct = _distinct_rows(cnt, m)
-        code, status, used = _decode_mixed_kernel(x, words, cnt, distinct, m, final)
-        raise_for(status, name)
-        return _lehmer_to_classes(code, distinct), x.astype(np.uint64), used
-    top = 1 << (max(1, n.bit_length()) - 1)
-    if totals is None:
-        tot, has_totals = np.zeros((1, 1), dtype=np.int64), False
-    else:
-        tot, has_totals = _int64_array(totals), True
-        if tot is None or tot.shape != (rows, m) or int(tot.min()) < 1:
-            return None  # a zero total divides by zero in the reference
-    out, status, used = _decode_kernel(x, words, cnt, tot, has_totals, m, top, final)
-    raise_for(status, name)
-    return out, x.astype(np.uint64), used
-
-
-def decode_ctx_window(
-    states: np.ndarray,
-    window: np.ndarray,
-    ctx: np.ndarray,
-    counts: np.ndarray,
-    weights: np.ndarray,
-    name: str = "?",
-    start: bool = True,
-    final: bool = True,
-) -> tuple[np.ndarray, np.ndarray, int] | None:
-    """``decode_ctx_run``'s reference with a numba kernel: (symbols,
-    lane states, words used), or None outside its domain (see :func:`decode_window`)."""
-    x, words = _states(states), _words(window)
-    cx, cnt, w = _index_array(ctx), _int64_array(counts), _int64_array(weights)
-    if x is None or words is None or cx is None or cnt is None or w is None:
-        return None
-    if cx.ndim != 2 or cnt.ndim != 2 or w.ndim != 1:
-        return None
-    rows, k = cnt.shape
-    if rows == 0 or cx.shape[1] == 0 or k == 0 or cx.shape[0] != rows:
-        return None
-    if w.shape[0] != 2 * k - 1 or not _in_range(cx, k):
-        return None
-    if int(w.min()) < 1 or int(cnt.min()) < 0 or int(cnt.max()) * k * int(w.max()) >= 1 << 62:
-        return None  # the kernel's search needs non-decreasing cumulative weights
-    out, status, used = _decode_ctx_kernel(x, words, cx, cnt, w, final)
-    raise_for(status, name)
-    return out, x.astype(np.uint64), used
-
-
-def _segment_starts(lengths: Any, lanes: int, n_words: int) -> np.ndarray | None:
-    """Start of every lane's segment and the end, or None if the lengths do not
-    tile the words exactly (the reference then reports it)."""
-    if not (isinstance(lengths, np.ndarray) and lengths.shape == (lanes,)):
-        return None
-    starts = np.zeros(lanes + 1, dtype=np.int64)
-    np.cumsum(lengths.astype(np.int64), out=starts[1:])
-    return starts if starts[-1] == n_words else None
-
-
-def _valid_bounds(bounds: Any, lanes: int, rows: int) -> bool:
-    """Row bounds of lanes: int64, lanes + 1 of them, from 0 to rows, never falling."""
-    return (
-        isinstance(bounds, np.ndarray)
-        and bounds.dtype == np.int64
-        and bounds.shape == (lanes + 1,)
-        and bounds[0] == 0
-        and bounds[-1] == rows
-        and bool((np.diff(bounds) >= 0).all())
-    )
-
-
-def encode_rows(
-    cls: np.ndarray, counts: np.ndarray, lanes: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """:func:`permcodec.coding.rans.encode_rows` with numba kernels; None outside their domain."""
-    c, cnt, n_lanes = _index_array(cls), _int64_array(counts), _lanes(lanes)
-    if c is None or cnt is None or n_lanes is None or c.ndim != 2 or cnt.ndim != 2:
-        return None
-    rows, m = c.shape
-    if rows == 0 or m == 0 or cnt.shape[0] != rows or n_lanes > rows:
-        return None
-    if not _in_range(c, cnt.shape[1]) or not _consistent(cnt, m):
-        return None
-    bounds = lane_bounds(rows, n_lanes)
-    x, seg, buf, ok = _encode_rows_kernel(c, cnt, _distinct_rows(cnt, m), bounds)
-    if not ok:
-        return None
-    ends = bounds[1:] * m
-    words = np.concatenate([buf[a:b] for a, b in zip(seg, ends, strict=True)])
-    return x.astype(np.uint64), (ends - seg).astype(np.uint32), words
-
-
-def decode_rows_window(
-    states: np.ndarray,
-    lengths: np.ndarray,
-    window: np.ndarray,
-    counts: np.ndarray,
-    m: int,
-    name: str = "?",
-    bounds: np.ndarray | None = None,
-    start: Any = True,
-    final: bool = True,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """``decode_rows_run``'s reference with numba kernels: (classes,
-    lane states, words each lane used), or None outside their domain. States out of
-    range always go to the reference, which rejects them at the ``start`` of a lane."""
-    x, w, cnt = _states(states), _words(window), _int64_array(counts)
-    if x is None or w is None or cnt is None or cnt.ndim != 2 or not isinstance(m, int):
-        return None
-    rows, lanes = cnt.shape[0], x.shape[0]
-    starts = _segment_starts(lengths, lanes, w.shape[0])
-    if rows == 0 or m <= 0 or lanes > rows or starts is None or not _consistent(cnt, m):
-        return None
-    if bounds is None:
-        bounds = lane_bounds(rows, lanes)
-    elif not _valid_bounds(bounds, lanes, rows):
-        return None
-    distinct = _distinct_rows(cnt, m)
-    out, status, used = _decode_rows_kernel(x, starts, w, cnt, distinct, bounds, m, bool(final))
-    raise_for(ENDS_EARLY if (status == ENDS_EARLY).any() else int(status.max()), name)
-    return out, x.view(np.uint64), used  # x: this call's copy, states >= 0

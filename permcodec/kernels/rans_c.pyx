@@ -1,0 +1,711 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""Compiled (ahead of time, with Cython) rANS kernels, bit-identical to the numpy
+reference of :mod:`permcodec.coding.rans` and to the numba kernels they replace.
+
+Every function has the name, arguments and results of its twin in
+:mod:`permcodec.kernels.rans_numba`, so the same input checks (:mod:`.rans_host`)
+serve both. All arithmetic is exact 64-bit integer arithmetic: states live in
+[2**31, 2**63), probabilities in 31 bits, and no product leaves 63 bits. Loops release
+the GIL, so runs of lanes decode side by side on threads.
+"""
+
+import numpy as np
+
+from libc.stdint cimport int64_t, uint32_t, uint8_t
+from libc.stdlib cimport free, malloc, realloc
+
+cdef extern from *:
+    """
+    #include <stdint.h>
+    #define PC_PROB_BITS (((int64_t)31))
+    #define PC_LOW_MASK (((int64_t)0x7FFFFFFF))
+    #define PC_STATE_LOW (((int64_t)0x80000000))
+    #define PC_WORD_MASK (((int64_t)0xFFFFFFFF))
+    #define PC_OK (((int64_t)0))
+    #define PC_INCONSISTENT (((int64_t)1))
+    #define PC_ENDS_EARLY (((int64_t)2))
+    #define PC_FALLBACK (((int64_t)3))
+    """
+    int64_t PROB_BITS "PC_PROB_BITS"
+    int64_t LOW_MASK "PC_LOW_MASK"
+    int64_t STATE_LOW "PC_STATE_LOW"
+    int64_t WORD_MASK "PC_WORD_MASK"
+    int64_t OK "PC_OK"
+    int64_t INCONSISTENT "PC_INCONSISTENT"
+    int64_t ENDS_EARLY "PC_ENDS_EARLY"
+    int64_t FALLBACK "PC_FALLBACK"
+
+
+
+
+cdef inline int _levels_of(int64_t k) nogil:
+    cdef int depth = 0
+    while (<int64_t>1 << depth) < k:
+        depth += 1
+    return depth
+
+
+def _levels(k):
+    return _levels_of(k)
+
+
+def _left_counts(int64_t m):
+    """Implicit binary tree over m leaves (padded to 2**levels): entry n of node n holds
+    how many real leaves its left subtree has. Returns (tree, levels)."""
+    cdef int levels = _levels_of(m)
+    cdef int64_t top = <int64_t>1 << levels
+    tree_arr = np.zeros(max(top, 1), dtype=np.int32)
+    cdef int[::1] tree = tree_arr
+    cdef int depth
+    cdef int64_t k, lo, span
+    for depth in range(levels):
+        span = top >> depth
+        for k in range(<int64_t>1 << depth):
+            lo = k * span
+            tree[(<int64_t>1 << depth) + k] = <int>max(0, min(m, lo + span // 2) - lo)
+    return tree_arr, levels
+
+
+# ---------------------------------------------------------------- shared steps
+
+
+cdef inline int64_t _refill(int64_t x, const uint32_t[::1] words, int64_t* pos, int* early) noexcept nogil:
+    if x < STATE_LOW:
+        if early[0] or pos[0] >= words.shape[0]:
+            early[0] = 1
+            return x
+        x = (x << 32) | <int64_t>words[pos[0]]
+        pos[0] += 1
+    return x
+
+
+cdef inline int _end_status(int64_t[::1] x, int64_t pos, int64_t n_words, bint final) noexcept nogil:
+    cdef Py_ssize_t lane
+    if not final:
+        return OK
+    if pos != n_words:
+        return INCONSISTENT
+    for lane in range(x.shape[0]):
+        if x[lane] != STATE_LOW:
+            return INCONSISTENT
+    return OK
+
+
+cdef inline void _row_tree(int64_t[:, ::1] counts, Py_ssize_t r, int levels, int64_t* left,
+                           int64_t* sums) noexcept nogil:
+    """``left`` (node n: count of its left subtree's classes) for row r."""
+    cdef int64_t top = <int64_t>1 << levels
+    cdef Py_ssize_t n = counts.shape[1], c, node
+    for node in range(2 * top):
+        sums[node] = 0
+    for c in range(n):
+        sums[top + c] = counts[r, c]
+    for node in range(top - 1, 0, -1):
+        sums[node] = sums[2 * node] + sums[2 * node + 1]
+        left[node] = sums[2 * node]
+
+
+cdef inline int64_t _multiset_step(int64_t c, int64_t total, int64_t* left, int64_t* cnt,
+                                   int levels, int64_t* lo, int64_t* fr) noexcept nogil:
+    """Class and interval of the step whose scaled state is c, from a row's tree."""
+    cdef int64_t below = 0, rest = c, node = 1, lc, v, f
+    cdef int d
+    for d in range(levels):
+        lc = left[node]
+        if rest >= lc:
+            rest -= lc
+            below += lc
+            node = 2 * node + 1
+        else:
+            left[node] = lc - 1
+            node = 2 * node
+    v = node - (<int64_t>1 << levels)
+    f = cnt[v]
+    cnt[v] = f - 1
+    lo[0] = (below << PROB_BITS) // total
+    fr[0] = ((below + f) << PROB_BITS) // total - lo[0]
+    return v
+
+
+cdef inline void _lehmer_row(int64_t* digits, Py_ssize_t m, const int[::1] base, int levels,
+                             int* tree) noexcept nogil:
+    """In place: Lehmer digits of one row of distinct values to class indices."""
+    cdef int64_t top = <int64_t>1 << levels, rest, node, c
+    cdef Py_ssize_t j, i
+    cdef int d
+    for i in range(base.shape[0]):
+        tree[i] = base[i]
+    for j in range(m):
+        rest = digits[j]
+        node = 1
+        for d in range(levels):
+            c = tree[node]
+            if rest >= c:
+                rest -= c
+                node = 2 * node + 1
+            else:
+                tree[node] = <int>(c - 1)
+                node = 2 * node
+        digits[j] = node - top
+
+
+# ---------------------------------------------------------------- row-rans lanes
+
+
+cdef int _decode_lane(int64_t* x, const uint32_t[::1] words, int64_t* pos, int64_t end,
+                      int64_t[:, ::1] counts, const uint8_t[::1] distinct, Py_ssize_t r0,
+                      Py_ssize_t r1, int64_t[:, ::1] out, bint final, const int[::1] base,
+                      int mlevels) noexcept nogil:
+    """Rows [r0, r1) of one lane from its state and segment words[pos:end]."""
+    cdef Py_ssize_t m = out.shape[1], n = counts.shape[1], r, j, c
+    cdef int levels = _levels_of(n)
+    cdef int64_t top = <int64_t>1 << levels
+    cdef int64_t xl = x[0], total, s, cc, lo, fr
+    cdef int status = OK
+    cdef bint plain
+    cdef int64_t* left = <int64_t*>malloc(top * sizeof(int64_t))
+    cdef int64_t* cnt = <int64_t*>malloc(max(n, 1) * sizeof(int64_t))
+    cdef int64_t* sums = <int64_t*>malloc(2 * top * sizeof(int64_t))
+    cdef int* tree = <int*>malloc(base.shape[0] * sizeof(int))
+    for r in range(r0, r1):
+        plain = distinct[r] != 0
+        if not plain:
+            _row_tree(counts, r, levels, left, sums)
+            for c in range(n):
+                cnt[c] = counts[r, c]
+        for j in range(m):
+            total = m - j
+            s = xl & LOW_MASK
+            cc = ((s + 1) * total - 1) >> PROB_BITS
+            if plain:
+                out[r, j] = cc
+                lo = (cc << PROB_BITS) // total
+                fr = ((cc + 1) << PROB_BITS) // total - lo
+            else:
+                out[r, j] = _multiset_step(cc, total, left, cnt, levels, &lo, &fr)
+            xl = fr * (xl >> PROB_BITS) + s - lo
+            if xl < STATE_LOW:
+                if pos[0] >= end:
+                    status = ENDS_EARLY
+                    break
+                xl = (xl << 32) | <int64_t>words[pos[0]]
+                pos[0] += 1
+        if status != OK:
+            break
+        if plain:
+            _lehmer_row(&out[r, 0], m, base, mlevels, tree)
+    if status == OK and final and (pos[0] != end or xl != STATE_LOW):
+        status = INCONSISTENT
+    x[0] = xl
+    free(left)
+    free(cnt)
+    free(sums)
+    free(tree)
+    return status
+
+
+def decode_rows_kernel(int64_t[::1] x, int64_t[::1] starts, const uint32_t[::1] words,
+                        int64_t[:, ::1] counts, distinct, int64_t[::1] bounds, int64_t m,
+                        bint final):
+    """Lanes of a ``row-rans`` stream: (classes (R, m), lane statuses, words used)."""
+    cdef Py_ssize_t lanes = x.shape[0], lane
+    out_arr = np.zeros((counts.shape[0], m), dtype=np.int64)
+    status_arr = np.zeros(lanes, dtype=np.int64)
+    used_arr = np.zeros(lanes, dtype=np.int64)
+    cdef int64_t[:, ::1] out = out_arr
+    cdef int64_t[::1] status = status_arr
+    cdef int64_t[::1] used = used_arr
+    cdef const uint8_t[::1] dist = np.ascontiguousarray(distinct, dtype=np.uint8)
+    base_arr, mlevels = _left_counts(m)
+    cdef const int[::1] base = base_arr
+    cdef int ml = mlevels
+    cdef int64_t pos
+    with nogil:
+        for lane in range(lanes):
+            pos = starts[lane]
+            status[lane] = _decode_lane(&x[lane], words, &pos, starts[lane + 1], counts, dist,
+                                        bounds[lane], bounds[lane + 1], out, final, base, ml)
+            used[lane] = pos - starts[lane]
+    return out_arr, status_arr, used_arr
+
+
+cdef bint _row_intervals(int64_t[:, ::1] cls, int64_t[:, ::1] counts, bint plain, Py_ssize_t r,
+                         int64_t* start, int64_t* freq, int64_t* tree, int64_t* left,
+                         const int[::1] base) noexcept nogil:
+    """(start, freq) of every step of row r; False if the row does not match its counts."""
+    cdef Py_ssize_t m = cls.shape[1], n = counts.shape[1], j, c
+    cdef int levels = _levels_of(m if plain else n)
+    cdef int64_t total, below, node, lc, v, f
+    cdef int d
+    if plain:
+        for c in range(base.shape[0]):
+            tree[c] = base[c]
+        for c in range(m):
+            left[c] = 0
+    else:
+        _row_tree(counts, r, levels, tree, left)
+        for c in range(n):
+            left[c] = counts[r, c]
+    for j in range(m):
+        v = cls[r, j]
+        total = m - j
+        below = 0
+        node = 1
+        for d in range(levels - 1, -1, -1):
+            lc = tree[node]
+            if (v >> d) & 1:
+                below += lc
+                node = 2 * node + 1
+            else:
+                tree[node] = lc - 1
+                node = 2 * node
+        if plain:
+            if left[v]:
+                return False
+            left[v] = 1
+            f = 1
+        else:
+            f = left[v]
+            if f <= 0:
+                return False
+            left[v] = f - 1
+        start[j] = (below << PROB_BITS) // total
+        freq[j] = ((below + f) << PROB_BITS) // total - start[j]
+    return True
+
+
+def encode_rows_kernel(int64_t[:, ::1] cls, int64_t[:, ::1] counts, distinct,
+                        int64_t[::1] bounds):
+    """Encoder of ``row-rans``: (states, segment starts in ``buf``, buf, ok)."""
+    cdef Py_ssize_t rows = cls.shape[0], m = cls.shape[1], n = counts.shape[1]
+    cdef Py_ssize_t lanes = bounds.shape[0] - 1, lane, r, j
+    cdef int64_t top = <int64_t>1 << _levels_of(max(n, m))
+    buf_arr = np.empty(rows * m, dtype=np.uint32)
+    x_arr = np.empty(lanes, dtype=np.int64)
+    seg_arr = np.empty(lanes, dtype=np.int64)
+    cdef uint32_t[::1] buf = buf_arr
+    cdef int64_t[::1] xs = x_arr
+    cdef int64_t[::1] seg = seg_arr
+    cdef const uint8_t[::1] dist = np.ascontiguousarray(distinct, dtype=np.uint8)
+    base_arr, _ = _left_counts(m)
+    cdef const int[::1] base = base_arr
+    cdef bint ok = True
+    cdef int64_t xl, wpos, fr
+    cdef int64_t* start = <int64_t*>malloc(max(m, 1) * sizeof(int64_t))
+    cdef int64_t* freq = <int64_t*>malloc(max(m, 1) * sizeof(int64_t))
+    cdef int64_t* tree = <int64_t*>malloc(2 * top * sizeof(int64_t))
+    cdef int64_t* left = <int64_t*>malloc(2 * top * sizeof(int64_t))
+    with nogil:
+        for lane in range(lanes):
+            xl = STATE_LOW
+            wpos = bounds[lane + 1] * m
+            for r in range(bounds[lane + 1] - 1, bounds[lane] - 1, -1):
+                if not _row_intervals(cls, counts, dist[r] != 0, r, start, freq, tree, left, base):
+                    ok = False
+                    break
+                for j in range(m - 1, -1, -1):
+                    fr = freq[j]
+                    if (xl >> 32) >= fr:
+                        wpos -= 1
+                        buf[wpos] = <uint32_t>(xl & WORD_MASK)
+                        xl >>= 32
+                    xl = ((xl // fr) << PROB_BITS) + (xl % fr) + start[j]
+            xs[lane] = xl
+            seg[lane] = wpos
+    free(start)
+    free(freq)
+    free(tree)
+    free(left)
+    return x_arr, seg_arr, buf_arr, bool(ok)
+
+
+# ---------------------------------------------------------------- groups of lanes
+
+
+def decode_mixed_kernel(int64_t[::1] x, const uint32_t[::1] words, int64_t[:, ::1] counts,
+                         distinct, int64_t m, bint final):
+    """Multiset decoder without totals over groups of lanes: (code (G, m, lanes),
+    status, words used); distinct rows hold Lehmer digits."""
+    cdef Py_ssize_t rows = counts.shape[0], n = counts.shape[1], lanes = x.shape[0]
+    cdef Py_ssize_t groups = (rows + lanes - 1) // lanes, g, lane, live, j, c
+    cdef int levels = _levels_of(n)
+    cdef int64_t top = <int64_t>1 << levels
+    out_arr = np.zeros((groups, m, lanes), dtype=np.int64)
+    cdef int64_t[:, :, ::1] out = out_arr
+    cdef const uint8_t[::1] dist = np.ascontiguousarray(distinct, dtype=np.uint8)
+    cdef int64_t* left = <int64_t*>malloc(lanes * top * sizeof(int64_t))
+    cdef int64_t* cnt = <int64_t*>malloc(lanes * max(n, 1) * sizeof(int64_t))
+    cdef int64_t* sums = <int64_t*>malloc(2 * top * sizeof(int64_t))
+    cdef int64_t pos = 0, xl, total, s, cc, lo, fr, sym, r0
+    cdef int early = 0, status = OK
+    with nogil:
+        for g in range(groups):
+            r0 = g * lanes
+            live = min(lanes, rows - r0)
+            for lane in range(live):
+                if dist[r0 + lane]:
+                    continue
+                _row_tree(counts, r0 + lane, levels, &left[lane * top], sums)
+                for c in range(n):
+                    cnt[lane * n + c] = counts[r0 + lane, c]
+            for j in range(m):
+                total = m - j
+                early = 0
+                for lane in range(lanes):
+                    xl = x[lane]
+                    if lane < live:
+                        s = xl & LOW_MASK
+                        cc = ((s + 1) * total - 1) >> PROB_BITS
+                        if dist[r0 + lane]:
+                            sym = cc
+                            lo = (cc << PROB_BITS) // total
+                            fr = ((cc + 1) << PROB_BITS) // total - lo
+                        else:
+                            sym = _multiset_step(cc, total, &left[lane * top], &cnt[lane * n],
+                                                 levels, &lo, &fr)
+                        out[g, j, lane] = sym
+                        xl = fr * (xl >> PROB_BITS) + s - lo
+                    xl = _refill(xl, words, &pos, &early)
+                    x[lane] = xl
+                if early:
+                    status = ENDS_EARLY
+                    break
+            if status != OK:
+                break
+        if status == OK:
+            status = _end_status(x, pos, words.shape[0], final)
+    free(left)
+    free(cnt)
+    free(sums)
+    return out_arr, status, pos
+
+
+def lehmer_to_classes(code_arr, distinct):
+    """Class indices (rows, m) from the (groups, m, lanes) output of the mixed decoder."""
+    cdef int64_t[:, :, ::1] code = code_arr
+    cdef const uint8_t[::1] dist = np.ascontiguousarray(distinct, dtype=np.uint8)
+    cdef Py_ssize_t m = code.shape[1], lanes = code.shape[2], rows = dist.shape[0], r, j
+    out_arr = np.empty((rows, m), dtype=np.int64)
+    cdef int64_t[:, ::1] out = out_arr
+    base_arr, levels = _left_counts(m)
+    cdef const int[::1] base = base_arr
+    cdef int lv = levels
+    cdef int* tree = <int*>malloc(base.shape[0] * sizeof(int))
+    with nogil:
+        for r in range(rows):
+            for j in range(m):
+                out[r, j] = code[r // lanes, j, r % lanes]
+            if dist[r]:
+                _lehmer_row(&out[r, 0], m, base, lv, tree)
+    free(tree)
+    return out_arr
+
+
+def decode_kernel(int64_t[::1] x, const uint32_t[::1] words, int64_t[:, ::1] counts,
+                   int64_t[:, ::1] totals, bint has_totals, int64_t m, int64_t top, bint final):
+    """Multiset decoder with a Fenwick search per lane (segment totals allowed):
+    (classes (R, m), status, words used)."""
+    cdef Py_ssize_t rows = counts.shape[0], n = counts.shape[1], lanes = x.shape[0]
+    cdef Py_ssize_t groups = (rows + lanes - 1) // lanes, g, lane, live, j, c, r, r0
+    out_arr = np.empty((rows, m), dtype=np.int64)
+    cdef int64_t[:, ::1] out = out_arr
+    cdef int64_t* tree = <int64_t*>malloc(lanes * (n + 1) * sizeof(int64_t))
+    cdef int64_t* cnt = <int64_t*>malloc(lanes * max(n, 1) * sizeof(int64_t))
+    cdef uint8_t* active = <uint8_t*>malloc(lanes)
+    cdef int64_t pos = 0, xl, s, total, cc, at, left_, step, nxt, below, lo, fr, have, i, up
+    cdef int early = 0, status = OK
+    with nogil:
+        for g in range(groups):
+            r0 = g * lanes
+            live = min(lanes, rows - r0)
+            for lane in range(live):
+                have = 0
+                tree[lane * (n + 1)] = 0
+                for c in range(n):
+                    cnt[lane * n + c] = counts[r0 + lane, c]
+                    tree[lane * (n + 1) + c + 1] = counts[r0 + lane, c]
+                    have += counts[r0 + lane, c]
+                for i in range(1, n + 1):
+                    up = i + (i & -i)
+                    if up <= n:
+                        tree[lane * (n + 1) + up] += tree[lane * (n + 1) + i]
+                active[lane] = have > 0
+            for j in range(m):
+                early = 0
+                for lane in range(lanes):
+                    xl = x[lane]
+                    if lane < live:
+                        r = r0 + lane
+                        s = xl & LOW_MASK
+                        total = totals[r, j] if has_totals else m - j
+                        cc = ((s + 1) * total - 1) >> PROB_BITS
+                        at = 0
+                        left_ = cc
+                        step = top
+                        while step:
+                            nxt = at + step
+                            if nxt <= n and tree[lane * (n + 1) + nxt] <= left_:
+                                at = nxt
+                                left_ -= tree[lane * (n + 1) + nxt]
+                            step >>= 1
+                        at = min(at, n - 1)
+                        below = cc - left_
+                        out[r, j] = at
+                        if active[lane]:
+                            lo = (below << PROB_BITS) // total
+                            fr = ((below + cnt[lane * n + at]) << PROB_BITS) // total - lo
+                            if fr <= 0:
+                                status = INCONSISTENT
+                                break
+                            cnt[lane * n + at] -= 1
+                            i = at + 1
+                            while i <= n:
+                                tree[lane * (n + 1) + i] -= 1
+                                i += i & -i
+                            xl = fr * (xl >> PROB_BITS) + s - lo
+                    xl = _refill(xl, words, &pos, &early)
+                    x[lane] = xl
+                if status != OK:
+                    break
+                if early:
+                    status = ENDS_EARLY
+                    break
+            if status != OK:
+                break
+        if status == OK:
+            status = _end_status(x, pos, words.shape[0], final)
+    free(tree)
+    free(cnt)
+    free(active)
+    return out_arr, status, pos
+
+
+def decode_ctx_kernel(int64_t[::1] x, const uint32_t[::1] words, int64_t[:, ::1] ctx,
+                       int64_t[:, ::1] counts, int64_t[::1] weights, bint final):
+    """Context model decoder: (symbols (R, m), status, words used)."""
+    cdef Py_ssize_t rows = counts.shape[0], k = counts.shape[1], m = ctx.shape[1]
+    cdef Py_ssize_t lanes = x.shape[0], groups = (rows + lanes - 1) // lanes, g, lane, live, j
+    cdef Py_ssize_t b, t, r, r0
+    out_arr = np.empty((rows, m), dtype=np.int64)
+    cdef int64_t[:, ::1] out = out_arr
+    cdef int64_t* rem = <int64_t*>malloc(lanes * k * sizeof(int64_t))
+    cdef int64_t* prod = <int64_t*>malloc(k * sizeof(int64_t))
+    cdef uint8_t* active = <uint8_t*>malloc(lanes)
+    cdef int64_t pos = 0, xl, s, hint, off, acc, run_, part, total, cc, lo_c, hi_c, lo, fr, have
+    cdef int early = 0, status = OK
+    with nogil:
+        for g in range(groups):
+            r0 = g * lanes
+            live = min(lanes, rows - r0)
+            for lane in range(live):
+                have = 0
+                for b in range(k):
+                    rem[lane * k + b] = counts[r0 + lane, b]
+                    have += counts[r0 + lane, b]
+                active[lane] = have > 0
+            for j in range(m):
+                early = 0
+                for lane in range(lanes):
+                    xl = x[lane]
+                    if lane < live:
+                        r = r0 + lane
+                        s = xl & LOW_MASK
+                        hint = ctx[r, j]
+                        off = k - 1 - hint
+                        acc = 0
+                        run_ = 0
+                        for b in range(k):
+                            part = rem[lane * k + b] * weights[off + b]
+                            prod[b] = part
+                            acc += part
+                            if b < hint:
+                                run_ += part
+                        total = acc if acc > 1 else 1
+                        cc = ((s + 1) * total - 1) >> PROB_BITS
+                        if run_ <= cc:
+                            t = hint
+                            while t < k and run_ + prod[t] <= cc:
+                                run_ += prod[t]
+                                t += 1
+                            if t == k:
+                                t = k - 1
+                                lo_c = acc - prod[t]
+                                hi_c = acc
+                            else:
+                                lo_c = run_
+                                hi_c = run_ + prod[t]
+                        else:
+                            t = hint - 1
+                            hi_c = run_
+                            lo_c = hi_c - prod[t]
+                            while lo_c > cc:
+                                t -= 1
+                                hi_c = lo_c
+                                lo_c = hi_c - prod[t]
+                        out[r, j] = t
+                        if active[lane]:
+                            lo = (lo_c << PROB_BITS) // total
+                            fr = (hi_c << PROB_BITS) // total - lo
+                            if fr <= 0:
+                                status = INCONSISTENT
+                                break
+                            rem[lane * k + t] -= 1
+                            xl = fr * (xl >> PROB_BITS) + s - lo
+                    xl = _refill(xl, words, &pos, &early)
+                    x[lane] = xl
+                if status != OK:
+                    break
+                if early:
+                    status = ENDS_EARLY
+                    break
+            if status != OK:
+                break
+        if status == OK:
+            status = _end_status(x, pos, words.shape[0], final)
+    free(rem)
+    free(prod)
+    free(active)
+    return out_arr, status, pos
+
+
+# ---------------------------------------------------------------- group encoders
+
+
+cdef inline int64_t _emit(int64_t x, int64_t lo, int64_t fr, uint32_t** buf, int64_t* cap,
+                          int64_t* nw) noexcept nogil:
+    if (x >> 32) >= fr:
+        if nw[0] == cap[0]:
+            cap[0] *= 2
+            buf[0] = <uint32_t*>realloc(buf[0], cap[0] * sizeof(uint32_t))
+        buf[0][nw[0]] = <uint32_t>(x & WORD_MASK)
+        nw[0] += 1
+        x >>= 32
+    return ((x // fr) << PROB_BITS) + (x % fr) + lo
+
+
+cdef object _words_out(uint32_t* buf, int64_t nw):
+    out_arr = np.empty(nw, dtype=np.uint32)
+    cdef uint32_t[::1] out = out_arr
+    cdef int64_t i
+    for i in range(nw):
+        out[i] = buf[nw - 1 - i]
+    return out_arr
+
+
+def encode_kernel(int64_t[:, ::1] cls, int64_t[:, ::1] counts, int64_t[:, ::1] totals,
+                   bint has_totals, int64_t lanes, int64_t capacity):
+    """Multiset model encoder over groups of lanes: (states, words, status)."""
+    cdef Py_ssize_t rows = cls.shape[0], m = cls.shape[1], n = counts.shape[1]
+    cdef Py_ssize_t groups = (rows + lanes - 1) // lanes, g, lane, live, j, c, r, r0
+    x_arr = np.full(lanes, STATE_LOW, dtype=np.int64)
+    cdef int64_t[::1] x = x_arr
+    cdef int64_t* tree = <int64_t*>malloc(lanes * (n + 1) * sizeof(int64_t))
+    cdef int64_t* cnt = <int64_t*>malloc(lanes * max(n, 1) * sizeof(int64_t))
+    cdef int64_t cap = max(capacity, 16), nw = 0, v, i, below, total, lo, fr
+    cdef uint32_t* buf = <uint32_t*>malloc(cap * sizeof(uint32_t))
+    cdef int status = OK
+    with nogil:
+        for g in range(groups - 1, -1, -1):
+            r0 = g * lanes
+            live = min(lanes, rows - r0)
+            for lane in range(live):
+                for c in range(n + 1):
+                    tree[lane * (n + 1) + c] = 0
+                for c in range(n):
+                    cnt[lane * n + c] = 0
+            for j in range(m - 1, -1, -1):
+                for lane in range(live - 1, -1, -1):
+                    r = r0 + lane
+                    v = cls[r, j]
+                    cnt[lane * n + v] += 1
+                    i = v + 1
+                    while i <= n:
+                        tree[lane * (n + 1) + i] += 1
+                        i += i & -i
+                    below = 0
+                    i = v
+                    while i > 0:
+                        below += tree[lane * (n + 1) + i]
+                        i -= i & -i
+                    total = totals[r, j] if has_totals else m - j
+                    if total <= 0:
+                        status = FALLBACK
+                        break
+                    lo = (below << PROB_BITS) // total
+                    fr = ((below + cnt[lane * n + v]) << PROB_BITS) // total - lo
+                    if fr <= 0:
+                        status = FALLBACK
+                        break
+                    x[lane] = _emit(x[lane], lo, fr, &buf, &cap, &nw)
+                if status != OK:
+                    break
+            if status != OK:
+                break
+            for lane in range(live):
+                for c in range(n):
+                    if cnt[lane * n + c] != counts[r0 + lane, c]:
+                        status = FALLBACK
+            if status != OK:
+                break
+    words = _words_out(buf, nw) if status == OK else np.empty(0, dtype=np.uint32)
+    free(tree)
+    free(cnt)
+    free(buf)
+    return x_arr, words, status
+
+
+def encode_ctx_kernel(int64_t[:, ::1] sym, int64_t[:, ::1] ctx, int64_t[:, ::1] counts,
+                       int64_t[::1] weights, int64_t lanes, int64_t capacity):
+    """Context model encoder over groups of lanes: (states, words, status)."""
+    cdef Py_ssize_t rows = sym.shape[0], m = sym.shape[1], k = counts.shape[1]
+    cdef Py_ssize_t groups = (rows + lanes - 1) // lanes, g, lane, live, j, c, r, r0
+    x_arr = np.full(lanes, STATE_LOW, dtype=np.int64)
+    cdef int64_t[::1] x = x_arr
+    cdef int64_t* rem = <int64_t*>malloc(lanes * k * sizeof(int64_t))
+    cdef int64_t cap = max(capacity, 16), nw = 0, t, off, below, total, p, hi_c, lo, fr
+    cdef uint32_t* buf = <uint32_t*>malloc(cap * sizeof(uint32_t))
+    cdef int status = OK
+    with nogil:
+        for g in range(groups - 1, -1, -1):
+            r0 = g * lanes
+            live = min(lanes, rows - r0)
+            for lane in range(live):
+                for c in range(k):
+                    rem[lane * k + c] = 0
+            for j in range(m - 1, -1, -1):
+                for lane in range(live - 1, -1, -1):
+                    r = r0 + lane
+                    t = sym[r, j]
+                    rem[lane * k + t] += 1
+                    off = k - 1 - ctx[r, j]
+                    below = 0
+                    total = 0
+                    for c in range(k):
+                        p = rem[lane * k + c] * weights[off + c]
+                        total += p
+                        if c < t:
+                            below += p
+                    if total <= 0:
+                        status = FALLBACK
+                        break
+                    hi_c = below + rem[lane * k + t] * weights[off + t]
+                    lo = (below << PROB_BITS) // total
+                    fr = (hi_c << PROB_BITS) // total - lo
+                    if fr <= 0:
+                        status = FALLBACK
+                        break
+                    x[lane] = _emit(x[lane], lo, fr, &buf, &cap, &nw)
+                if status != OK:
+                    break
+            if status != OK:
+                break
+            for lane in range(live):
+                for c in range(k):
+                    if rem[lane * k + c] != counts[r0 + lane, c]:
+                        status = FALLBACK
+            if status != OK:
+                break
+    words = _words_out(buf, nw) if status == OK else np.empty(0, dtype=np.uint32)
+    free(rem)
+    free(buf)
+    return x_arr, words, status
