@@ -1,6 +1,6 @@
 """Speed and memory of permcodec next to NNCodec and torch.save / torch.load.
 
-One command (all three models; ``--quick`` for lenet300 and vgg only):
+One command (every model; ``--quick`` for lenet300, vgg and lenet300-trained only):
 
     python benchmarks/speed.py
 
@@ -48,8 +48,13 @@ sys.path.insert(0, str(Path(__file__).parent))
 import baselines
 
 RESULTS = Path(__file__).parent / "results"
-MODELS = ("lenet300", "vgg", "stack25m")
-QUICK_MODELS = ("lenet300", "vgg")
+#: Files real training produces: (model, epochs) trained by LaPerm on Fashion-MNIST.
+TRAINED = {"lenet300-trained": ("lenet300", 2), "conv2-trained": ("conv2", 1)}
+MODELS = ("lenet300", "vgg", "stack25m", *TRAINED)
+QUICK_MODELS = ("lenet300", "vgg", "lenet300-trained")
+#: What a decode-only install brings (pip install permcodec), and the JIT it no longer needs.
+DECODE_ONLY = ("permcodec", "numpy", "zstandard", "msgpack", "click")
+JIT = ("numba", "llvmlite")
 SEED = 0
 #: (channels, number of 3x3 convs channels -> channels) of the 25M-weight stack.
 STACK25M = ((64, 6), (128, 8), (256, 8), (512, 8))
@@ -62,6 +67,10 @@ MIB = 2**20
 #: the peak read from ``VmHWM``; ``ru_maxrss`` is recorded too.
 CHILD_PEAK = """
 import gc, json, resource, sys
+def status(key):
+    with open("/proc/self/status") as f:
+        return next(int(l.split()[1]) for l in f if l.startswith(key + ":"))
+bare_kib = status("VmRSS")
 loader, tiny, path, threads = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 if loader == "permcodec":
     import numpy as np
@@ -73,15 +82,12 @@ else:
     torch.set_num_threads(threads)
     load = lambda p: torch.load(p, weights_only=True)
     nbytes = lambda t: t.numel() * t.element_size()
-def status(key):
-    with open("/proc/self/status") as f:
-        return next(int(l.split()[1]) for l in f if l.startswith(key + ":"))
 def maxrss():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 warm = load(tiny)
 del warm
 gc.collect()
-rec = {"ru_maxrss_base_kib": maxrss()}
+rec = {"ru_maxrss_base_kib": maxrss(), "bare_kib": bare_kib, "imported_kib": status("VmRSS")}
 try:
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")
@@ -139,6 +145,29 @@ def laperm_model(name: str) -> tuple[nn.Module, list[str]]:
     names = list(plan.tensors)
     shuffle_rows(model, names, torch.Generator().manual_seed(SEED))
     return model, names
+
+
+def trained_model(name: str, work: Path, args: argparse.Namespace) -> tuple[nn.Module, list[str]]:
+    """A model of ``TRAINED`` as LaPerm training leaves it (``permcodec train``, one
+    thread), loaded back with its plan; and the planned tensor names."""
+    arch, epochs = TRAINED[name]
+    path = work / f"{name}-train.perm"
+    if not path.exists():
+        cli = Path(sys.executable).with_name("permcodec")
+        cmd = [str(cli if cli.exists() else "permcodec"), "train", "--model", arch, "--dataset"]
+        cmd += ["fashion-mnist", "--epochs", str(epochs), "--threads", "1", "--no-progress"]
+        cmd += ["-o", str(path)] + (["--data-dir", args.data_dir] if args.data_dir else [])
+        print(f"{name}: training ({' '.join(cmd[1:])})", flush=True)
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    meta = permcodec.open(path).metadata()
+    model = build_model(
+        arch,
+        in_channels=int(meta["in_channels"]),
+        image_size=int(meta["image_size"]),
+        num_classes=int(meta["num_classes"]),
+    )
+    permcodec.load_model(model, path)
+    return model, list(permcodec.open(path).plan().tensors)
 
 
 def tiny_model() -> tuple[nn.Module, list[str]]:
@@ -225,6 +254,94 @@ def time_nncodec(
     return times, {"qp": qp, "bytes": nbytes, "max_abs_error": err}
 
 
+def time_safetensors(
+    state: dict[str, torch.Tensor], path: Path, repeat: int
+) -> dict[str, list[float]]:
+    """Raw times of safetensors' ``save_file`` / ``load_file`` (torch), if installed."""
+    try:
+        from safetensors.torch import load_file, save_file
+    except ImportError:
+        return {}
+    plain = {k: v.contiguous() for k, v in state.items()}
+    return {
+        "safetensors save": timed(lambda: save_file(plain, str(path)), repeat),
+        "safetensors load": timed(lambda: load_file(str(path)), repeat),
+    }
+
+
+#: A fresh interpreter that decodes argv[1] once and prints how long its imports and its
+#: first decode took (the interpreter's own start-up is measured apart).
+CHILD_COLD = """
+import json, sys, time
+t0 = time.perf_counter()
+import permcodec
+from permcodec import kernels
+t1 = time.perf_counter()
+permcodec.load_numpy(sys.argv[1])
+t2 = time.perf_counter()
+host = kernels.load("rans")
+print(json.dumps({"import_s": t1 - t0, "first_decode_s": t2 - t1,
+                  "backend": None if host is None else host.backend}))
+"""
+
+
+def cold_decode(path: Path) -> dict[str, Any]:
+    """The first decode in a fresh process, per backend: C kernels; numba with an empty
+    cache (its first decode after installing); numba with its cache warm."""
+    out: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="permcodec_numba_cache_") as cache:
+        for label, backend in (("c", "c"), ("numba cold", "numba"), ("numba warm", "numba")):
+            env = {**os.environ, "PERMCODEC_KERNELS": backend, "NUMBA_CACHE_DIR": cache}
+            env.pop("PERMCODEC_PURE_NUMPY", None)
+            t0 = time.perf_counter()
+            proc = subprocess.run(
+                [sys.executable, "-c", CHILD_COLD, str(path)],
+                capture_output=True,
+                text=True,
+                env=env,
+                check=False,
+            )
+            wall = time.perf_counter() - t0
+            if proc.returncode != 0:
+                out[label] = {"error": proc.stderr.strip().splitlines()[-1:]}
+                continue
+            rec = json.loads(proc.stdout.strip().splitlines()[-1])
+            out[label] = {**rec, "process_s": wall}
+    return out
+
+
+def install_size() -> dict[str, Any]:
+    """Bytes on disk of each distribution a decode-only install brings, and of the JIT
+    (numba, llvmlite) it no longer needs; permcodec counts its package folder without
+    generated C, tests or caches (it may be an editable install)."""
+    from importlib import metadata
+
+    sizes: dict[str, int | None] = {}
+    for dist in (*DECODE_ONLY, *JIT):
+        if dist == "permcodec":
+            root = Path(permcodec.__file__).parent
+            files = [f for f in root.rglob("*") if f.is_file()]
+            keep = [
+                f for f in files if f.suffix not in (".c", ".pyc") and "__pycache__" not in f.parts
+            ]
+            sizes[dist] = sum(f.stat().st_size for f in keep)
+            continue
+        try:
+            d = metadata.distribution(dist)
+        except metadata.PackageNotFoundError:
+            sizes[dist] = None
+            continue
+        total = 0
+        for f in d.files or []:
+            full = Path(d.locate_file(f))
+            if full.is_file() and "__pycache__" not in full.parts:
+                total += full.stat().st_size
+        sizes[dist] = total
+    decode = sum(v or 0 for k, v in sizes.items() if k in DECODE_ONLY)
+    jit = sum(v or 0 for k, v in sizes.items() if k in JIT)
+    return {"bytes": sizes, "decode_only_mb": decode / 1e6, "jit_mb": jit / 1e6}
+
+
 # ---------------------------------------------------------------------------------------------
 # Peak memory
 
@@ -239,6 +356,8 @@ def peak_memory(loader: str, tiny: Path, path: Path, threads: int) -> dict[str, 
     over = (rec["peak_kib"] - rec["base_kib"]) * 1024
     rec["peak_over_base_mib"] = over / MIB
     rec["x_decoded_float32"] = over / rec["decoded_bytes"]
+    # above a bare interpreter: imports, kernels and the decode together
+    rec["peak_over_bare_mib"] = (rec["peak_kib"] - rec["bare_kib"]) * 1024 / MIB
     return rec
 
 
@@ -248,13 +367,14 @@ def peak_memory(loader: str, tiny: Path, path: Path, threads: int) -> dict[str, 
 
 def measure_model(name: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     """Everything measured for one model."""
-    model, names = laperm_model(name)
+    model, names = trained_model(name, work, args) if name in TRAINED else laperm_model(name)
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     weights = sum(state[k].numel() for k in names)
     perm_path, pt_path = work / f"{name}.perm", work / f"{name}.pt"
     print(f"{name}: {weights:,} planned weights, measuring...", flush=True)
     times, cuda = time_permcodec(model, perm_path, args.repeat)
     times.update(time_torch(state, pt_path, args.repeat))
+    times.update(time_safetensors(state, work / f"{name}.safetensors", args.repeat))
     arrays = {k: state[k].numpy() for k in names}
     nnc_times, nnc = ({}, {"error": "skipped (--no-nncodec)"})
     if args.nncodec:
@@ -267,6 +387,7 @@ def measure_model(name: str, args: argparse.Namespace, work: Path) -> dict[str, 
         "permcodec decode numpy": peak_memory("permcodec", tiny_perm, perm_path, args.threads),
         "torch.load": peak_memory("torch", tiny_pt, pt_path, args.threads),
     }
+    cold = cold_decode(perm_path)
     medians = {op: statistics.median(t) for op, t in times.items()}
     print(f"{name}: " + ", ".join(f"{op} {s:.3f} s" for op, s in medians.items()), flush=True)
     return {
@@ -285,6 +406,10 @@ def measure_model(name: str, args: argparse.Namespace, work: Path) -> dict[str, 
         "weights_per_s": {op: weights / s for op, s in medians.items()},
         "ratios": ratios(medians),
         "memory": memory,
+        "cold_decode": cold,
+        "codings": sorted(
+            {t["coding"] for t in permcodec.open(perm_path).info()["tensors"] if t["name"] in names}
+        ),
     }
 
 
@@ -299,6 +424,7 @@ def ratios(med: dict[str, float]) -> dict[str, float | None]:
         "encode_throughput_vs_nncodec": over("NNCodec encode", "permcodec encode"),
         "decode_time_vs_torch_load": over("permcodec decode numpy", "torch.load"),
         "torch_decode_time_vs_torch_load": over("permcodec decode torch cpu", "torch.load"),
+        "decode_time_vs_safetensors_load": over("permcodec decode numpy", "safetensors load"),
     }
 
 
@@ -365,11 +491,72 @@ HEADER = [
 ]
 
 
+FOOTPRINT_HEADER = [
+    "model",
+    "codings",
+    "decode peak MiB above bare python",
+    "torch.load peak above bare",
+    "first decode, fresh process: C s",
+    "numba, empty cache s",
+    "numba, warm cache s",
+]
+
+
+def footprint_rows(rec: dict[str, Any]) -> list[list[str]]:
+    """Memory above a bare interpreter and the first decode in a fresh process."""
+    mem, cold = rec["memory"], rec["cold_decode"]
+
+    def peak(op: str) -> str:
+        m = mem.get(op, {})
+        return f"{m['peak_over_bare_mib']:.1f}" if "peak_over_bare_mib" in m else ""
+
+    def first(label: str) -> str:
+        c = cold.get(label, {})
+        if "process_s" not in c:
+            return "error" if c else ""
+        return f"{c['process_s']:.2f} (decode {c['first_decode_s']:.2f})"
+
+    return [
+        [
+            rec["model"],
+            "+".join(rec["codings"]),
+            peak("permcodec decode numpy"),
+            peak("torch.load"),
+            first("c"),
+            first("numba cold"),
+            first("numba warm"),
+        ]
+    ]
+
+
+def install_line(size: dict[str, Any]) -> str:
+    """One line on the size of a decode-only install."""
+    parts = ", ".join(
+        f"{k} {v / 1e6:.1f}" for k, v in size["bytes"].items() if k in DECODE_ONLY and v
+    )
+    return (
+        f"decode-only install: {size['decode_only_mb']:.1f} MB ({parts}); "
+        f"numba + llvmlite, no longer needed to decode: {size['jit_mb']:.1f} MB"
+    )
+
+
+def _fixed(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows)
+
+
+def _markdown_table(rows: list[list[str]]) -> list[str]:
+    head, body = rows[0], rows[1:]
+    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + [
+        "| " + " | ".join(r) + " |" for r in body
+    ]
+
+
 def text_table(records: list[dict[str, Any]]) -> str:
     """A fixed-width table for the terminal."""
-    rows = [HEADER] + [r for rec in records for r in table_rows(rec)]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(HEADER))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows)
+    main = _fixed([HEADER] + [r for rec in records for r in table_rows(rec)])
+    foot = _fixed([FOOTPRINT_HEADER] + [r for rec in records for r in footprint_rows(rec)])
+    return main + "\n\n" + foot
 
 
 def markdown(records: list[dict[str, Any]], info: dict[str, Any]) -> str:
@@ -380,10 +567,12 @@ def markdown(records: list[dict[str, Any]], info: dict[str, Any]) -> str:
         f"qp={info['nncodec_qp']}; "
         + ", ".join(f"{r['model']}: {r['weights']:,} weights" for r in records),
         "",
-        "| " + " | ".join(HEADER) + " |",
-        "|" + "---|" * len(HEADER),
+        *_markdown_table([HEADER] + [r for rec in records for r in table_rows(rec)]),
+        "",
+        *_markdown_table([FOOTPRINT_HEADER] + [r for rec in records for r in footprint_rows(rec)]),
+        "",
+        install_line(info["install"]),
     ]
-    lines += ["| " + " | ".join(r) + " |" for rec in records for r in table_rows(rec)]
     return "\n".join(lines) + "\n"
 
 
@@ -513,10 +702,12 @@ def main() -> int:
         "repeat": args.repeat,
         "nncodec_qp": args.nncodec_qp,
         "seed": SEED,
+        "install": install_size(),
     }
     with tempfile.TemporaryDirectory(prefix="permcodec_train_") as tmp:
         training = training_overhead(args, Path(tmp))
     print(text_table(records))
+    print(install_line(info["install"]))
     if training:
         import train_overhead
 
