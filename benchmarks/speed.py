@@ -1,4 +1,4 @@
-"""Speed and memory of permcodec next to NNCodec and torch.save / torch.load.
+"""Speed and memory of permcodec next to NNCodec, torch.save / torch.load and safetensors.
 
 One command (every model; ``--quick`` for lenet300, vgg and lenet300-trained only):
 
@@ -8,17 +8,23 @@ Each model (LeNet-300-100, the Conv-6 VGG-style net at 2.3M weights, and a 25M-w
 stack of 3x3 convs with ResNet-50-sized rows of 576..4608 values) is seeded with
 ``permcodec.init(model, seed=0)`` and every planned row is then shuffled at random: an
 exact arrangement of its init with no rank correlation left, the worst case for size.
+The ``-trained`` models are the files real training writes: ``permcodec train`` by
+LaPerm on Fashion-MNIST (LeNet-300-100 2 epochs, Conv-2 1 epoch; one thread).
 For each model, in one run and side by side: permcodec encode (``permcodec.save``),
 decode with numpy (``permcodec.load_numpy``), into torch on the CPU (``permcodec.load``)
 and on CUDA when there is a GPU (checked bit for bit against the CPU result),
-``torch.save`` / ``torch.load(weights_only=True)`` of the float32 state dict, and NNCodec
-encode / decode of the same float32 weight matrices at one qp. Times are medians of
-``--repeat`` runs after one warm-up run. Weights are the elements of the planned
-(seeded) weight tensors; weights/s and the ratios count those. Peak resident memory of a
-decode is measured in a fresh subprocess per model, over a baseline taken after a tiny
-warm-up decode (so imports and cached numba kernels are in the baseline), with the
+``torch.save`` / ``torch.load(weights_only=True)`` and safetensors of the float32 state
+dict, and NNCodec encode / decode of the same float32 weight matrices at one qp. Times
+are medians of ``--repeat`` runs after one warm-up run. Weights are the elements of the
+planned (seeded) weight tensors; weights/s and the ratios count those. Peak resident
+memory of a decode is measured in a fresh subprocess per model, over a baseline taken
+after a tiny warm-up decode (so imports and kernels are in the baseline), with the
 decoded tensors kept alive; the peak is Linux's VmHWM, reset at the baseline, because a
-child's ``ru_maxrss`` starts at its parent's peak (``ru_maxrss`` is recorded as well). Prints a table and writes ``speed.json`` (raw timings,
+child's ``ru_maxrss`` starts at its parent's peak (``ru_maxrss`` is recorded as well);
+the same child also reports its peak above the bare interpreter (imports included).
+The first decode in a fresh process is timed per backend (C; numba with an empty cache,
+as after installing; numba warm), and the size of a decode-only install is summed from
+the installed distributions. Prints the tables and writes ``speed.json`` (raw timings,
 machine, command line) and ``speed.md`` under ``--out``.
 """
 
