@@ -11,12 +11,13 @@ the GIL, so runs of lanes decode side by side on threads.
 
 import numpy as np
 
-from libc.stdint cimport int64_t, uint32_t, uint8_t
+from libc.stdint cimport int64_t, uint32_t, uint64_t, uint8_t
 from libc.stdlib cimport free, malloc, realloc
 
 cdef extern from *:
     """
     #include <stdint.h>
+    #include <stdlib.h>
     #define PC_PROB_BITS (((int64_t)31))
     #define PC_LOW_MASK (((int64_t)0x7FFFFFFF))
     #define PC_STATE_LOW (((int64_t)0x80000000))
@@ -25,7 +26,40 @@ cdef extern from *:
     #define PC_INCONSISTENT (((int64_t)1))
     #define PC_ENDS_EARLY (((int64_t)2))
     #define PC_FALLBACK (((int64_t)3))
+
+    /* Division of a small numerator by a total of at most m by one multiplication:
+       q = (a * ceil(2**63 / d)) >> 63 is floor(a / d) exactly whenever
+       a * (ceil(2**63 / d) * d - 2**63) < 2**63, which a < 2**47 and d < 2**16 ensure.
+       Elsewhere (or without 128-bit integers) it divides. */
+    #define PC_RECIP_MAX_D ((int64_t)65535)
+    #define PC_RECIP_MAX_A ((int64_t)1 << 47)
+    static inline int64_t pc_div(int64_t a, int64_t d, const uint64_t* recip, int64_t nrecip) {
+    #if defined(__SIZEOF_INT128__)
+        if (d < nrecip && (uint64_t)a < (uint64_t)PC_RECIP_MAX_A)
+            return (int64_t)(((unsigned __int128)(uint64_t)a * recip[d]) >> 63);
+    #endif
+        return a / d;
+    }
+    /* recip[d] for d = 1 .. PC_RECIP_MAX_D, made once (512 KiB, never freed) by the
+       first kernel that asks, with the GIL held; *n = 0 if it cannot be allocated. */
+    static uint64_t* pc_recip = NULL;
+    static uint64_t* pc_recip_table(int64_t* n) {
+        int64_t d;
+        if (!pc_recip) {
+            uint64_t* t = (uint64_t*)malloc((size_t)(PC_RECIP_MAX_D + 1) * sizeof(uint64_t));
+            if (t) {
+                t[0] = 0;
+                for (d = 1; d <= PC_RECIP_MAX_D; d++)
+                    t[d] = (((uint64_t)1 << 63) - 1) / (uint64_t)d + 1;
+            }
+            pc_recip = t;
+        }
+        *n = pc_recip ? PC_RECIP_MAX_D + 1 : 0;
+        return pc_recip;
+    }
     """
+    int64_t pc_div(int64_t a, int64_t d, const uint64_t* recip, int64_t nrecip) noexcept nogil
+    uint64_t* pc_recip_table(int64_t* n) noexcept
     int64_t PROB_BITS "PC_PROB_BITS"
     int64_t LOW_MASK "PC_LOW_MASK"
     int64_t STATE_LOW "PC_STATE_LOW"
@@ -36,6 +70,10 @@ cdef extern from *:
     int64_t FALLBACK "PC_FALLBACK"
 
 
+
+
+#: Trees at least this deep are descended without branches (see _multiset_step).
+cdef int BRANCHLESS_LEVELS = 5
 
 
 cdef inline int _levels_of(int64_t k) nogil:
@@ -106,31 +144,44 @@ cdef inline void _row_tree(int64_t[:, ::1] counts, Py_ssize_t r, int levels, int
 
 
 cdef inline int64_t _multiset_step(int64_t c, int64_t total, int64_t* left, int64_t* cnt,
-                                   int levels, int64_t* lo, int64_t* fr) noexcept nogil:
-    """Class and interval of the step whose scaled state is c, from a row's tree."""
-    cdef int64_t below = 0, rest = c, node = 1, lc, v, f
+                                   int levels, int64_t* lo, int64_t* fr, const uint64_t* recip,
+                                   int64_t nrecip) noexcept nogil:
+    """Class and interval of the step whose scaled state is c, from a row's tree. Over a
+    few classes (ternary, levels) the directions are skewed and branches predict well;
+    over many (float rows with some repeats) they are coin tosses, so no branches."""
+    cdef int64_t below = 0, rest = c, node = 1, lc, v, f, go, take
     cdef int d
-    for d in range(levels):
-        lc = left[node]
-        if rest >= lc:
-            rest -= lc
-            below += lc
-            node = 2 * node + 1
-        else:
-            left[node] = lc - 1
-            node = 2 * node
+    if levels < BRANCHLESS_LEVELS:
+        for d in range(levels):
+            lc = left[node]
+            if rest >= lc:
+                rest -= lc
+                below += lc
+                node = 2 * node + 1
+            else:
+                left[node] = lc - 1
+                node = 2 * node
+    else:
+        for d in range(levels):
+            lc = left[node]
+            go = rest >= lc
+            take = lc & -go
+            rest -= take
+            below += take
+            left[node] = lc - 1 + go
+            node = 2 * node + go
     v = node - (<int64_t>1 << levels)
     f = cnt[v]
     cnt[v] = f - 1
-    lo[0] = (below << PROB_BITS) // total
-    fr[0] = ((below + f) << PROB_BITS) // total - lo[0]
+    lo[0] = pc_div(below << PROB_BITS, total, recip, nrecip)
+    fr[0] = pc_div((below + f) << PROB_BITS, total, recip, nrecip) - lo[0]
     return v
 
 
 cdef inline void _lehmer_row(int64_t* digits, Py_ssize_t m, const int[::1] base, int levels,
                              int* tree) noexcept nogil:
     """In place: Lehmer digits of one row of distinct values to class indices."""
-    cdef int64_t top = <int64_t>1 << levels, rest, node, c
+    cdef int64_t top = <int64_t>1 << levels, rest, node, c, go
     cdef Py_ssize_t j, i
     cdef int d
     for i in range(base.shape[0]):
@@ -140,12 +191,10 @@ cdef inline void _lehmer_row(int64_t* digits, Py_ssize_t m, const int[::1] base,
         node = 1
         for d in range(levels):
             c = tree[node]
-            if rest >= c:
-                rest -= c
-                node = 2 * node + 1
-            else:
-                tree[node] = <int>(c - 1)
-                node = 2 * node
+            go = rest >= c
+            rest -= c & -go
+            tree[node] = <int>(c - 1 + go)
+            node = 2 * node + go
         digits[j] = node - top
 
 
@@ -155,7 +204,7 @@ cdef inline void _lehmer_row(int64_t* digits, Py_ssize_t m, const int[::1] base,
 cdef int _decode_lane(int64_t* x, const uint32_t[::1] words, int64_t* pos, int64_t end,
                       int64_t[:, ::1] counts, const uint8_t[::1] distinct, Py_ssize_t r0,
                       Py_ssize_t r1, int64_t[:, ::1] out, bint final, const int[::1] base,
-                      int mlevels) noexcept nogil:
+                      int mlevels, const uint64_t* recip, int64_t nrecip) noexcept nogil:
     """Rows [r0, r1) of one lane from its state and segment words[pos:end]."""
     cdef Py_ssize_t m = out.shape[1], n = counts.shape[1], r, j, c
     cdef int levels = _levels_of(n)
@@ -179,10 +228,10 @@ cdef int _decode_lane(int64_t* x, const uint32_t[::1] words, int64_t* pos, int64
             cc = ((s + 1) * total - 1) >> PROB_BITS
             if plain:
                 out[r, j] = cc
-                lo = (cc << PROB_BITS) // total
-                fr = ((cc + 1) << PROB_BITS) // total - lo
+                lo = pc_div(cc << PROB_BITS, total, recip, nrecip)
+                fr = pc_div((cc + 1) << PROB_BITS, total, recip, nrecip) - lo
             else:
-                out[r, j] = _multiset_step(cc, total, left, cnt, levels, &lo, &fr)
+                out[r, j] = _multiset_step(cc, total, left, cnt, levels, &lo, &fr, recip, nrecip)
             xl = fr * (xl >> PROB_BITS) + s - lo
             if xl < STATE_LOW:
                 if pos[0] >= end:
@@ -219,12 +268,14 @@ def decode_rows_kernel(int64_t[::1] x, int64_t[::1] starts, const uint32_t[::1] 
     base_arr, mlevels = _left_counts(m)
     cdef const int[::1] base = base_arr
     cdef int ml = mlevels
-    cdef int64_t pos
+    cdef int64_t pos, nrecip
+    cdef const uint64_t* recip = pc_recip_table(&nrecip)
     with nogil:
         for lane in range(lanes):
             pos = starts[lane]
             status[lane] = _decode_lane(&x[lane], words, &pos, starts[lane + 1], counts, dist,
-                                        bounds[lane], bounds[lane + 1], out, final, base, ml)
+                                        bounds[lane], bounds[lane + 1], out, final, base, ml,
+                                        recip, nrecip)
             used[lane] = pos - starts[lane]
     return out_arr, status_arr, used_arr
 
@@ -336,7 +387,8 @@ def decode_mixed_kernel(int64_t[::1] x, const uint32_t[::1] words, int64_t[:, ::
     cdef int64_t* left = <int64_t*>malloc(lanes * top * sizeof(int64_t))
     cdef int64_t* cnt = <int64_t*>malloc(lanes * max(n, 1) * sizeof(int64_t))
     cdef int64_t* sums = <int64_t*>malloc(2 * top * sizeof(int64_t))
-    cdef int64_t pos = 0, xl, total, s, cc, lo, fr, sym, r0
+    cdef int64_t pos = 0, xl, total, s, cc, lo, fr, sym, r0, nrecip
+    cdef const uint64_t* recip = pc_recip_table(&nrecip)
     cdef int early = 0, status = OK
     with nogil:
         for g in range(groups):
@@ -358,11 +410,11 @@ def decode_mixed_kernel(int64_t[::1] x, const uint32_t[::1] words, int64_t[:, ::
                         cc = ((s + 1) * total - 1) >> PROB_BITS
                         if dist[r0 + lane]:
                             sym = cc
-                            lo = (cc << PROB_BITS) // total
-                            fr = ((cc + 1) << PROB_BITS) // total - lo
+                            lo = pc_div(cc << PROB_BITS, total, recip, nrecip)
+                            fr = pc_div((cc + 1) << PROB_BITS, total, recip, nrecip) - lo
                         else:
                             sym = _multiset_step(cc, total, &left[lane * top], &cnt[lane * n],
-                                                 levels, &lo, &fr)
+                                                 levels, &lo, &fr, recip, nrecip)
                         out[g, j, lane] = sym
                         xl = fr * (xl >> PROB_BITS) + s - lo
                     xl = _refill(xl, words, &pos, &early)
@@ -413,6 +465,8 @@ def decode_kernel(int64_t[::1] x, const uint32_t[::1] words, int64_t[:, ::1] cou
     cdef int64_t* cnt = <int64_t*>malloc(lanes * max(n, 1) * sizeof(int64_t))
     cdef uint8_t* active = <uint8_t*>malloc(lanes)
     cdef int64_t pos = 0, xl, s, total, cc, at, left_, step, nxt, below, lo, fr, have, i, up
+    cdef int64_t nrecip
+    cdef const uint64_t* recip = pc_recip_table(&nrecip)
     cdef int early = 0, status = OK
     with nogil:
         for g in range(groups):
@@ -452,8 +506,9 @@ def decode_kernel(int64_t[::1] x, const uint32_t[::1] words, int64_t[:, ::1] cou
                         below = cc - left_
                         out[r, j] = at
                         if active[lane]:
-                            lo = (below << PROB_BITS) // total
-                            fr = ((below + cnt[lane * n + at]) << PROB_BITS) // total - lo
+                            lo = pc_div(below << PROB_BITS, total, recip, nrecip)
+                            fr = pc_div((below + cnt[lane * n + at]) << PROB_BITS, total, recip,
+                                        nrecip) - lo
                             if fr <= 0:
                                 status = INCONSISTENT
                                 break
