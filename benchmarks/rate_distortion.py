@@ -15,6 +15,7 @@ but not the training metadata. Accuracy is that of the decoded model on the test
 
     python benchmarks/rate_distortion.py                    # all four models
     python benchmarks/rate_distortion.py --models lenet300 --seeds 0,1,2
+    python benchmarks/rate_distortion.py --models resnet20 --variants "adam,laperm bpw=1"
 
 Trained models are cached in ``benchmarks/results/rd_cache/`` and every measurement is
 appended to ``rate_distortion.jsonl``, so an interrupted run resumes. Writes
@@ -150,19 +151,26 @@ def methods(model: str, label: str, path: Path) -> Iterator[tuple[str, Callable[
         yield f"permcodec bpw={r:g}", lambda: perm_file_point(path)
 
 
+def recorded(out: Path) -> list[dict[str, Any]]:
+    """Every measurement ``rate_distortion.jsonl`` holds, the last one per key."""
+    path = out / "rate_distortion.jsonl"
+    done: dict[str, dict[str, Any]] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            r = json.loads(line)
+            done[r["key"]] = r
+    return list(done.values())
+
+
 def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
     data = load_dataset("fashion-mnist", args.data_dir)
     out_jsonl = args.out / "rate_distortion.jsonl"
-    done = {}
-    if out_jsonl.exists():
-        for line in out_jsonl.read_text().splitlines():
-            r = json.loads(line)
-            done[r["key"]] = r
+    done = {r["key"]: r for r in recorded(args.out)}
     records = []
     for model in args.models:
         epochs = EPOCHS[model] if args.epochs is None else args.epochs
         for seed in args.seeds or SEEDS[model]:
-            for label in TRAINED:
+            for label in args.variants:
                 path, trained_acc = train_cached(model, label, seed, args, data)
                 print(f"{model} s{seed} {label}: trained, {trained_acc:.2f}%", flush=True)
                 for method, point in methods(model, label, path):
@@ -315,8 +323,18 @@ def main() -> int:
     ap.add_argument("--seeds", default=None, help="e.g. 0,1,2 (default: per model, SEEDS)")
     ap.add_argument("--epochs", type=int, default=None, help="for every model (default: EPOCHS)")
     ap.add_argument("--data-dir", default=None)
+    ap.add_argument(
+        "--variants",
+        default=",".join(TRAINED),
+        help="trained variants, in this order (default: all): " + ", ".join(TRAINED),
+    )
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=RESULTS, help="Folder for results and cache.")
+    ap.add_argument(
+        "--report",
+        action="store_true",
+        help="train and measure nothing: summarize what rate_distortion.jsonl holds",
+    )
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     args.models = [m.strip() for m in args.models.split(",") if m.strip()]
@@ -324,12 +342,18 @@ def main() -> int:
     if unknown:
         ap.error(f"unknown model(s) {unknown}; known: {', '.join(EPOCHS)}")
     args.seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
+    args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    if bad := [v for v in args.variants if v not in TRAINED]:
+        ap.error(f"unknown variant(s) {bad}; known: {', '.join(TRAINED)}")
     torch.set_num_threads(args.threads)
     warnings.simplefilter("ignore", permcodec.LossyWarning)
     if baselines.NNCODEC_ERROR:
         print(f"NNCodec skipped: {baselines.NNCODEC_ERROR}", flush=True)
-    records = measure(args)
-    summaries = {m: summary(records, m) for m in args.models}
+    records = recorded(args.out) if args.report else measure(args)
+    models = [m for m in args.models if any(r["model"] == m for r in records)]
+    if not models:
+        ap.error(f"nothing measured yet in {args.out / 'rate_distortion.jsonl'}")
+    summaries = {m: summary(records, m) for m in models}
     text = "\n\n".join(summary_table(s, m) for m, s in summaries.items())
     full = "\n\n".join(full_table(s, m) for m, s in summaries.items())
     print(text)
