@@ -5,10 +5,12 @@ import sys
 
 from setuptools import Extension, setup
 
-# gcc/clang: optimise, no fused multiply-add (exact integer code, but be safe), no debug
-# symbols (they would triple the size of the install); MSVC keeps its defaults.
+# gcc/clang: optimise; signed overflow wraps as in numpy and numba (-fwrapv: on hostile
+# input the kernels must compute what their twins compute, not undefined behaviour); no
+# fused multiply-add; no debug symbols (they would triple the size of the install). MSVC
+# keeps its defaults.
 GCC_LIKE = sys.platform != "win32"
-COMPILE_ARGS = ["-O3", "-ffp-contract=off", "-g0"] if GCC_LIKE else []
+COMPILE_ARGS = ["-O3", "-fwrapv", "-ffp-contract=off", "-g0"] if GCC_LIKE else []
 LINK_ARGS = ["-s"] if sys.platform.startswith("linux") else []
 
 try:

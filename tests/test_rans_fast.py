@@ -364,7 +364,9 @@ def test_the_environment_chooses_the_backend(fast, monkeypatch):
     monkeypatch.setenv(kernels.BACKENDS_ENV, fast.backend)
     assert kernels.load("rans").impl is fast.impl
     monkeypatch.setenv(kernels.BACKENDS_ENV, "none-of-these")
-    assert kernels.load("rans") is None
+    monkeypatch.setattr(kernels, "_warned", set())
+    with pytest.warns(kernels.KernelWarning, match="unknown backend"):
+        assert kernels.load("rans") is None
 
 
 def test_c_kernels_come_first_where_built():
@@ -487,3 +489,123 @@ def test_c_kernels_need_no_numba():
     pytest.importorskip("permcodec.kernels.rans_c")
     backend, caught, code = _without("")
     assert (backend, caught, code) == ("c", [], _expected_code())
+
+
+# ---------------------------------------------------------------- row-rans per backend
+
+
+def _rows_with_repeats(rng: np.random.Generator, rows: int, m: int, repeats: list[bool]):
+    cls = np.stack(
+        [rng.integers(0, max(1, m - 2), m) if rep else rng.permutation(m) for rep in repeats]
+    )
+    counts = np.stack([np.bincount(r, minlength=m) for r in cls]).astype(np.int64)
+    return cls, counts
+
+
+@each_backend
+@settings(max_examples=80, deadline=None)
+@given(data=st.data())
+def test_row_coder_matches_reference(fast, data):
+    rows = data.draw(st.integers(1, 10), label="rows")
+    m = data.draw(st.integers(1, 70), label="m")
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    repeats = data.draw(st.lists(st.booleans(), min_size=rows, max_size=rows))
+    cls, counts = _rows_with_repeats(rng, rows, m, repeats)
+    lanes = data.draw(st.integers(1, rows), label="lanes")
+    ref = REF["encode_rows"](cls, counts, lanes)
+    got = fast.encode_rows(cls, counts, lanes)
+    assert got is not None
+    for g, want in zip(got, ref, strict=True):
+        assert g.dtype == want.dtype and g.tobytes() == want.tobytes()
+    states, lengths, words = ref
+    if words.size and data.draw(st.booleans(), label="damage"):
+        words = words.copy()
+        words[data.draw(st.integers(0, words.size - 1))] ^= np.uint32(1 << 7)
+    _same_outcome(
+        public(fast, rans.decode_rows),
+        lambda *a: REF["decode_rows_window"](*a)[0],
+        states,
+        lengths,
+        words,
+        counts,
+        m,
+        "t",
+    )
+
+
+@pytest.mark.parametrize("m", [65535, 65536])
+def test_rows_at_the_edge_of_the_division_table_match_numba(m):
+    """Totals up to 65535 divide by a multiplication in the C kernels, larger ones by a
+    division: rows of m distinct values (and with repeats) either side of the edge,
+    against the numba kernels, which always divide (the reference takes a minute here)."""
+    c = pytest.importorskip("permcodec.kernels.rans_c")
+    nb = pytest.importorskip("permcodec.kernels.rans_numba")
+    fast, twin = RansKernels(c), RansKernels(nb)
+    rng = np.random.default_rng(m)
+    cls, counts = _rows_with_repeats(rng, 2, m, [False, True])
+    coded = twin.encode_rows(cls, counts, 2)
+    got = fast.encode_rows(cls, counts, 2)
+    assert all(g.tobytes() == w.tobytes() for g, w in zip(got, coded, strict=True))
+    assert np.array_equal(fast.decode_rows_window(*coded, counts, m)[0], cls)
+    mixed = twin.encode(cls, counts, 2)
+    got = fast.encode(cls, counts, 2)
+    assert all(g.tobytes() == w.tobytes() for g, w in zip(got, mixed, strict=True))
+    assert np.array_equal(fast_decode(fast, *mixed, counts, m), cls)
+
+
+# ---------------------------------------------------------------- inputs beyond the domain
+
+
+@each_backend
+def test_weighted_totals_beyond_31_bits_go_to_the_reference(fast):
+    """Counts whose weighted total passes 2**31 would wrap the C kernel's scaled state:
+    the public decoder hands them to the reference, with the reference's outcome."""
+    rng = np.random.default_rng(4)
+    k, m = 4, 30
+    sym = rng.integers(0, k, (2, m))
+    ctx = rng.integers(0, k, (2, m))
+    counts = np.stack([np.bincount(r, minlength=k) for r in sym]).astype(np.int64)
+    weights = rng.integers(1, 9, 2 * k - 1)
+    states, words = ref_encode_ctx(sym, ctx, counts, weights, 2)
+    huge = counts * (2**30)
+    assert fast.decode_ctx_window(states, words, ctx, huge, weights) is None
+    _same_outcome(
+        public(fast, rans.decode_ctx), ref_decode_ctx, states, words, ctx, huge, weights, "t"
+    )
+
+
+@each_backend
+def test_negative_counts_and_segment_lengths_go_to_the_reference(fast):
+    rng = np.random.default_rng(5)
+    cls, counts = _rows_with_repeats(rng, 3, 20, [True, False, True])
+    states, words = ref_encode(cls, counts, 2)
+    bad = counts.copy()
+    bad[0, 0] = -3
+    assert fast.decode_window(states, words, bad, 20) is None
+    _same_outcome(public(fast, rans.decode), ref_decode, states, words, bad, 20, "t")
+    states, lengths, words = REF["encode_rows"](cls, counts, 2)
+    shifted = lengths.astype(np.int64) + np.array([-(2**40), 2**40])
+    assert fast.decode_rows_window(states, shifted, words, counts, 20) is None
+
+
+# ---------------------------------------------------------------- dispatch
+
+
+def test_an_unknown_backend_name_warns_once(monkeypatch):
+    monkeypatch.setenv(kernels.BACKENDS_ENV, "cython")
+    monkeypatch.setattr(kernels, "_warned", set())
+    with pytest.warns(kernels.KernelWarning, match="unknown backend.*cython") as caught:
+        assert kernels.load("rans") is None
+        assert kernels.load("rans") is None
+    assert len([w for w in caught if "unknown backend" in str(w.message)]) == 1
+
+
+def test_a_stale_extension_is_refused_with_a_warning(monkeypatch):
+    pytest.importorskip("permcodec.kernels.rans_c")
+    monkeypatch.setattr(kernels, "_loaded", {})
+    monkeypatch.setattr(kernels, "_hosts", {})
+    monkeypatch.setattr(kernels, "_warned", set())
+    monkeypatch.setattr(kernels, "EXTENSION_API", kernels.EXTENSION_API + 1)
+    with pytest.warns(kernels.KernelWarning, match="rans_c.*rebuild it"):
+        fallback = kernels.load("rans")
+    assert fallback is None or fallback.backend == "numba"

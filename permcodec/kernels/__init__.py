@@ -43,6 +43,9 @@ FAMILIES = {"rans": ("rans_c", "rans_numba"), "philox": ("philox_c", "philox_num
 COMPILERS = ("numba", "llvmlite", "triton")
 #: Extensions built at install where a C compiler was found; their absence is supported.
 EXTENSIONS = ("rans_c", "philox_c")
+#: The interface version the extensions must report (their ``API``): an extension built
+#: from older sources (a stale in-place build) is refused with a warning.
+EXTENSION_API = 1
 _loaded: dict[str, ModuleType | None] = {}
 _hosts: dict[str, Any] = {}
 
@@ -53,9 +56,19 @@ def pure_numpy() -> bool:
 
 
 def backends() -> tuple[str, ...] | None:
-    """The backends the environment allows (:data:`BACKENDS_ENV`), or None for all."""
+    """The backends the environment allows (:data:`BACKENDS_ENV`), or None for all;
+    names it does not know are dropped with one warning."""
     chosen = os.environ.get(BACKENDS_ENV, "").strip()
-    return tuple(b.strip() for b in chosen.split(",")) if chosen else None
+    if not chosen:
+        return None
+    names = tuple(b.strip() for b in chosen.split(",") if b.strip())
+    known = {member.rsplit("_", 1)[1] for members in FAMILIES.values() for member in members}
+    if unknown := [b for b in names if b not in known]:
+        _warn_once(
+            f"{BACKENDS_ENV}={chosen!r} names unknown backend(s) {', '.join(unknown)}; "
+            f"known: {', '.join(sorted(known))}"
+        )
+    return tuple(b for b in names if b in known)
 
 
 def load(name: str) -> Any:
@@ -73,13 +86,25 @@ def load(name: str) -> Any:
                 continue
             if (module := load(member)) is not None:
                 return _host(name, module)
+        if allowed:
+            _warn_once(
+                f"{BACKENDS_ENV} allows only {', '.join(allowed)}, which cannot run {name!r} "
+                "here; using the numpy reference"
+            )
         return None
     if name not in _loaded:
         if name not in MODULES:
             known = ", ".join([*FAMILIES, *MODULES])
             raise KeyError(f"no kernel module {name!r}; known: {known}")
         try:
-            _loaded[name] = importlib.import_module(f"{__name__}.{name}")
+            module = importlib.import_module(f"{__name__}.{name}")
+            if name in EXTENSIONS and getattr(module, "API", None) != EXTENSION_API:
+                raise ImportError(
+                    f"built for kernel interface {getattr(module, 'API', None)}, not "
+                    f"{EXTENSION_API}: rebuild it (pip install -e . or python setup.py "
+                    "build_ext --inplace)"
+                )
+            _loaded[name] = module
         except ModuleNotFoundError as e:
             _loaded[name] = None
             absent = e.name in COMPILERS or (name in EXTENSIONS and e.name == f"{__name__}.{name}")
@@ -104,13 +129,33 @@ def _host(family: str, module: ModuleType) -> Any:
 
 
 def _warn(name: str, e: Exception) -> None:
-    warnings.warn(
+    _warn_once(
         f"permcodec kernels {name!r} unavailable ({type(e).__name__}: {e}); using "
         f"{MODULES[name]} instead, which gives the same bits more slowly "
-        f"(set {PURE_NUMPY_ENV}=1 to choose it without this warning)",
-        KernelWarning,
-        stacklevel=3,
+        f"(set {PURE_NUMPY_ENV}=1 to choose it without this warning)"
     )
+
+
+_warned: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    """A :class:`KernelWarning`, once per message, attributed to the code outside
+    permcodec that led here."""
+    if message in _warned:
+        return
+    _warned.add(message)
+    warnings.warn(message, KernelWarning, stacklevel=_outside_stacklevel())
+
+
+def _outside_stacklevel() -> int:
+    """The stacklevel of the first frame outside the permcodec package."""
+    import sys
+
+    frame, level = sys._getframe(2), 2
+    while frame is not None and frame.f_globals.get("__name__", "").startswith("permcodec"):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def available(name: str) -> bool | None:

@@ -26,10 +26,16 @@ cdef extern from *:
 
 
 
-def words(key, int purpose, int64_t start, int64_t stop):
-    """32-bit words ``start..stop-1`` of a stream, as an int64 array."""
+#: The kernel's interface version (see rans_c.API).
+API = 1
+
+
+def words(key, uint64_t purpose, int64_t start, int64_t stop):
+    """32-bit words ``start..stop-1`` of a stream (0 <= start), as an int64 array."""
     if stop <= start:
         return np.zeros(0, dtype=np.int64)
+    if start < 0:
+        raise ValueError(f"word index {start} is negative")
     cdef int64_t b0 = start // 4, b1 = (stop + 3) // 4, i
     cdef uint64_t k0 = key[0], k1 = key[1]
     cdef uint64_t c0, c1, c2, c3, p0, p1, key0, key1, block

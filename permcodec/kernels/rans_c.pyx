@@ -35,7 +35,7 @@ cdef extern from *:
     #define PC_RECIP_MAX_A ((int64_t)1 << 47)
     static inline int64_t pc_div(int64_t a, int64_t d, const uint64_t* recip, int64_t nrecip) {
     #if defined(__SIZEOF_INT128__)
-        if (d < nrecip && (uint64_t)a < (uint64_t)PC_RECIP_MAX_A)
+        if ((uint64_t)d < (uint64_t)nrecip && (uint64_t)a < (uint64_t)PC_RECIP_MAX_A)
             return (int64_t)(((unsigned __int128)(uint64_t)a * recip[d]) >> 63);
     #endif
         return a / d;
@@ -71,6 +71,10 @@ cdef extern from *:
 
 
 
+
+#: The kernels' interface version: kernels.load refuses an extension built from another
+#: (a stale in-place build), which would fail only when called.
+API = 1
 
 #: Trees at least this deep are descended without branches (see _multiset_step).
 cdef int BRANCHLESS_LEVELS = 5
@@ -204,18 +208,16 @@ cdef inline void _lehmer_row(int64_t* digits, Py_ssize_t m, const int[::1] base,
 cdef int _decode_lane(int64_t* x, const uint32_t[::1] words, int64_t* pos, int64_t end,
                       int64_t[:, ::1] counts, const uint8_t[::1] distinct, Py_ssize_t r0,
                       Py_ssize_t r1, int64_t[:, ::1] out, bint final, const int[::1] base,
-                      int mlevels, const uint64_t* recip, int64_t nrecip) noexcept nogil:
-    """Rows [r0, r1) of one lane from its state and segment words[pos:end]."""
+                      int mlevels, const uint64_t* recip, int64_t nrecip, int64_t* left,
+                      int64_t* cnt, int64_t* sums, int* tree) noexcept nogil:
+    """Rows [r0, r1) of one lane from its state and segment words[pos:end], with the
+    caller's scratch: left (top), cnt (n), sums (2 top), tree (the base's length)."""
     cdef Py_ssize_t m = out.shape[1], n = counts.shape[1], r, j, c
     cdef int levels = _levels_of(n)
     cdef int64_t top = <int64_t>1 << levels
     cdef int64_t xl = x[0], total, s, cc, lo, fr
     cdef int status = OK
     cdef bint plain
-    cdef int64_t* left = <int64_t*>malloc(top * sizeof(int64_t))
-    cdef int64_t* cnt = <int64_t*>malloc(max(n, 1) * sizeof(int64_t))
-    cdef int64_t* sums = <int64_t*>malloc(2 * top * sizeof(int64_t))
-    cdef int* tree = <int*>malloc(base.shape[0] * sizeof(int))
     for r in range(r0, r1):
         plain = distinct[r] != 0
         if not plain:
@@ -246,10 +248,6 @@ cdef int _decode_lane(int64_t* x, const uint32_t[::1] words, int64_t* pos, int64
     if status == OK and final and (pos[0] != end or xl != STATE_LOW):
         status = INCONSISTENT
     x[0] = xl
-    free(left)
-    free(cnt)
-    free(sums)
-    free(tree)
     return status
 
 
@@ -270,12 +268,17 @@ def decode_rows_kernel(int64_t[::1] x, int64_t[::1] starts, const uint32_t[::1] 
     cdef int ml = mlevels
     cdef int64_t pos, nrecip
     cdef const uint64_t* recip = pc_recip_table(&nrecip)
+    cdef int64_t top = <int64_t>1 << _levels_of(counts.shape[1])
+    cdef int64_t[::1] left = np.empty(top, dtype=np.int64)
+    cdef int64_t[::1] cnt = np.empty(max(counts.shape[1], 1), dtype=np.int64)
+    cdef int64_t[::1] sums = np.empty(2 * top, dtype=np.int64)
+    cdef int[::1] tree = np.empty(max(base.shape[0], 1), dtype=np.intc)
     with nogil:
         for lane in range(lanes):
             pos = starts[lane]
             status[lane] = _decode_lane(&x[lane], words, &pos, starts[lane + 1], counts, dist,
                                         bounds[lane], bounds[lane + 1], out, final, base, ml,
-                                        recip, nrecip)
+                                        recip, nrecip, &left[0], &cnt[0], &sums[0], &tree[0])
             used[lane] = pos - starts[lane]
     return out_arr, status_arr, used_arr
 
@@ -342,10 +345,14 @@ def encode_rows_kernel(int64_t[:, ::1] cls, int64_t[:, ::1] counts, distinct,
     cdef const int[::1] base = base_arr
     cdef bint ok = True
     cdef int64_t xl, wpos, fr
-    cdef int64_t* start = <int64_t*>malloc(max(m, 1) * sizeof(int64_t))
-    cdef int64_t* freq = <int64_t*>malloc(max(m, 1) * sizeof(int64_t))
-    cdef int64_t* tree = <int64_t*>malloc(2 * top * sizeof(int64_t))
-    cdef int64_t* left = <int64_t*>malloc(2 * top * sizeof(int64_t))
+    cdef int64_t[::1] start_v = np.empty(max(max(m, 1), 1), dtype=np.int64)
+    cdef int64_t* start = &start_v[0]
+    cdef int64_t[::1] freq_v = np.empty(max(max(m, 1), 1), dtype=np.int64)
+    cdef int64_t* freq = &freq_v[0]
+    cdef int64_t[::1] tree_v = np.empty(max(2 * top, 1), dtype=np.int64)
+    cdef int64_t* tree = &tree_v[0]
+    cdef int64_t[::1] left_v = np.empty(max(2 * top, 1), dtype=np.int64)
+    cdef int64_t* left = &left_v[0]
     with nogil:
         for lane in range(lanes):
             xl = STATE_LOW
@@ -363,10 +370,6 @@ def encode_rows_kernel(int64_t[:, ::1] cls, int64_t[:, ::1] counts, distinct,
                     xl = ((xl // fr) << PROB_BITS) + (xl % fr) + start[j]
             xs[lane] = xl
             seg[lane] = wpos
-    free(start)
-    free(freq)
-    free(tree)
-    free(left)
     return x_arr, seg_arr, buf_arr, bool(ok)
 
 
@@ -384,9 +387,12 @@ def decode_mixed_kernel(int64_t[::1] x, const uint32_t[::1] words, int64_t[:, ::
     out_arr = np.zeros((groups, m, lanes), dtype=np.int64)
     cdef int64_t[:, :, ::1] out = out_arr
     cdef const uint8_t[::1] dist = np.ascontiguousarray(distinct, dtype=np.uint8)
-    cdef int64_t* left = <int64_t*>malloc(lanes * top * sizeof(int64_t))
-    cdef int64_t* cnt = <int64_t*>malloc(lanes * max(n, 1) * sizeof(int64_t))
-    cdef int64_t* sums = <int64_t*>malloc(2 * top * sizeof(int64_t))
+    cdef int64_t[::1] left_v = np.empty(max(lanes * top, 1), dtype=np.int64)
+    cdef int64_t* left = &left_v[0]
+    cdef int64_t[::1] cnt_v = np.empty(max(lanes * max(n, 1), 1), dtype=np.int64)
+    cdef int64_t* cnt = &cnt_v[0]
+    cdef int64_t[::1] sums_v = np.empty(max(2 * top, 1), dtype=np.int64)
+    cdef int64_t* sums = &sums_v[0]
     cdef int64_t pos = 0, xl, total, s, cc, lo, fr, sym, r0, nrecip
     cdef const uint64_t* recip = pc_recip_table(&nrecip)
     cdef int early = 0, status = OK
@@ -426,9 +432,6 @@ def decode_mixed_kernel(int64_t[::1] x, const uint32_t[::1] words, int64_t[:, ::
                 break
         if status == OK:
             status = _end_status(x, pos, words.shape[0], final)
-    free(left)
-    free(cnt)
-    free(sums)
     return out_arr, status, pos
 
 
@@ -442,14 +445,14 @@ def lehmer_to_classes(code_arr, distinct):
     base_arr, levels = _left_counts(m)
     cdef const int[::1] base = base_arr
     cdef int lv = levels
-    cdef int* tree = <int*>malloc(base.shape[0] * sizeof(int))
+    cdef int[::1] tree_v = np.empty(max(base.shape[0], 1), dtype=np.intc)
+    cdef int* tree = &tree_v[0]
     with nogil:
         for r in range(rows):
             for j in range(m):
                 out[r, j] = code[r // lanes, j, r % lanes]
             if dist[r]:
                 _lehmer_row(&out[r, 0], m, base, lv, tree)
-    free(tree)
     return out_arr
 
 
@@ -461,9 +464,12 @@ def decode_kernel(int64_t[::1] x, const uint32_t[::1] words, int64_t[:, ::1] cou
     cdef Py_ssize_t groups = (rows + lanes - 1) // lanes, g, lane, live, j, c, r, r0
     out_arr = np.empty((rows, m), dtype=np.int64)
     cdef int64_t[:, ::1] out = out_arr
-    cdef int64_t* tree = <int64_t*>malloc(lanes * (n + 1) * sizeof(int64_t))
-    cdef int64_t* cnt = <int64_t*>malloc(lanes * max(n, 1) * sizeof(int64_t))
-    cdef uint8_t* active = <uint8_t*>malloc(lanes)
+    cdef int64_t[::1] tree_v = np.empty(max(lanes * (n + 1), 1), dtype=np.int64)
+    cdef int64_t* tree = &tree_v[0]
+    cdef int64_t[::1] cnt_v = np.empty(max(lanes * max(n, 1), 1), dtype=np.int64)
+    cdef int64_t* cnt = &cnt_v[0]
+    cdef uint8_t[::1] active_v = np.empty(max(lanes, 1), dtype=np.uint8)
+    cdef uint8_t* active = &active_v[0]
     cdef int64_t pos = 0, xl, s, total, cc, at, left_, step, nxt, below, lo, fr, have, i, up
     cdef int64_t nrecip
     cdef const uint64_t* recip = pc_recip_table(&nrecip)
@@ -529,9 +535,6 @@ def decode_kernel(int64_t[::1] x, const uint32_t[::1] words, int64_t[:, ::1] cou
                 break
         if status == OK:
             status = _end_status(x, pos, words.shape[0], final)
-    free(tree)
-    free(cnt)
-    free(active)
     return out_arr, status, pos
 
 
@@ -543,9 +546,12 @@ def decode_ctx_kernel(int64_t[::1] x, const uint32_t[::1] words, int64_t[:, ::1]
     cdef Py_ssize_t b, t, r, r0
     out_arr = np.empty((rows, m), dtype=np.int64)
     cdef int64_t[:, ::1] out = out_arr
-    cdef int64_t* rem = <int64_t*>malloc(lanes * k * sizeof(int64_t))
-    cdef int64_t* prod = <int64_t*>malloc(k * sizeof(int64_t))
-    cdef uint8_t* active = <uint8_t*>malloc(lanes)
+    cdef int64_t[::1] rem_v = np.empty(max(lanes * k, 1), dtype=np.int64)
+    cdef int64_t* rem = &rem_v[0]
+    cdef int64_t[::1] prod_v = np.empty(max(k, 1), dtype=np.int64)
+    cdef int64_t* prod = &prod_v[0]
+    cdef uint8_t[::1] active_v = np.empty(max(lanes, 1), dtype=np.uint8)
+    cdef uint8_t* active = &active_v[0]
     cdef int64_t pos = 0, xl, s, hint, off, acc, run_, part, total, cc, lo_c, hi_c, lo, fr, have
     cdef int early = 0, status = OK
     with nogil:
@@ -617,9 +623,6 @@ def decode_ctx_kernel(int64_t[::1] x, const uint32_t[::1] words, int64_t[:, ::1]
                 break
         if status == OK:
             status = _end_status(x, pos, words.shape[0], final)
-    free(rem)
-    free(prod)
-    free(active)
     return out_arr, status, pos
 
 
@@ -627,11 +630,18 @@ def decode_ctx_kernel(int64_t[::1] x, const uint32_t[::1] words, int64_t[:, ::1]
 
 
 cdef inline int64_t _emit(int64_t x, int64_t lo, int64_t fr, uint32_t** buf, int64_t* cap,
-                          int64_t* nw) noexcept nogil:
+                          int64_t* nw, int* oom) noexcept nogil:
+    """Encode one step into state x, pushing a word to buf (grown by doubling; sets
+    *oom and leaves x where the memory runs out)."""
+    cdef uint32_t* grown
     if (x >> 32) >= fr:
         if nw[0] == cap[0]:
+            grown = <uint32_t*>realloc(buf[0], 2 * cap[0] * sizeof(uint32_t))
+            if grown == NULL:
+                oom[0] = 1
+                return x
+            buf[0] = grown
             cap[0] *= 2
-            buf[0] = <uint32_t*>realloc(buf[0], cap[0] * sizeof(uint32_t))
         buf[0][nw[0]] = <uint32_t>(x & WORD_MASK)
         nw[0] += 1
         x >>= 32
@@ -654,11 +664,15 @@ def encode_kernel(int64_t[:, ::1] cls, int64_t[:, ::1] counts, int64_t[:, ::1] t
     cdef Py_ssize_t groups = (rows + lanes - 1) // lanes, g, lane, live, j, c, r, r0
     x_arr = np.full(lanes, STATE_LOW, dtype=np.int64)
     cdef int64_t[::1] x = x_arr
-    cdef int64_t* tree = <int64_t*>malloc(lanes * (n + 1) * sizeof(int64_t))
-    cdef int64_t* cnt = <int64_t*>malloc(lanes * max(n, 1) * sizeof(int64_t))
+    cdef int64_t[::1] tree_v = np.empty(max(lanes * (n + 1), 1), dtype=np.int64)
+    cdef int64_t* tree = &tree_v[0]
+    cdef int64_t[::1] cnt_v = np.empty(max(lanes * max(n, 1), 1), dtype=np.int64)
+    cdef int64_t* cnt = &cnt_v[0]
     cdef int64_t cap = max(capacity, 16), nw = 0, v, i, below, total, lo, fr
     cdef uint32_t* buf = <uint32_t*>malloc(cap * sizeof(uint32_t))
-    cdef int status = OK
+    cdef int status = OK, oom = 0
+    if buf == NULL:
+        raise MemoryError()
     with nogil:
         for g in range(groups - 1, -1, -1):
             r0 = g * lanes
@@ -691,7 +705,10 @@ def encode_kernel(int64_t[:, ::1] cls, int64_t[:, ::1] counts, int64_t[:, ::1] t
                     if fr <= 0:
                         status = FALLBACK
                         break
-                    x[lane] = _emit(x[lane], lo, fr, &buf, &cap, &nw)
+                    x[lane] = _emit(x[lane], lo, fr, &buf, &cap, &nw, &oom)
+                    if oom:
+                        status = FALLBACK
+                        break
                 if status != OK:
                     break
             if status != OK:
@@ -702,10 +719,10 @@ def encode_kernel(int64_t[:, ::1] cls, int64_t[:, ::1] counts, int64_t[:, ::1] t
                         status = FALLBACK
             if status != OK:
                 break
-    words = _words_out(buf, nw) if status == OK else np.empty(0, dtype=np.uint32)
-    free(tree)
-    free(cnt)
-    free(buf)
+    try:
+        words = _words_out(buf, nw) if status == OK else np.empty(0, dtype=np.uint32)
+    finally:
+        free(buf)
     return x_arr, words, status
 
 
@@ -716,10 +733,13 @@ def encode_ctx_kernel(int64_t[:, ::1] sym, int64_t[:, ::1] ctx, int64_t[:, ::1] 
     cdef Py_ssize_t groups = (rows + lanes - 1) // lanes, g, lane, live, j, c, r, r0
     x_arr = np.full(lanes, STATE_LOW, dtype=np.int64)
     cdef int64_t[::1] x = x_arr
-    cdef int64_t* rem = <int64_t*>malloc(lanes * k * sizeof(int64_t))
+    cdef int64_t[::1] rem_v = np.empty(max(lanes * k, 1), dtype=np.int64)
+    cdef int64_t* rem = &rem_v[0]
     cdef int64_t cap = max(capacity, 16), nw = 0, t, off, below, total, p, hi_c, lo, fr
     cdef uint32_t* buf = <uint32_t*>malloc(cap * sizeof(uint32_t))
-    cdef int status = OK
+    cdef int status = OK, oom = 0
+    if buf == NULL:
+        raise MemoryError()
     with nogil:
         for g in range(groups - 1, -1, -1):
             r0 = g * lanes
@@ -749,7 +769,10 @@ def encode_ctx_kernel(int64_t[:, ::1] sym, int64_t[:, ::1] ctx, int64_t[:, ::1] 
                     if fr <= 0:
                         status = FALLBACK
                         break
-                    x[lane] = _emit(x[lane], lo, fr, &buf, &cap, &nw)
+                    x[lane] = _emit(x[lane], lo, fr, &buf, &cap, &nw, &oom)
+                    if oom:
+                        status = FALLBACK
+                        break
                 if status != OK:
                     break
             if status != OK:
@@ -760,7 +783,8 @@ def encode_ctx_kernel(int64_t[:, ::1] sym, int64_t[:, ::1] ctx, int64_t[:, ::1] 
                         status = FALLBACK
             if status != OK:
                 break
-    words = _words_out(buf, nw) if status == OK else np.empty(0, dtype=np.uint32)
-    free(rem)
-    free(buf)
+    try:
+        words = _words_out(buf, nw) if status == OK else np.empty(0, dtype=np.uint32)
+    finally:
+        free(buf)
     return x_arr, words, status

@@ -81,15 +81,31 @@ def _distinct_rows(counts: np.ndarray, m: int) -> np.ndarray:
 
 
 def _consistent(counts: np.ndarray, m: int) -> bool:
-    """Whether every row's counts are >= 0 and sum to m (always so for counts a
-    decoder derives from the init), which :func:`_decode_mixed_kernel` relies on."""
-    return int(counts.min()) >= 0 and bool((counts.sum(axis=1) == m).all())
+    """Whether every row's counts lie in [0, m] and sum to m (always so for counts a
+    decoder derives from the init), which the mixed and row decoders rely on (the
+    bound keeps the sum from wrapping around)."""
+    return (
+        int(counts.min()) >= 0 and int(counts.max()) <= m and bool((counts.sum(axis=1) == m).all())
+    )
+
+
+def _bounded(counts: np.ndarray) -> bool:
+    """Whether counts lie in [0, 2**31) with row sums below 2**31, so that no scaled
+    interval leaves 63 bits (the reference's int64 arithmetic would wrap, and C's
+    truncating division differs from numpy's flooring on what wrapped negative)."""
+    if counts.size == 0:
+        return True
+    if int(counts.min()) < 0 or int(counts.max()) >= 1 << 31:
+        return False
+    return int(counts.sum(axis=1).max()) < 1 << 31
 
 
 def _segment_starts(lengths: Any, lanes: int, n_words: int) -> np.ndarray | None:
     """Start of every lane's segment and the end, or None if the lengths do not
     tile the words exactly (the reference then reports it)."""
     if not (isinstance(lengths, np.ndarray) and lengths.shape == (lanes,)):
+        return None
+    if lengths.dtype.kind not in "iu" or (lengths.size and int(lengths.min()) < 0):
         return None
     starts = np.zeros(lanes + 1, dtype=np.int64)
     np.cumsum(lengths.astype(np.int64), out=starts[1:])
@@ -158,6 +174,8 @@ class RansKernels:
             return None
         if not (_in_range(t, k) and _in_range(cx, k)):
             return None
+        if int(w.min()) < 1 or m * int(w.max()) > 1 << 31:
+            return None  # outside encode_ctx's documented range: the reference judges
         x, words, status = self.impl.encode_ctx_kernel(
             t, cx, cnt, w, n_lanes, _word_capacity(rows, m)
         )
@@ -193,6 +211,8 @@ class RansKernels:
             code, status, used = self.impl.decode_mixed_kernel(x, words, cnt, distinct, m, final)
             raise_for(status, name)
             return self.impl.lehmer_to_classes(code, distinct), x.astype(np.uint64), used
+        if not _bounded(cnt):
+            return None
         top = 1 << (max(1, n.bit_length()) - 1)
         if totals is None:
             tot, has_totals = np.zeros((1, 1), dtype=np.int64), False
@@ -228,8 +248,10 @@ class RansKernels:
             return None
         if w.shape[0] != 2 * k - 1 or not _in_range(cx, k):
             return None
-        if int(w.min()) < 1 or int(cnt.min()) < 0 or int(cnt.max()) * k * int(w.max()) >= 1 << 62:
+        if int(w.min()) < 1 or not _bounded(cnt):
             return None  # the kernel's search needs non-decreasing cumulative weights
+        if int(cnt.sum(axis=1).max()) * int(w.max()) > 1 << 31:
+            return None  # a weighted total must fit the 31-bit scale, as encode_ctx requires
         out, status, used = self.impl.decode_ctx_kernel(x, words, cx, cnt, w, final)
         raise_for(status, name)
         return out, x.astype(np.uint64), used
