@@ -170,33 +170,32 @@ def timing(rounds: int = 6, steps: int = 60) -> list[dict[str, Any]]:
     return out
 
 
-def _size(rs: list[dict[str, Any]]) -> str:
-    """The size column: the whole file per parameter, or the codec's weight bits."""
-    fbits = [r["file_bits_per_param"] for r in rs if "file_bits_per_param" in r]
-    if fbits:
-        return f"{statistics.fmean(fbits):.3f}"
-    wbits = [r["weight_bits_per_weight"] for r in rs if "weight_bits_per_weight" in r]
-    return f"{statistics.fmean(wbits):.3f} (weights)" if wbits else "32 (float32)"
+def _mean_of(rs: list[dict[str, Any]], key: str, spec: str) -> str:
+    values = [r[key] for r in rs if r.get(key) is not None]
+    return format(statistics.fmean(values), spec) if values else ""
 
 
 def tables(records: list[dict[str, Any]]) -> str:
-    by: dict[str, list[dict[str, Any]]] = {}
+    by: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in records:
         if r["group"] != "timing":
-            by.setdefault(r["label"], []).append(r)
+            by.setdefault((r["group"], r["label"]), []).append(r)
     lines = [
-        "| group | run | seeds | val loss (nats/byte) | bits/byte | file bits/param | s/step |",
-        "|---|---|---|---|---|---|---|",
+        "| group | run | seeds | val loss (nats/byte) | bits/byte | file bits/param "
+        "| weight matrices bits/weight | s/step |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    for label, rs in by.items():
+    for (group, label), rs in by.items():
         loss = [r["val_loss"] for r in rs]
         mean = statistics.fmean(loss)
         std = statistics.stdev(loss) if len(loss) > 1 else 0.0
-        sps = [r["seconds_per_step"] for r in rs if "seconds_per_step" in r]
-        step = f"{statistics.fmean(sps):.4f}" if sps else ""
+        baseline = "AdamW" in label and "," not in label
         lines.append(
-            f"| {rs[0]['group']} | {label} | {len(rs)} | {mean:.4f} ± {std:.4f} | "
-            f"{mean / math.log(2):.4f} | {_size(rs)} | {step} |"
+            f"| {group} | {label} | {len(rs)} | {mean:.4f} ± {std:.4f} | "
+            f"{mean / math.log(2):.4f} | "
+            f"{'32 (float32)' if baseline else _mean_of(rs, 'file_bits_per_param', '.3f')} | "
+            f"{_mean_of(rs, 'weight_bits_per_weight', '.3f')} | "
+            f"{_mean_of(rs, 'seconds_per_step', '.4f')} |"
         )
     timings = [r for r in records if r["group"] == "timing"]
     if timings:
