@@ -60,18 +60,32 @@ def argsort_rows(keys: np.ndarray) -> np.ndarray:
 
 def row_classes(init_rows: Any, keys: Any, xp: NumpyOps = NUMPY) -> RowClasses:
     """Classes of each row of the initial values ``init_rows`` (with order ``keys``)."""
+    return _sorted_classes(init_rows, keys, xp)[0]
+
+
+def init_classes(init_rows: np.ndarray, keys: np.ndarray) -> tuple[RowClasses, np.ndarray]:
+    """:func:`row_classes` of the init and the class of each of its positions (what
+    :func:`classes_of` would find for the init itself), from one sort."""
+    rc, order = _sorted_classes(init_rows, keys, NUMPY)
+    cls = np.empty(order.shape, dtype=np.int64)
+    np.put_along_axis(cls, order, rc.class_of_sorted, axis=1)
+    return rc, cls
+
+
+def _sorted_classes(init_rows: Any, keys: Any, xp: NumpyOps) -> tuple[RowClasses, Any]:
+    """Row classes and the sorting order of every row."""
     rows, m = keys.shape
     order, sorted_keys = sort_rows(keys, xp)
     sorted_vals = xp.take_along(init_rows, order, axis=1)
     new = xp.row_starts(sorted_keys)
     if bool(new.all()):  # every value distinct: class c is the c-th smallest value
         cls = xp.broadcast_arange(rows, m)
-        return RowClasses(xp.ones_int((rows, m)), sorted_vals, sorted_keys, cls, True)
+        return RowClasses(xp.ones_int((rows, m)), sorted_vals, sorted_keys, cls, True), order
     cls = xp.cumsum(new, axis=1) - 1
     n = int(cls[:, -1].max()) + 1 if m else 0
     counts = xp.count_rows(cls, n)
     values = xp.put_along(xp.zeros((rows, n), init_rows), cls, sorted_vals, axis=1)
-    return RowClasses(counts, values, sorted_keys, cls)  # equal keys hold equal bits
+    return RowClasses(counts, values, sorted_keys, cls), order  # equal keys, equal bits
 
 
 def classes_of(trained_keys: np.ndarray, rc: RowClasses, name: str = "?") -> np.ndarray:

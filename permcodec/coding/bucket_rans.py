@@ -113,7 +113,7 @@ def _lossy_rows(
 
     def run(r0: int, r1: int) -> np.ndarray:
         rc, bk = init.buckets(r0, r1, bits)
-        sym = layer.symbols(r1, bk, weights)
+        sym = layer.symbols(r1, bk.init_ctx, bk.counts, weights)
         return arrangement.rebuild(buckets.rebuild_lossy_cls(sym, bk, rc), rc)
 
     return runs.fill_rows(layer.rows, layer.m, storage_dtype(init.dtype), layer.runs(), run)
@@ -126,22 +126,63 @@ def _exact_rows(
     bits: int,
     weights: np.ndarray,
 ) -> np.ndarray:
-    """Rows from their buckets and the refinement stream. The two streams group rows
-    by different lanes, so the bucket symbols of all rows come first (uint8: K <= 256)."""
+    """Rows from their buckets and the refinement stream, each row's init generated
+    once. The two streams group rows by different lanes, so the refinement stream's
+    runs drive and the bucket stream decodes ahead as far as each one needs."""
+    out = runs.LazyRows(layer.rows, layer.m, storage_dtype(init.dtype))
+    ahead = _BucketsAhead(init, layer, refine.runs(), bits, weights)
+    for r0, r1 in refine.runs():
+        rc, counts, sym = ahead.take(r0, r1)
+        seq = refine.classes(r1, rc.counts, buckets.bucket_major_totals(counts))
+        out.put(r0, r1, arrangement.rebuild(buckets.unrefine(seq, sym), rc))
+    return out.result()
 
-    def run_buckets(r0: int, r1: int) -> np.ndarray:
-        return layer.symbols(r1, init.buckets(r0, r1, bits)[1], weights)
 
-    sym_all = runs.fill_rows(layer.rows, layer.m, np.uint8, layer.runs(), run_buckets)
+class _BucketsAhead:
+    """The init classes and buckets of the refinement stream's runs, generated in its
+    order, and the bucket symbols decoded from them a bucket-stream run at a time;
+    each part is kept until the run that needs it last has taken it."""
 
-    def run(r0: int, r1: int) -> np.ndarray:
-        _, rc = init.classes(r0, r1)
-        sym = sym_all[r0:r1].astype(np.int64)
-        totals = buckets.segment_totals(np.sort(sym, axis=1), buckets.class_buckets(rc, bits)[1])
-        seq = refine.classes(r1, rc.counts, totals)
-        return arrangement.rebuild(buckets.unrefine(seq, sym), rc)
+    def __init__(
+        self,
+        init: runs.SeededRows,
+        layer: runs.Stream,
+        refine_runs: list[tuple[int, int]],
+        bits: int,
+        weights: np.ndarray,
+    ) -> None:
+        self.init, self.layer, self.bits, self.weights = init, layer, bits, weights
+        self.todo = iter(refine_runs)
+        self.bucket_runs = iter(layer.runs())
+        self.classes: list[tuple[int, arrangement.RowClasses, buckets.Buckets]] = []
+        self.ctx, self.counts, self.sym = runs.RowParts(), runs.RowParts(), runs.RowParts()
 
-    return runs.fill_rows(layer.rows, layer.m, storage_dtype(init.dtype), refine.runs(), run)
+    def take(self, r0: int, r1: int) -> tuple[arrangement.RowClasses, np.ndarray, np.ndarray]:
+        """Classes, values per bucket and bucket symbols of rows r0..r1-1 (the next
+        refinement run)."""
+        while self.sym.end < r1:
+            b0, b1 = next(self.bucket_runs)
+            while self.ctx.end < b1:
+                self._generate()
+            sym = self.layer.symbols(
+                b1, self.ctx.rows(b0, b1), self.counts.rows(b0, b1), self.weights
+            )
+            self.sym.add(b0, sym)
+            self.ctx.drop(b1)
+            self.counts.drop(b1)
+        start, rc, bk = self.classes.pop(0)
+        if start != r0 or rc.counts.shape[0] != r1 - r0:
+            raise AssertionError("refinement runs out of order")  # cannot happen
+        sym = self.sym.rows(r0, r1)
+        self.sym.drop(r1)
+        return rc, bk.counts, sym
+
+    def _generate(self) -> None:
+        r0, r1 = next(self.todo)
+        rc, bk = self.init.buckets(r0, r1, self.bits)
+        self.classes.append((r0, rc, bk))
+        self.ctx.add(r0, bk.init_ctx)
+        self.counts.add(r0, bk.counts)
 
 
 # ---------------------------------------------------------------- encoding

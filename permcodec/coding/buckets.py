@@ -122,9 +122,19 @@ def segment_totals(sym_sorted: np.ndarray, counts: np.ndarray) -> np.ndarray:
     return np.take_along_axis(ends, sym_sorted, axis=1) - j
 
 
+def bucket_major_totals(counts: np.ndarray) -> np.ndarray:
+    """:func:`segment_totals` of every row's symbols in bucket-major order, which are
+    each bucket's index repeated by its count: from ``counts`` (R, K) alone."""
+    rows, m = counts.shape[0], int(counts[0].sum()) if counts.shape[0] else 0
+    ends = np.cumsum(counts, axis=1)
+    steps = np.repeat(ends.reshape(-1), counts.reshape(-1)).reshape(rows, m)
+    return steps - np.arange(m, dtype=np.int64)[None, :]
+
+
 def unrefine(seq: np.ndarray, sym: np.ndarray) -> np.ndarray:
     """Inverse of :func:`refinement`: classes in position order."""
-    order = argsort_rows(sym)
+    small = sym.astype(np.uint8) if sym.size and int(sym.max()) < 256 else sym
+    order = np.argsort(small, axis=1, kind="stable")  # numpy radix-sorts 8-bit keys
     cls = np.empty_like(seq)
     np.put_along_axis(cls, order, seq, axis=1)
     return cls

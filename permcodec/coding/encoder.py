@@ -55,10 +55,9 @@ def encode_tensor(
         _check_plan_fits(name, tp, shape, dtype)
         rows, m = row_shape(shape, tp.spec["granularity"])
         init = initial_rows(tp.spec, tp.key, shape, dtype)
-        rc = arrangement.row_classes(init, order_keys(init, dtype))
+        rc, init_cls = arrangement.init_classes(init, order_keys(init, dtype))
         cls = arrangement.classes_of(order_keys(array.reshape(rows, m), dtype), rc, name)
         fields.update(spec=dict(tp.spec), key=list(tp.key))
-        init_cls = arrangement.classes_of(order_keys(init, dtype), rc, name)
         if bits is not None and rows * m:
             extra, payload, cls = bucket_rans.encode_lossy(cls, rc, init_cls, bits)
             decoded = arrangement.rebuild(cls, rc).reshape(shape)

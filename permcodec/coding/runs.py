@@ -154,8 +154,8 @@ class SeededRows:
         self, r0: int, r1: int, bits: int
     ) -> tuple[arrangement.RowClasses, buckets.Buckets]:
         """Classes and buckets of rows r0..r1-1 of the init."""
-        init, rc = self.classes(r0, r1)
-        init_cls = arrangement.classes_of(order_keys(init, self.dtype), rc, self.name)
+        init = initial_rows(self.spec, self.key, self.shape, self.dtype, rows=(r0, r1))
+        rc, init_cls = arrangement.init_classes(init, order_keys(init, self.dtype))
         return rc, buckets.bucketize(rc, init_cls, bits)
 
 
@@ -188,16 +188,43 @@ class Stream:
         )
         return cls
 
-    def symbols(self, r1: int, bk: buckets.Buckets, weights: np.ndarray) -> np.ndarray:
-        """Bucket symbols of the next run (ending at row ``r1``), context-coded."""
+    def symbols(
+        self, r1: int, ctx: np.ndarray, counts: np.ndarray, weights: np.ndarray
+    ) -> np.ndarray:
+        """Bucket symbols of the next run (ending at row ``r1``), context-coded with
+        each position's initial bucket ``ctx`` and the values per bucket ``counts``."""
         sym, self.states, self.pos = rans.decode_ctx_run(
             self.states,
             self.words,
-            bk.init_ctx,
-            bk.counts,
+            ctx,
+            counts,
             weights,
             self.name,
             pos=self.pos,
             final=r1 == self.rows,
         )
         return sym
+
+
+class RowParts:
+    """Consecutive row ranges of one (rows, ...) array, kept as the parts they were
+    made in: added at the end, read across parts, dropped from the front."""
+
+    def __init__(self) -> None:
+        self.parts: list[tuple[int, np.ndarray]] = []
+        self.end = 0
+
+    def add(self, r0: int, part: np.ndarray) -> None:
+        self.parts.append((r0, part))
+        self.end = r0 + part.shape[0]
+
+    def rows(self, r0: int, r1: int) -> np.ndarray:
+        """Rows r0..r1-1 (a view when one part holds them all)."""
+        pieces = [
+            p[max(r0 - s, 0) : r1 - s] for s, p in self.parts if s < r1 and s + p.shape[0] > r0
+        ]
+        return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+
+    def drop(self, r1: int) -> None:
+        """Forget the parts that end at or before row ``r1``."""
+        self.parts = [(s, p) for s, p in self.parts if s + p.shape[0] > r1]

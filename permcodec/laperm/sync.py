@@ -103,8 +103,7 @@ def bucket_tables(
     core (the same tables the decoder derives), on the parameter's device."""
     dtype = format_dtype(p.dtype)
     init = initial_rows(tp.spec, tp.key, shape, dtype)
-    rc = arrangement.row_classes(init, order_keys(init, dtype))
-    init_cls = arrangement.classes_of(order_keys(init, dtype), rc)
+    rc, init_cls = arrangement.init_classes(init, order_keys(init, dtype))
     bk = buckets.bucketize(rc, init_cls, bits)
     bucket_of_rank = np.take_along_axis(bk.class_bucket, rc.class_of_sorted, axis=1)
     return (
