@@ -1,8 +1,9 @@
 """Golden files: `.perm` files written by an earlier release decode bit for bit, and the
 current writer gives the same bytes for the same inputs.
 
-tests/golden holds files of formats 1 to 4 written by permcodec 0.4.0 (see
-tests/golden/make_golden.py): every coding, dtype and initializer kind. A change that
+tests/golden holds files of formats 1 to 4 written by permcodec 0.4.0 and one of format 5
+(``levels`` rows, permcodec 0.5; see tests/golden/make_golden.py): every coding, dtype
+and initializer kind. A change that
 alters what an old file decodes to, or what the writer produces, fails here.
 """
 
@@ -39,7 +40,13 @@ def test_the_golden_set_covers_every_coding_dtype_and_version():
     dtypes = {t["dtype"] for f in FILES for t in MANIFEST[f]["tensors"].values()}
     assert codings == {"perm-rans", "row-rans", "bucket-rans", "raw", "raw-zstd"}
     assert {"float32", "float16", "bfloat16", "float64", "int64", "bool", "uint8"} <= dtypes
-    assert {int(f[1]) for f in FILES} == {1, 2, 3, 4}
+    assert {int(f[1]) for f in FILES} == {1, 2, 3, 4, 5}
+    kinds = {
+        t["spec"]["kind"]
+        for f in FILES
+        for t in MANIFEST[f].get("plan", {}).get("tensors", {}).values()
+    }
+    assert {"quantile", "levels"} <= kinds
 
 
 @pytest.mark.parametrize("name", FILES)
@@ -75,7 +82,7 @@ def _user_arrays(path: Path, bf16: set[str]) -> dict[str, np.ndarray]:
         return {k: z[k].view(ml_dtypes.bfloat16) if k in bf16 else z[k] for k in z.files}
 
 
-@pytest.mark.parametrize("name", ["v4_exact.perm", "v4_lossy.perm"])
+@pytest.mark.parametrize("name", ["v4_exact.perm", "v4_lossy.perm", "v5_levels.perm"])
 def test_the_writer_gives_the_golden_bytes_for_the_same_inputs(name, tmp_path):
     case = MANIFEST[name]
     bf16 = {k for k, t in case["tensors"].items() if t["dtype"] == "bfloat16"}

@@ -1,7 +1,7 @@
 """Write the golden `.perm` files of tests/golden (run once per format release).
 
-The files were written by permcodec 0.4.0 (format 4) before the package was reshaped
-(issue 12); tests/test_golden.py decodes each of them bit for bit and checks that the
+The format 1-4 files were written by permcodec 0.4.0 before the package was reshaped
+(issue 12), ``v5_levels.perm`` by permcodec 0.5 (the ``levels`` rows of rate control); tests/test_golden.py decodes each of them bit for bit and checks that the
 current writer gives the same bytes for the same inputs. Running this script again
 overwrites them with what the *current* code writes, which is only right when a new
 format version is released on purpose.
@@ -107,6 +107,27 @@ def lossy_case() -> tuple[dict[str, np.ndarray], Plan, dict[str, int]]:
     return tensors, plan, bits
 
 
+def levels_case() -> tuple[dict[str, np.ndarray], Plan, dict[str, str]]:
+    """Format 5: rows of shared levels (what ``bpw=`` training writes), at several
+    level counts and densities, rearranged at random and near their init."""
+    plan = Plan(SEED + 2)
+    rng = np.random.default_rng(SEED + 2)
+    tensors: dict[str, np.ndarray] = {}
+    cases = [
+        ("ternary.weight", dict(levels=1, scale=0.1, density=0.1), (12, 64), "float32"),
+        ("four.weight", dict(levels=2, scale=0.05, density=0.5), (6, 3, 3, 3), "float32"),
+        ("dense16.weight", dict(levels=8, scale=0.2, density=1.0), (5, 48), "float16"),
+        ("near.weight", dict(levels=4, scale=0.3, density=0.9), (16, 64), "float32"),
+    ]
+    for i, (name, params, shape, dtype) in enumerate(cases):
+        init = _seeded(plan, name, InitSpec("levels", **params), shape, dtype)
+        near = name == "near.weight"
+        arranged = near_init(init, rng, 0.02) if near else shuffled_rows(init, 20 + i)
+        tensors[name] = arranged.reshape(shape)
+    tensors["fc.bias"] = np.linspace(-1, 1, 12, dtype=np.float32)
+    return tensors, plan, {"note": "golden levels"}
+
+
 def _perm_rans_file(exact: bytes) -> bytes:
     """The exact file with its seeded float32 he_uniform tensor recoded as
     ``perm-rans`` (no current writer chooses it; format 1 wrote only this coding)."""
@@ -127,7 +148,7 @@ def _perm_rans_file(exact: bytes) -> bytes:
         t.update(coding="perm-rans", lanes=2)
         t.pop("bound_bits", None)
         t["payload_digest"] = container.section_digest(payloads[i])
-    return seal(header, payloads)
+    return seal(header, payloads, version=4)
 
 
 def _older(raw: bytes, version: int, keep: set[str]) -> bytes:
@@ -162,6 +183,10 @@ def main() -> None:
         "inputs": "lossy",
     }
 
+    levels, vplan, vmeta = levels_case()
+    save_numpy(levels, HERE / "v5_levels.perm", vplan, vmeta)
+    manifest["v5_levels.perm"] = {"plan": vplan.to_dict(), "metadata": vmeta, "inputs": "levels"}
+
     exact = (HERE / "v4_exact.perm").read_bytes()
     (HERE / "v4_perm_rans.perm").write_bytes(_perm_rans_file(exact))
     (HERE / "v3_exact.perm").write_bytes(
@@ -177,10 +202,13 @@ def main() -> None:
 
     np.savez(HERE / "inputs_exact.npz", **tensors)
     np.savez(HERE / "inputs_lossy.npz", **lossy)
+    np.savez(HERE / "inputs_levels.npz", **levels)
     np.savez(HERE / "decoded_lossy.npz", **_decode_all(lossy_raw))
     for path in sorted(HERE.glob("*.perm")):
         raw = path.read_bytes()
-        expected = "decoded_lossy.npz" if "lossy" in path.name else "inputs_exact.npz"
+        expected = {"v5_levels.perm": "inputs_levels.npz"}.get(
+            path.name, "decoded_lossy.npz" if "lossy" in path.name else "inputs_exact.npz"
+        )
         want = np.load(HERE / expected)
         for name, got in _decode_all(raw).items():  # every tensor is in the expected set
             assert got.tobytes() == want[name].tobytes() and got.dtype == want[name].dtype
@@ -190,8 +218,9 @@ def main() -> None:
             for t in split(raw)[0]["tensors"]
         }
     manifest["_about"] = (
-        "written by tests/golden/make_golden.py with permcodec 0.4.0 (format 4), before "
-        "the package was reshaped; bfloat16 arrays are stored as their uint16 bits"
+        "written by tests/golden/make_golden.py: formats 1-4 with permcodec 0.4.0, before "
+        "the package was reshaped; v5_levels.perm with permcodec 0.5 (format 5, levels "
+        "rows); bfloat16 arrays are stored as their uint16 bits"
     )
     (HERE / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
 
