@@ -401,3 +401,26 @@ def test_normal_init_torch_equals_numpy_for_any_std(find_adversarial_std):
     a = init_rows(tp.spec, tp.key, shape, "float32").reshape(shape)
     t = generate_torch(tp, shape, torch.float32)
     assert np.array_equal(_torch_bits(t), a.view(np.uint32))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(1, 6),
+    st.integers(1, 70),
+    st.sampled_from(["int64", "int32", "uint32", "uint8", "uint64"]),
+    st.integers(0, 2**32),
+    st.integers(0, 2**40),
+    st.integers(0, 2**31),
+)
+def test_numpy_stable_argsort_of_rows_is_numpys(rows, m, dtype, span, offset, seed):
+    """The packed sort behind mask ranks and row classes orders rows exactly as numpy's
+    stable argsort, ties (by index) and spans up to and past 2**32 included."""
+    from permcodec.core.ops import NUMPY
+
+    info = np.iinfo(dtype)
+    rng = np.random.default_rng(seed)
+    lo = max(int(info.min), min(int(info.max), offset - 2**39))
+    hi = min(int(info.max), lo + span)
+    x = rng.integers(lo, hi, (rows, m), endpoint=True, dtype=dtype)
+    x[:, ::3] = x[:, :1]  # ties
+    assert np.array_equal(NUMPY.argsort_stable(x, axis=1), np.argsort(x, axis=1, kind="stable"))

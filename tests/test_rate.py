@@ -88,7 +88,7 @@ def test_levels_rows_hold_exact_counts_and_match_on_torch(levels, density, rows,
 
 def test_levels_values_are_symmetric_normal_midpoints():
     vals = level_values(2, 1.0)
-    assert vals[:2] == [-vals[3], -vals[2]] and vals[-1] == 0.0
+    assert vals[:2] == (-vals[3], -vals[2]) and vals[-1] == 0.0
     assert vals[2] == pytest.approx(0.3186393639643752) and vals[3] == pytest.approx(
         1.1503493803760079
     )

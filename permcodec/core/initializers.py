@@ -7,6 +7,7 @@ dict, stream key and shape always give the same float32 values, on numpy or torc
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from dataclasses import dataclass, field
@@ -226,13 +227,14 @@ def check_resolved(spec: Any, shape: tuple[int, ...] | None = None) -> None:
             raise PlanError("levels spec needs scale > 0")
 
 
-def level_values(levels: int, scale: float) -> list[float]:
+@functools.lru_cache(maxsize=256)
+def level_values(levels: int, scale: float) -> tuple[float, ...]:
     """The values of a levels spec by class (binary64): the 2 * levels nonzero values,
     most negative first, then zero. Magnitude j is ``scale`` times the normal quantile
     at 1/2 + (j + 1/2) / (2 levels), j = 0 .. levels - 1 (FORMAT 6.6)."""
     u = np.array([0.5 + 0.5 * ((j + 0.5) / levels) for j in range(levels)], dtype=np.float64)
     mags = [float(x) * scale for x in detmath.ndtri(u)]
-    return [-x for x in reversed(mags)] + mags + [0.0]
+    return (*(-x for x in reversed(mags)), *mags, 0.0)
 
 
 def level_starts(levels: int, kept: int) -> list[int]:

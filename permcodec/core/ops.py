@@ -51,6 +51,18 @@ class NumpyOps:
         return np.stack(xs, axis=axis)
 
     def argsort_stable(self, x: Any, axis: int = -1) -> np.ndarray:
+        """Stable argsort. Rows of integers spanning less than 2**32 are sorted packed
+        with their index into one int64: numpy's SIMD sort of those is several times
+        faster than a stable argsort, and gives the same order (packed values differ)."""
+        x = np.asarray(x)
+        integers = x.dtype.kind == "i" or (x.dtype.kind == "u" and x.dtype.itemsize < 8)
+        if integers and x.ndim == 2 and axis in (1, -1) and x.size and x.shape[1] <= 1 << 31:
+            lo, hi = int(x.min()), int(x.max())
+            if hi - lo < 1 << 32:
+                packed = (x.astype(np.int64) - (lo + (1 << 31))) << 32
+                packed |= np.arange(x.shape[1], dtype=np.int64)
+                packed.sort(axis=1)
+                return packed & 0xFFFFFFFF
         return np.argsort(x, axis=axis, kind="stable")
 
     def take_along(self, x: Any, idx: Any, axis: int = -1) -> np.ndarray:
