@@ -1,6 +1,6 @@
 """Speed and memory of permcodec next to NNCodec, torch.save / torch.load and safetensors.
 
-One command (every model; ``--quick`` for lenet300, vgg and lenet300-trained only):
+One command (every model; ``--quick`` for lenet300, vgg and the trained LeNet-300s only):
 
     python benchmarks/speed.py
 
@@ -9,7 +9,8 @@ stack of 3x3 convs with ResNet-50-sized rows of 576..4608 values) is seeded with
 ``permcodec.init(model, seed=0)`` and every planned row is then shuffled at random: an
 exact arrangement of its init with no rank correlation left, the worst case for size.
 The ``-trained`` models are the files real training writes: ``permcodec train`` by
-LaPerm on Fashion-MNIST (LeNet-300-100 2 epochs, Conv-2 1 epoch; one thread).
+LaPerm on Fashion-MNIST (LeNet-300-100 2 epochs, lossless and at ``--bpw 1``, Conv-2 1
+epoch; one thread).
 For each model, in one run and side by side: permcodec encode (``permcodec.save``),
 decode with numpy (``permcodec.load_numpy``), into torch on the CPU (``permcodec.load``)
 and on CUDA when there is a GPU (checked bit for bit against the CPU result),
@@ -55,9 +56,14 @@ import baselines
 
 RESULTS = Path(__file__).parent / "results"
 #: Files real training produces: (model, epochs) trained by LaPerm on Fashion-MNIST.
-TRAINED = {"lenet300-trained": ("lenet300", 2), "conv2-trained": ("conv2", 1)}
+#: name -> (model, epochs, --bpw or None).
+TRAINED: dict[str, tuple[str, int, float | None]] = {
+    "lenet300-trained": ("lenet300", 2, None),
+    "lenet300-bpw1": ("lenet300", 2, 1.0),
+    "conv2-trained": ("conv2", 1, None),
+}
 MODELS = ("lenet300", "vgg", "stack25m", *TRAINED)
-QUICK_MODELS = ("lenet300", "vgg", "lenet300-trained")
+QUICK_MODELS = ("lenet300", "vgg", "lenet300-trained", "lenet300-bpw1")
 #: What a decode-only install brings (pip install permcodec), and the JIT it no longer needs.
 DECODE_ONLY = ("permcodec", "numpy", "zstandard", "msgpack", "click")
 JIT = ("numba", "llvmlite")
@@ -156,13 +162,14 @@ def laperm_model(name: str) -> tuple[nn.Module, list[str]]:
 def trained_model(name: str, work: Path, args: argparse.Namespace) -> tuple[nn.Module, list[str]]:
     """A model of ``TRAINED`` as LaPerm training leaves it (``permcodec train``, one
     thread), loaded back with its plan; and the planned tensor names."""
-    arch, epochs = TRAINED[name]
+    arch, epochs, bpw = TRAINED[name]
     path = work / f"{name}-train.perm"
     if not path.exists():
         cli = Path(sys.executable).with_name("permcodec")
         cmd = [str(cli if cli.exists() else "permcodec"), "train", "--model", arch, "--dataset"]
         cmd += ["fashion-mnist", "--epochs", str(epochs), "--threads", "1", "--no-progress"]
         cmd += ["-o", str(path)] + (["--data-dir", args.data_dir] if args.data_dir else [])
+        cmd += ["--bpw", f"{bpw:g}"] if bpw is not None else []
         print(f"{name}: training ({' '.join(cmd[1:])})", flush=True)
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     meta = permcodec.open(path).metadata()
