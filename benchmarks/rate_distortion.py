@@ -49,7 +49,7 @@ import baselines
 
 RESULTS = Path(__file__).parent / "results"
 #: Epochs per model: ResNet-20 takes minutes per epoch on two cores.
-EPOCHS = {"lenet300": 10, "lenet5": 10, "conv2": 5, "resnet20": 10}
+EPOCHS = {"lenet300": 10, "lenet5": 10, "conv2": 5, "resnet20": 5}
 #: Seeds per model unless --seeds says otherwise.
 SEEDS = {"lenet300": (0, 1, 2), "lenet5": (0, 1, 2), "conv2": (0,), "resnet20": (0,)}
 BPW = (0.5, 1.0, 2.0, 4.0)

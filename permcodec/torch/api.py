@@ -104,7 +104,7 @@ def init(
     included, whatever training does (biases and norm layers stay exact and are
     counted apart). LaPerm then trains those matrices through latent weights.
     ``sensitivity`` (name -> weight) scales each matrix's share of the distortion
-    (default: its number of rows); :func:`permcodec.torch.sensitivity` measures it.
+    (default: its number of rows, which gives longer rows fewer bits per weight).
 
     ``scheme`` is a name (``"he_uniform"``, ``"glorot_normal"``, ``"binary"``...), an
     :class:`InitSpec`, or a callable ``(name, param) -> spec | None``. ``density`` makes
