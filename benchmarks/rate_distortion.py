@@ -61,18 +61,25 @@ TRAINED: dict[str, dict[str, Any]] = {
     "adam": dict(baseline=True),
     "laperm": dict(min_row=32),
     **{f"laperm bpw={r:g}": dict(bpw=r) for r in BPW},
+    # an experiment (not in the default run): every matrix weighed by its size, not rows
+    **{f"laperm bpw={r:g} weights": dict(bpw=r, allocation="weights") for r in BPW},
 }
+#: The variants one run trains unless --variants says otherwise.
+DEFAULT_VARIANTS = ("adam", "laperm", *(f"laperm bpw={r:g}" for r in BPW))
 #: Codec families of the summary: label -> which records belong to it.
 FAMILIES: dict[str, Callable[[dict[str, Any]], bool]] = {
-    "permcodec, trained at the rate (train --bpw R)": lambda r: r["method"].startswith(
-        "permcodec bpw="
-    ),
+    "permcodec, trained at the rate (train --bpw R)": lambda r: _at_rate(r),
     "permcodec, lossless LaPerm re-coded (encode --bpw R)": lambda r: r["trained"] == "laperm",
     "NNCodec (Adam model)": lambda r: r["method"].startswith("nncodec"),
     "4-bit quantile (Adam model)": lambda r: r["method"] == "4bit-quantile",
     "int8 per channel (Adam model)": lambda r: r["method"] == "int8",
     "float16 (Adam model)": lambda r: r["method"] == "float16",
 }
+
+
+def _at_rate(r: dict[str, Any]) -> bool:
+    """A file ``train --bpw R`` wrote with the default allocation."""
+    return r["method"].startswith("permcodec bpw=") and " " not in r["method"]
 
 
 def train_cached(
@@ -147,8 +154,9 @@ def methods(model: str, label: str, path: Path) -> Iterator[tuple[str, Callable[
 
             yield f"permcodec post hoc bpw={r:g}", recoded
     else:
-        r = float(label.split("bpw=")[1])
-        yield f"permcodec bpw={r:g}", lambda: perm_file_point(path)
+        r = float(label.split("bpw=")[1].split()[0])
+        how = " (allocation by weights)" if label.endswith(" weights") else ""
+        yield f"permcodec bpw={r:g}{how}", lambda: perm_file_point(path)
 
 
 def recorded(out: Path) -> list[dict[str, Any]]:
@@ -239,7 +247,7 @@ def summary(records: list[dict[str, Any]], model: str) -> dict[str, Any]:
     for family, pick in FAMILIES.items():
         ok = [p for p in pts if pick(p) and p["test_acc"] >= floor]
         best[family] = min(ok, key=lambda p: p["bits_per_weight"]) if ok else None
-    rates = [p for p in pts if p["method"].startswith("permcodec bpw=")]
+    rates = [p for p in pts if _at_rate(p)]
     return {"adam": adam, "best": best, "rates": rates, "points": pts}
 
 
@@ -325,8 +333,11 @@ def main() -> int:
     ap.add_argument("--data-dir", default=None)
     ap.add_argument(
         "--variants",
-        default=",".join(TRAINED),
-        help="trained variants, in this order (default: all): " + ", ".join(TRAINED),
+        default=",".join(DEFAULT_VARIANTS),
+        help="trained variants, in this order (default: "
+        + ", ".join(DEFAULT_VARIANTS)
+        + "); also: "
+        + ", ".join(v for v in TRAINED if v not in DEFAULT_VARIANTS),
     )
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=RESULTS, help="Folder for results and cache.")
