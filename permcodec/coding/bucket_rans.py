@@ -154,7 +154,7 @@ class _BucketsAhead:
         self.init, self.layer, self.bits, self.weights = init, layer, bits, weights
         self.todo = iter(refine_runs)
         self.bucket_runs = iter(layer.runs())
-        self.classes: list[tuple[int, arrangement.RowClasses, buckets.Buckets]] = []
+        self.classes: list[tuple[int, arrangement.RowClasses, np.ndarray]] = []
         self.ctx, self.counts, self.sym = runs.RowParts(), runs.RowParts(), runs.RowParts()
 
     def take(self, r0: int, r1: int) -> tuple[arrangement.RowClasses, np.ndarray, np.ndarray]:
@@ -170,17 +170,17 @@ class _BucketsAhead:
             self.sym.add(b0, sym)
             self.ctx.drop(b1)
             self.counts.drop(b1)
-        start, rc, bk = self.classes.pop(0)
+        start, rc, counts = self.classes.pop(0)
         if start != r0 or rc.counts.shape[0] != r1 - r0:
             raise AssertionError("refinement runs out of order")  # cannot happen
         sym = self.sym.rows(r0, r1)
         self.sym.drop(r1)
-        return rc, bk.counts, sym
+        return rc, counts, sym
 
     def _generate(self) -> None:
         r0, r1 = next(self.todo)
         rc, bk = self.init.buckets(r0, r1, self.bits)
-        self.classes.append((r0, rc, bk))
+        self.classes.append((r0, rc, bk.counts))
         self.ctx.add(r0, bk.init_ctx)
         self.counts.add(r0, bk.counts)
 

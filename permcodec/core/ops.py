@@ -59,7 +59,7 @@ class NumpyOps:
         if integers and x.ndim == 2 and axis in (1, -1) and x.size and x.shape[1] <= 1 << 31:
             lo, hi = int(x.min()), int(x.max())
             if hi - lo < 1 << 32:
-                packed = (x.astype(np.int64) - (lo + (1 << 31))) << 32
+                packed = (x.astype(np.int64) - lo - (1 << 31)) << 32
                 packed |= np.arange(x.shape[1], dtype=np.int64)
                 packed.sort(axis=1)
                 return packed & 0xFFFFFFFF
