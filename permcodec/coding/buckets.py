@@ -133,7 +133,7 @@ def bucket_major_totals(counts: np.ndarray) -> np.ndarray:
 
 def unrefine(seq: np.ndarray, sym: np.ndarray) -> np.ndarray:
     """Inverse of :func:`refinement`: classes in position order."""
-    small = sym.astype(np.uint8) if sym.size and 0 <= sym.min() and sym.max() < 256 else sym
+    small = sym.astype(np.uint8) if sym.size and sym.min() >= 0 and sym.max() < 256 else sym
     order = np.argsort(small, axis=1, kind="stable")  # numpy radix-sorts 8-bit keys
     cls = np.empty_like(seq)
     np.put_along_axis(cls, order, seq, axis=1)
