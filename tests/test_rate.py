@@ -162,6 +162,31 @@ def test_more_sensitive_matrices_get_more_bits():
         assert row_bits(tilted.forms[more], 512) > row_bits(tilted.forms[less], 512)
 
 
+def _bits_per_weight(plan: permcodec.Plan, model: nn.Module, name: str) -> float:
+    spec, m = plan.tensors[name].spec, model.get_parameter(name)[0].numel()
+    form = Form("levels", int(spec["levels"]), spec["density"])
+    return row_bits(form, m) / m
+
+
+def test_allocation_by_weights_narrows_the_gap_between_long_and_short_rows():
+    """sensitivity="rows" (the default) gives long rows fewer bits per weight than short
+    ones; "weights" weighs every weight alike, so the gap narrows; both meet the rate."""
+
+    def model() -> nn.Module:
+        return nn.Sequential(nn.Linear(1024, 96), nn.ReLU(), nn.Linear(96, 96))
+
+    ratios = {}
+    for how in ("rows", "weights"):
+        net = model()
+        plan = permcodec.init(net, 0, bpw=1.0, sensitivity=how)
+        long, short = (_bits_per_weight(plan, net, n) for n in ("0.weight", "2.weight"))
+        assert long < short
+        ratios[how] = long / short
+    assert ratios["weights"] > ratios["rows"]
+    with pytest.raises(permcodec.PlanError, match="'rows', 'weights' or a mapping"):
+        permcodec.init(model(), 0, bpw=1.0, sensitivity="size")
+
+
 # ---------------------------------------------------------------- init, LaPerm, save
 
 

@@ -262,6 +262,11 @@ def test_train_with_bits_writes_bucketed_file_that_evaluates_the_same(
     assert cli("train", "--bits", "9", "-o", str(tmp_path / "x.perm"))[0] == 2
 
 
+def test_allocation_without_a_rate_is_a_usage_error(tmp_path: Path):
+    code, _, err = cli("train", "--allocation", "weights", "-o", str(tmp_path / "x.perm"))
+    assert code == 2 and "give --bpw R too" in err
+
+
 def test_train_at_a_rate_then_recode_a_lossless_model(data_dir: Path, tmp_path: Path):
     """`train --bpw R` writes weight matrices within R, `evaluate` reproduces the final
     accuracy, and `encode lossless.perm --bpw R` re-codes a lossless file within R."""

@@ -441,6 +441,15 @@ def verify(src: Path) -> None:
     "included; each matrix gets the form that loses least (overrides --init, --density, "
     "--min-row).",
 )
+@click.option(
+    "--allocation",
+    type=click.Choice(["rows", "weights"]),
+    default="rows",
+    show_default=True,
+    help="How --bpw shares bits among matrices: by rows (longer rows get fewer bits per "
+    "weight; best on LeNet-300-100) or by weights (about one rate for all; best on "
+    "ResNet-20).",
+)
 @click.option("--biases", is_flag=True, help="Seed and permute biases too.")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**63 - 1))
 @click.option(
@@ -480,6 +489,8 @@ def train(
     from ..experiments.train import TrainConfig, run
     from .files import check_target
 
+    if opts["allocation"] != "rows" and opts["bpw"] is None:
+        raise click.UsageError("--allocation shares the bits of --bpw; give --bpw R too")
     _known("--model", opts["model"], [*MODELS, *LANGUAGE_MODELS])
     lm = opts["model"] in LANGUAGE_MODELS
     if opts["dataset"] is not None:

@@ -71,9 +71,8 @@ class TrainConfig:
     min_row: int = 0
     bits: int | None = None
     bpw: float | None = None
-    #: How ``bpw`` weighs each matrix's distortion: "rows" (``init``'s default: longer
-    #: rows get fewer bits per weight) or "weights" (its number of weights: one rate for
-    #: every matrix of the same form ladder).
+    #: How ``bpw`` weighs each matrix's distortion (``init``'s ``sensitivity``): "rows"
+    #: (longer rows get fewer bits per weight) or "weights" (about one rate for all).
     allocation: str = "rows"
     biases: bool = False
     seed: int = 0
@@ -210,7 +209,7 @@ def build(cfg: TrainConfig, data: Data) -> tuple[nn.Module, torch.optim.Optimize
             num_classes=data.num_classes,
         ).to(cfg.device)
     if cfg.bpw is not None:
-        init(model, cfg.seed, bpw=cfg.bpw, sensitivity=_allocation(model, cfg.allocation))
+        init(model, cfg.seed, bpw=cfg.bpw, sensitivity=cfg.allocation)
     else:
         parts = [p for p in (cfg.seeded or "").split(",") if p]
         left_out = {
@@ -234,15 +233,6 @@ def build(cfg: TrainConfig, data: Data) -> tuple[nn.Module, torch.optim.Optimize
     return model, LaPerm(
         model, inner, sync_period=cfg.sync_period, bits=cfg.bits, schedule_by=schedule
     )
-
-
-def _allocation(model: nn.Module, allocation: str) -> dict[str, float] | None:
-    """The ``sensitivity`` of ``init(bpw=)`` that an allocation name stands for."""
-    if allocation == "rows":
-        return None
-    if allocation == "weights":
-        return {n: float(p.numel()) for n, p in model.named_parameters() if p.dim() >= 2}
-    raise ValueError(f"allocation must be 'rows' or 'weights', got {allocation!r}")
 
 
 def run(

@@ -94,7 +94,7 @@ def init(
     overrides: Mapping[str, SpecLike | None] | None = None,
     min_row: int = 0,
     bpw: float | None = None,
-    sensitivity: Mapping[str, float] | None = None,
+    sensitivity: Mapping[str, float] | str = "rows",
 ) -> Plan:
     """Re-initialize ``model``'s permutable weights from ``seed`` and record the plan.
 
@@ -103,8 +103,10 @@ def init(
     the saved file's weight matrices cost at most R bits per weight, container
     included, whatever training does (biases and norm layers stay exact and are
     counted apart). LaPerm then trains those matrices through latent weights.
-    ``sensitivity`` (name -> weight) scales each matrix's share of the distortion
-    (default: its number of rows, which gives longer rows fewer bits per weight).
+    ``sensitivity`` weighs each matrix's share of the distortion: ``"rows"`` (the
+    default: its number of rows, so longer rows get fewer bits per weight, which suits
+    wide dense layers), ``"weights"`` (its number of weights: about one rate for every
+    matrix, which suited ResNet-20's convolutions better) or a mapping name -> weight.
 
     ``scheme`` is a name (``"he_uniform"``, ``"glorot_normal"``, ``"binary"``...), an
     :class:`InitSpec`, or a callable ``(name, param) -> spec | None``. ``density`` makes
@@ -169,12 +171,17 @@ def init(
 
 
 def _init_at_rate(
-    model: nn.Module, plan: Plan, bpw: float, sensitivity: Mapping[str, float] | None
+    model: nn.Module, plan: Plan, bpw: float, sensitivity: Mapping[str, float] | str
 ) -> Plan:
     """:func:`init` with ``bpw``: a form per weight matrix from the rate allocator."""
     weights = {n: p for n, p, role in default_targets(model) if role == "weight"}
-    sens = {n: float(p.shape[0]) for n, p in weights.items()}
-    sens.update(sensitivity or {})
+    if sensitivity == "weights":
+        sens = {n: float(p.numel()) for n, p in weights.items()}
+    elif sensitivity == "rows" or not isinstance(sensitivity, str):
+        sens = {n: float(p.shape[0]) for n, p in weights.items()}
+        sens.update(sensitivity if not isinstance(sensitivity, str) else {})
+    else:
+        raise PlanError(f"sensitivity must be 'rows', 'weights' or a mapping, got {sensitivity!r}")
     try:
         alloc = allocate({n: tuple(p.shape) for n, p in weights.items()}, bpw, sens)
     except ValueError as e:
