@@ -79,7 +79,7 @@ FAMILIES: dict[str, Callable[[dict[str, Any]], bool]] = {
 
 def _at_rate(r: dict[str, Any]) -> bool:
     """A file ``train --bpw R`` wrote with the default allocation."""
-    return r["method"].startswith("permcodec bpw=") and " " not in r["method"]
+    return r["method"].startswith("permcodec bpw=") and "(" not in r["method"]
 
 
 def train_cached(
@@ -360,7 +360,9 @@ def main() -> int:
     warnings.simplefilter("ignore", permcodec.LossyWarning)
     if baselines.NNCODEC_ERROR:
         print(f"NNCodec skipped: {baselines.NNCODEC_ERROR}", flush=True)
-    records = recorded(args.out) if args.report else measure(args)
+    if not args.report:
+        measure(args)
+    records = recorded(args.out)  # the summary covers every run, not only this one's
     models = [m for m in args.models if any(r["model"] == m for r in records)]
     if not models:
         ap.error(f"nothing measured yet in {args.out / 'rate_distortion.jsonl'}")
