@@ -175,13 +175,13 @@ def _init_at_rate(
 ) -> Plan:
     """:func:`init` with ``bpw``: a form per weight matrix from the rate allocator."""
     weights = {n: p for n, p, role in default_targets(model) if role == "weight"}
+    if isinstance(sensitivity, str) and sensitivity not in ("rows", "weights"):
+        raise PlanError(f"sensitivity must be 'rows', 'weights' or a mapping, got {sensitivity!r}")
     if sensitivity == "weights":
         sens = {n: float(p.numel()) for n, p in weights.items()}
-    elif sensitivity == "rows" or not isinstance(sensitivity, str):
+    else:  # rows, and a mapping over them
         sens = {n: float(p.shape[0]) for n, p in weights.items()}
-        sens.update(sensitivity if not isinstance(sensitivity, str) else {})
-    else:
-        raise PlanError(f"sensitivity must be 'rows', 'weights' or a mapping, got {sensitivity!r}")
+        sens.update({} if isinstance(sensitivity, str) else sensitivity or {})
     try:
         alloc = allocate({n: tuple(p.shape) for n, p in weights.items()}, bpw, sens)
     except ValueError as e:
