@@ -130,8 +130,9 @@ def _exact_rows(
     once. The two streams group rows by different lanes, so the refinement stream's
     runs drive and the bucket stream decodes ahead as far as each one needs."""
     out = runs.LazyRows(layer.rows, layer.m, storage_dtype(init.dtype))
-    ahead = _BucketsAhead(init, layer, refine.runs(), bits, weights)
-    for r0, r1 in refine.runs():
+    refine_runs = refine.runs()
+    ahead = _BucketsAhead(init, layer, refine_runs, bits, weights)
+    for r0, r1 in refine_runs:
         rc, counts, sym = ahead.take(r0, r1)
         seq = refine.classes(r1, rc.counts, buckets.bucket_major_totals(counts))
         out.put(r0, r1, arrangement.rebuild(buckets.unrefine(seq, sym), rc))

@@ -145,16 +145,20 @@ class SeededRows:
     dtype: str
     name: str
 
+    def rows(self, r0: int, r1: int) -> np.ndarray:
+        """Rows r0..r1-1 of the init."""
+        return initial_rows(self.spec, self.key, self.shape, self.dtype, rows=(r0, r1))
+
     def classes(self, r0: int, r1: int) -> tuple[np.ndarray, arrangement.RowClasses]:
         """Rows r0..r1-1 of the init and their classes."""
-        init = initial_rows(self.spec, self.key, self.shape, self.dtype, rows=(r0, r1))
+        init = self.rows(r0, r1)
         return init, arrangement.row_classes(init, order_keys(init, self.dtype))
 
     def buckets(
         self, r0: int, r1: int, bits: int
     ) -> tuple[arrangement.RowClasses, buckets.Buckets]:
         """Classes and buckets of rows r0..r1-1 of the init."""
-        init = initial_rows(self.spec, self.key, self.shape, self.dtype, rows=(r0, r1))
+        init = self.rows(r0, r1)
         rc, init_cls = arrangement.init_classes(init, order_keys(init, self.dtype))
         return rc, buckets.bucketize(rc, init_cls, bits)
 
