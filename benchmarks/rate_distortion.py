@@ -6,7 +6,8 @@ the form that loses least within R), and with lossless LaPerm, all under the sam
 batches, learning rate and data order; then measures every codec on its own model:
 
 * permcodec at the rate it was trained for (the file ``train`` writes, as it is);
-* permcodec post hoc: the lossless LaPerm file re-coded at R (``encode --bpw R``);
+* permcodec post hoc: the lossless LaPerm file re-coded at R (``encode --bpw R``), by
+  relative error and by the loss on 1,024 training examples (``--calibrate 1024``);
 * on the Adam model: NNCodec (a qp sweep), int8 per channel, 4-bit quantile, float16.
 
 Bits per weight count the weight matrices only (biases and norm layers are exact in
@@ -42,7 +43,7 @@ import permcodec
 from permcodec.cli.files import recode_file
 from permcodec.experiments.data import Dataset, load_dataset
 from permcodec.experiments.models import build_model
-from permcodec.experiments.train import TrainConfig, evaluate_model, run
+from permcodec.experiments.train import TrainConfig, calibration_loss, evaluate_model, run
 
 sys.path.insert(0, str(Path(__file__).parent))
 import baselines
@@ -54,6 +55,8 @@ EPOCHS = {"lenet300": 10, "lenet5": 10, "conv2": 5, "resnet20": 5}
 SEEDS = {"lenet300": (0, 1, 2), "lenet5": (0, 1, 2), "conv2": (0,), "resnet20": (0,)}
 BPW = (0.5, 1.0, 2.0, 4.0)
 POST_HOC_BPW = (1.0, 2.0, 4.0)
+#: Training examples ``encode --bpw R --calibrate N`` measures each choice on.
+CALIBRATION = 1024
 NNCODEC_QPS = tuple(range(-44, -5, 2))
 ADAM_CODECS = ("float16", "int8", "4bit-quantile")
 #: model -> trained variant label -> TrainConfig overrides (same for every model).
@@ -61,15 +64,20 @@ TRAINED: dict[str, dict[str, Any]] = {
     "adam": dict(baseline=True),
     "laperm": dict(min_row=32),
     **{f"laperm bpw={r:g}": dict(bpw=r) for r in BPW},
-    # an experiment (not in the default run): every matrix weighed by its size, not rows
-    **{f"laperm bpw={r:g} weights": dict(bpw=r, allocation="weights") for r in BPW},
+    # the other allocation (not in the default run): matrices weighed by their rows
+    **{f"laperm bpw={r:g} rows": dict(bpw=r, allocation="rows") for r in BPW},
 }
 #: The variants one run trains unless --variants says otherwise.
 DEFAULT_VARIANTS = ("adam", "laperm", *(f"laperm bpw={r:g}" for r in BPW))
 #: Codec families of the summary: label -> which records belong to it.
 FAMILIES: dict[str, Callable[[dict[str, Any]], bool]] = {
     "permcodec, trained at the rate (train --bpw R)": lambda r: _at_rate(r),
-    "permcodec, lossless LaPerm re-coded (encode --bpw R)": lambda r: r["trained"] == "laperm",
+    "permcodec, lossless LaPerm re-coded (encode --bpw R)": lambda r: (
+        r["trained"] == "laperm" and "calibrated" not in r["method"]
+    ),
+    f"permcodec, re-coded by measured loss (encode --bpw R --calibrate {CALIBRATION})": lambda r: (
+        r["trained"] == "laperm" and "calibrated" in r["method"]
+    ),
     "NNCodec (Adam model)": lambda r: r["method"].startswith("nncodec"),
     "4-bit quantile (Adam model)": lambda r: r["method"] == "4bit-quantile",
     "int8 per channel (Adam model)": lambda r: r["method"] == "int8",
@@ -89,10 +97,12 @@ def train_cached(
     epochs = EPOCHS[model] if args.epochs is None else args.epochs
     cache = args.out / "rd_cache"
     cache.mkdir(parents=True, exist_ok=True)
-    stem = f"{model}_{label.replace(' ', '_').replace('=', '')}_s{seed}_e{epochs}"
-    meta = cache / f"{stem}.json"
     cfg = TrainConfig(model=model, dataset="fashion-mnist", epochs=epochs, seed=seed)
     cfg = replace(cfg, **TRAINED[label])
+    how = f"_{cfg.allocation}" if cfg.bpw is not None else ""  # the default changed once
+    stem = f"{model}_{label.split(' rows')[0].replace(' ', '_').replace('=', '')}{how}"
+    stem += f"_s{seed}_e{epochs}"
+    meta = cache / f"{stem}.json"
     out = cache / f"{stem}.perm"
     if not meta.exists():
         t0 = time.perf_counter()
@@ -124,7 +134,9 @@ def perm_file_point(path: Path) -> tuple[dict[str, torch.Tensor], float]:
     return permcodec.load(path), bpw
 
 
-def methods(model: str, label: str, path: Path) -> Iterator[tuple[str, Callable[[], Any]]]:
+def methods(
+    model: str, label: str, path: Path, data_dir: str | None
+) -> Iterator[tuple[str, Callable[[], Any]]]:
     """(method, measure) of every point of a trained variant; measure() gives (decoded
     state dict, bits per weight)."""
     if label == "adam":
@@ -145,17 +157,20 @@ def methods(model: str, label: str, path: Path) -> Iterator[tuple[str, Callable[
     elif label == "laperm":
         yield "permcodec lossless", lambda: perm_file_point(path)
         for r in POST_HOC_BPW:
+            for calibrated in (False, True):
 
-            def recoded(r: float = r) -> tuple[dict, float]:
-                with tempfile.TemporaryDirectory() as tmp:
-                    out = Path(tmp) / "r.perm"
-                    recode_file(path, out, bpw=r)
-                    return perm_file_point(out)
+                def recoded(r: float = r, calibrated: bool = calibrated) -> tuple[dict, float]:
+                    loss = calibration_loss(path, CALIBRATION, data_dir) if calibrated else None
+                    with tempfile.TemporaryDirectory() as tmp:
+                        out = Path(tmp) / "r.perm"
+                        recode_file(path, out, bpw=r, loss=loss)
+                        return perm_file_point(out)
 
-            yield f"permcodec post hoc bpw={r:g}", recoded
+                how = f" (calibrated on {CALIBRATION})" if calibrated else ""
+                yield f"permcodec post hoc bpw={r:g}{how}", recoded
     else:
         r = float(label.split("bpw=")[1].split()[0])
-        how = " (allocation by weights)" if label.endswith(" weights") else ""
+        how = " (allocation by rows)" if label.endswith(" rows") else ""
         yield f"permcodec bpw={r:g}{how}", lambda: perm_file_point(path)
 
 
@@ -181,7 +196,7 @@ def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
             for label in args.variants:
                 path, trained_acc = train_cached(model, label, seed, args, data)
                 print(f"{model} s{seed} {label}: trained, {trained_acc:.2f}%", flush=True)
-                for method, point in methods(model, label, path):
+                for method, point in methods(model, label, path, args.data_dir):
                     key = f"{model}|{label}|{method}|seed={seed}|epochs={epochs}"
                     if key in done:
                         records.append(done[key])

@@ -70,8 +70,9 @@ def variants(group: str, seeds: list[int]) -> list[tuple[str, TrainConfig]]:
         ):
             out.append((f"lm-tiny LaPerm, {label}", replace(BASE, seeded=parts)))
     elif group == "rate":
-        for r in (0.5, 1.0, 2.0, 4.0):
-            out.append((f"lm-tiny LaPerm --bpw {r:g}", replace(BASE, bpw=r)))
+        for r in (0.5, 1.0, 2.0, 4.0):  # measured by rows, the default allocation then
+            cfg = replace(BASE, bpw=r, allocation="rows")
+            out.append((f"lm-tiny LaPerm --bpw {r:g}", cfg))
     return out
 
 

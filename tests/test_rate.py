@@ -24,7 +24,8 @@ from permcodec import FormatError, InitSpec, PlanError
 from permcodec.coding.rate import CONTAINER_BYTES, Form, allocate, cost_bits, ladder, row_bits
 from permcodec.core.initializers import generate, level_counts, level_values, resolve
 from permcodec.format import container
-from permcodec.torch import TorchOps
+from permcodec.torch import TorchOps, to_numpy
+from permcodec.torch.calibrate import loss_increase
 
 
 def _model() -> nn.Module:
@@ -169,8 +170,8 @@ def _bits_per_weight(plan: permcodec.Plan, model: nn.Module, name: str) -> float
 
 
 def test_allocation_by_weights_narrows_the_gap_between_long_and_short_rows():
-    """sensitivity="rows" (the default) gives long rows fewer bits per weight than short
-    ones; "weights" weighs every weight alike, so the gap narrows; both meet the rate."""
+    """sensitivity="rows" gives long rows fewer bits per weight than short ones;
+    "weights" (the default) weighs every weight alike, so the gap narrows."""
 
     def model() -> nn.Module:
         return nn.Sequential(nn.Linear(1024, 96), nn.ReLU(), nn.Linear(96, 96))
@@ -183,6 +184,11 @@ def test_allocation_by_weights_narrows_the_gap_between_long_and_short_rows():
         assert long < short
         ratios[how] = long / short
     assert ratios["weights"] > ratios["rows"]
+    net = model()
+    default = permcodec.init(net, 0, bpw=1.0)
+    assert _bits_per_weight(default, net, "0.weight") / _bits_per_weight(
+        default, net, "2.weight"
+    ) == pytest.approx(ratios["weights"])
     with pytest.raises(permcodec.PlanError, match="'rows', 'weights' or a mapping"):
         permcodec.init(model(), 0, bpw=1.0, sensitivity="size")
 
@@ -265,3 +271,105 @@ def test_plan_with_latent_entries_survives_a_checkpoint(tmp_path: Path):
     _, back = permcodec.load_checkpoint(tmp_path / "m.pt")
     assert back.bpw == 1.5 and back.tensors == plan.tensors
     assert math.isclose(sum(v.latent for v in back.tensors.values()), len(plan.tensors))
+
+
+# ---------------------------------------------------------------- re-coding, calibrated
+
+
+class _DeadBranch(nn.Module):
+    """Two matrices alike, but the second one's output is multiplied by zero: its values
+    never reach the loss."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live = nn.Linear(256, 64, bias=False)
+        self.dead = nn.Linear(256, 64, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.live(x) + 0.0 * self.dead(x)
+
+
+def _depth(path: Path, name: str) -> int | None:
+    """A re-coded matrix's bucket depth (None: kept exact)."""
+    fields = permcodec.open(path).entry(name).fields
+    return None if fields.get("exact", True) else fields["bits"]
+
+
+@pytest.mark.filterwarnings("ignore::permcodec.LossyWarning")
+def test_calibrated_recoding_spends_the_bits_where_the_loss_is(tmp_path: Path):
+    """save(bpw=R, calibration=...) measures what each depth costs the model: a matrix
+    the loss never sees drops to one bit, while relative error treats both alike; either
+    way the file is within R and decodes to exact arrangements of the init."""
+    model = _DeadBranch()
+    plan = permcodec.init(model, 3)
+    init = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():  # an arrangement other than the init, as training leaves it
+        g = torch.Generator().manual_seed(0)
+        for p in model.parameters():
+            p.copy_(torch.gather(p, 1, torch.argsort(torch.rand(p.shape, generator=g), 1)))
+    x = torch.randn(512, 256, generator=g)
+    y = model(x).argmax(1)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    plain, calibrated = tmp_path / "plain.perm", tmp_path / "calibrated.perm"
+    permcodec.save(model, plain, bpw=2.5)
+    permcodec.save(model, calibrated, bpw=2.5, calibration=[(x[:256], y[:256]), (x[256:], y[256:])])
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k  # calibration puts every value back
+    assert _depth(plain, "live.weight") == _depth(plain, "dead.weight") > 1
+    assert _depth(calibrated, "dead.weight") == 1
+    live = _depth(calibrated, "live.weight")
+    assert live is None or live > _depth(plain, "live.weight")
+    for path in (plain, calibrated):
+        with permcodec.open(path) as f:
+            assert f.size_split()["bits_per_weight"] <= 2.5
+        for name, t in permcodec.load(path).items():
+            assert torch.equal(t.sort(1).values, init[name].sort(1).values), name
+    assert plan.tensors.keys() == {"live.weight", "dead.weight"}
+
+
+def test_calibration_needs_a_model_a_rate_and_data(tmp_path: Path):
+    model = _DeadBranch()
+    permcodec.init(model, 3)
+    batch = [(torch.randn(4, 256), torch.zeros(4, dtype=torch.long))]
+    with pytest.raises(PlanError, match="give bpw=R too"):
+        permcodec.save(model, tmp_path / "a.perm", calibration=batch)
+    with pytest.raises(PlanError, match="pass the model"):
+        permcodec.save(model.state_dict(), tmp_path / "b.perm", bpw=2, calibration=batch,
+                       plan=model.permcodec_plan)  # fmt: skip
+    with pytest.raises(permcodec.PermcodecError, match="at least one batch"):
+        permcodec.save(model, tmp_path / "c.perm", bpw=2, calibration=[])
+
+
+def test_loss_increase_puts_values_back_even_when_the_loss_fails():
+    model = _DeadBranch()
+    permcodec.init(model, 3)
+    before = copy.deepcopy(model.state_dict())
+    calls = []
+
+    def flaky(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        calls.append(1)
+        if len(calls) > 1:
+            raise RuntimeError("boom")
+        return F.cross_entropy(out, y)
+
+    loss = loss_increase(model, [(torch.randn(8, 256), torch.zeros(8, dtype=torch.long))], flaky)
+    with pytest.raises(RuntimeError, match="boom"):
+        loss("live.weight", np.zeros((64, 256), np.float32))
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    with pytest.raises(permcodec.PermcodecError, match="no parameter 'nope'"):
+        loss("nope", np.zeros(3, np.float32))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+def test_loss_increase_measures_every_float_dtype(dtype):
+    """A matrix the loss never sees costs exactly nothing; zeroing the one it sees costs
+    the loss of a blank output (measured in float32 even for half-precision models)."""
+    model = _DeadBranch().to(dtype)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(128, 256, generator=g).to(dtype)
+    y = model(x).float().argmax(1)
+    loss = loss_increase(model, [(x, y)])
+    zeros = to_numpy(torch.zeros_like(model.live.weight))[0]
+    assert loss("dead.weight", zeros) == 0.0
+    assert loss("live.weight", zeros) > 1.0

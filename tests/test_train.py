@@ -262,12 +262,30 @@ def test_train_with_bits_writes_bucketed_file_that_evaluates_the_same(
     assert cli("train", "--bits", "9", "-o", str(tmp_path / "x.perm"))[0] == 2
 
 
-def test_allocation_without_a_rate_is_a_usage_error(tmp_path: Path):
-    code, _, err = cli("train", "--allocation", "weights", "-o", str(tmp_path / "x.perm"))
+@pytest.mark.parametrize("how", ["weights", "rows"])
+def test_allocation_without_a_rate_is_a_usage_error(tmp_path: Path, how: str):
+    code, _, err = cli("train", "--allocation", how, "-o", str(tmp_path / "x.perm"))
     assert code == 2 and "give --bpw R too" in err
 
 
-def test_train_at_a_rate_then_recode_a_lossless_model(data_dir: Path, tmp_path: Path):
+def _spy_on_calibration(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names ``encode --calibrate`` measures, one per measurement."""
+    from permcodec.experiments import train as train_module
+
+    measured: list[str] = []
+    real = train_module.calibration_loss
+
+    def spy(*args, **kwargs):
+        loss = real(*args, **kwargs)
+        return lambda name, values: measured.append(name) or loss(name, values)
+
+    monkeypatch.setattr(train_module, "calibration_loss", spy)
+    return measured
+
+
+def test_train_at_a_rate_then_recode_a_lossless_model(
+    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
     """`train --bpw R` writes weight matrices within R, `evaluate` reproduces the final
     accuracy, and `encode lossless.perm --bpw R` re-codes a lossless file within R."""
     common = ["--model", "lenet300", "--dataset", "idx", "--data-dir", str(data_dir)]
@@ -278,7 +296,8 @@ def test_train_at_a_rate_then_recode_a_lossless_model(data_dir: Path, tmp_path: 
     assert "(target 0.6)" in stdout
     with permcodec.open(out) as f:
         assert f.size_split()["bits_per_weight"] <= 0.6
-        assert json.loads(f.metadata["train_config"])["bpw"] == 0.6
+        config = json.loads(f.metadata["train_config"])
+        assert config["bpw"] == 0.6 and config["allocation"] == "weights"
     trained = float(stdout.split("final test accuracy ")[1].split("%")[0])
     code, stdout, _ = cli("evaluate", str(out), "--data-dir", str(data_dir))
     assert code == 0 and f"{trained:.2f}" in stdout
@@ -290,6 +309,22 @@ def test_train_at_a_rate_then_recode_a_lossless_model(data_dir: Path, tmp_path: 
     with permcodec.open(tmp_path / "s.perm") as f:
         assert f.size_split()["bits_per_weight"] <= 2.0
         assert f.metadata == permcodec.open(lossless).metadata
+    measured = _spy_on_calibration(monkeypatch)
+    code, _, err = cli(
+        "encode", str(lossless), "--bpw", "2", "--calibrate", "200", "--data-dir",
+        str(data_dir), "-o", str(tmp_path / "c.perm"),
+    )  # fmt: skip
+    assert code == 0, err
+    assert sorted(set(measured)) == ["1.weight", "3.weight", "5.weight"]
+    assert len(measured) == 3 * 8  # every matrix at every bucket depth
+    with permcodec.open(tmp_path / "c.perm") as f:
+        assert f.size_split()["bits_per_weight"] <= 2.0
+    for args, message in (
+        (["--calibrate", "200"], "give --bpw too"),
+        (["--data-dir", str(data_dir)], "give --calibrate N"),
+    ):
+        code, _, err = cli("encode", str(lossless), *args, "-o", str(tmp_path / "d.perm"))
+        assert code == 2 and message in err
     code, _, err = cli("encode", str(lossless), "--bpw", "0.1", "-o", str(tmp_path / "t.perm"))
     assert code == 1 and "too few" in err and "bpw=R" in err
     code, _, err = cli("encode", str(lossless), "-o", str(tmp_path / "u.perm"))

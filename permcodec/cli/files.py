@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,7 @@ def encode_checkpoint(
     seed: int = 0,
     max_bytes: int | None = None,
     bpw: float | None = None,
+    loss: Callable[[str, np.ndarray], float] | None = None,
 ) -> tuple[dict[str, Any], list[Any]]:
     """Encode a permcodec checkpoint (``save_checkpoint``), or with ``approximate``
     any state dict, into a `.perm` file (rank buckets only with ``bits``; at most
@@ -53,7 +55,7 @@ def encode_checkpoint(
     if Path(src).suffix == ".perm":
         if approximate:
             raise PermcodecError(f"{src} is already a .perm file: approximate=True needs a .pt")
-        return recode_file(src, dst, overwrite, bits, bpw, max_bytes), []
+        return recode_file(src, dst, overwrite, bits, bpw, max_bytes, loss), []
     from .. import torch as pt
 
     dst = Path(dst)
@@ -80,10 +82,12 @@ def recode_file(
     bits: int | None = None,
     bpw: float | None = None,
     max_bytes: int | None = None,
+    loss: Callable[[str, np.ndarray], float] | None = None,
 ) -> dict[str, Any]:
     """Write the tensors of the `.perm` file ``src`` again, its seeded matrices at
-    ``bits`` rank buckets or within ``bpw`` bits per weight (no torch needed);
-    returns the new file's :meth:`PermFile.info`."""
+    ``bits`` rank buckets or within ``bpw`` bits per weight (no torch needed), losing
+    the least error or what ``loss`` measures (:func:`plan_depths`); returns the new
+    file's :meth:`PermFile.info`."""
     if bits is None and bpw is None:
         raise PermcodecError(
             f"{src} is already a .perm file; to make it smaller, give bpw= (a target "
@@ -108,7 +112,7 @@ def recode_file(
         raise PlanError(f"{src} has no seeded tensors to re-code")
     tensor_bits = {}
     if bpw is not None:
-        tensor_bits = bucket_depths(plan_depths(items, plan, bpw))
+        tensor_bits = bucket_depths(plan_depths(items, plan, bpw, loss=loss))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", LossyWarning)  # the caller reports from info
         write_file(dst, items, plan, meta, bits=bits, tensor_bits=tensor_bits)

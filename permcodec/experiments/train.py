@@ -30,6 +30,7 @@ from ..format.atomic import atomic_path
 from ..format.reader import PermFile
 from ..laperm import LaPerm
 from ..torch import default_targets, device_of, init, load, save
+from ..torch.calibrate import loss_increase
 from .data import Dataset, batches, load_dataset
 from .lm import TextTask, bits_per_byte, evaluate_lm, warmup_cosine
 from .models import LANGUAGE_MODELS, build_lm, build_model, is_language_model
@@ -71,9 +72,9 @@ class TrainConfig:
     min_row: int = 0
     bits: int | None = None
     bpw: float | None = None
-    #: How ``bpw`` weighs each matrix's distortion (``init``'s ``sensitivity``): "rows"
-    #: (longer rows get fewer bits per weight) or "weights" (about one rate for all).
-    allocation: str = "rows"
+    #: How ``bpw`` weighs each matrix's distortion (``init``'s ``sensitivity``): "weights"
+    #: (every weight alike: about one rate for all) or "rows" (longer rows get fewer bits).
+    allocation: str = "weights"
     biases: bool = False
     seed: int = 0
     baseline: bool = False
@@ -410,6 +411,24 @@ def evaluate(
         return evaluate_lm(model, data, context, device)[0], meta
     data = load_dataset(dataset or meta.get("dataset", "digits"), data_dir)
     return evaluate_model(model, data.x_test, data.y_test, device)[1], meta
+
+
+def calibration_loss(
+    path: str | os.PathLike[str],
+    examples: int,
+    data_dir: str | None = None,
+    max_bytes: int | None = None,
+) -> Callable[[str, Any], float]:
+    """The measured loss of :func:`permcodec.format.recode.plan_depths` for the image
+    classifier a `.perm` file written by :func:`run` holds: the rise of its loss on the
+    first ``examples`` training examples of the dataset it was trained on."""
+    with PermFile(path, max_bytes=max_bytes) as pf:
+        if pf.metadata().get("task") == "lm":
+            raise PermcodecError(f"{path} holds a language model; calibration measures classifiers")
+    model, meta = rebuild(path, "cpu", max_bytes)
+    data = load_dataset(meta.get("dataset", "digits"), data_dir)
+    x, y = data.x_train[:examples], data.y_train[:examples]
+    return loss_increase(model, batches(x, y, 256, shuffle=False))
 
 
 def rebuild(

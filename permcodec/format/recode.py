@@ -5,24 +5,28 @@ arrangement: its rank buckets (``bucket-rans`` without the refinement stream; th
 decoder puts each bucket's values in the order of their initial ranks, so every row is
 still an exact arrangement of its init). Each weight matrix may keep all of its
 arrangement or only 1..8 bits of buckets; every choice is coded for real, so its cost
-(payload and header entry) is measured, not estimated, and its loss is the matrix's
-sensitivity (default: its rows) times its squared relative L2 error.
+(payload and header entry) is measured, not estimated, and its loss is what ``loss``
+measures (the increase of the model's loss on calibration data when that matrix alone
+is re-coded) or, without it, the matrix's sensitivity (default: its rows) times its
+squared relative L2 error.
 :func:`permcodec.coding.rate.choose` then picks, per matrix, the depths that lose least
 within the target.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import msgpack
+import numpy as np
 
+from ..coding.encoder import encode_tensor
 from ..coding.rate import CONTAINER_BYTES, Option, TooFewBits, choose
 from ..core.dtypes import FLOAT_DTYPES, TensorItem
 from ..core.plan import MAX_BITS, Plan
 from ..errors import PlanError
-from .writer import encode_entry
+from .writer import encode_entry, entry_of
 
 #: Bucket depths a matrix may keep.
 DEPTHS = tuple(range(1, MAX_BITS + 1))
@@ -52,10 +56,12 @@ def plan_depths(
     plan: Plan,
     bpw: float,
     sensitivity: Mapping[str, float] | None = None,
+    loss: Callable[[str, np.ndarray], float] | None = None,
 ) -> Recoding:
     """The rank-bucket depth of each seeded weight matrix of ``items`` (arrays that are
     exact arrangements of ``plan``'s inits) that keeps the weight matrices within
-    ``bpw`` bits per weight, container included, losing the least weighted error."""
+    ``bpw`` bits per weight, container included, losing the least: what ``loss(name,
+    decoded)`` measures for each matrix at each depth, or the weighted error."""
     if not bpw > 0:
         raise PlanError(f"bpw must be a positive number of bits per weight, got {bpw!r}")
     options: dict[str, list[Option]] = {}
@@ -74,9 +80,13 @@ def plan_depths(
         sens = float((sensitivity or {}).get(name, rows))
         options[name] = [exact]
         for bits in DEPTHS:
-            fields, payload = encode_entry(name, array, dtype, tp, bits=bits)
-            loss = sens * float(fields.get("rel_error", 0.0)) ** 2
-            options[name].append(Option(_entry_bits(fields, payload), loss, bits))
+            enc = encode_tensor(name, array, dtype, tp, bits)
+            lost = (
+                max(0.0, float(loss(name, enc.decoded)))
+                if loss is not None
+                else sens * float(enc.rel_error or 0.0) ** 2
+            )
+            options[name].append(Option(_entry_bits(entry_of(enc), enc.payload), lost, bits))
     try:
         chosen, spent = choose(options, bpw * weights - 8.0 * CONTAINER_BYTES)
     except TooFewBits as e:

@@ -9,7 +9,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from ..coding.encoder import encode_tensor
+from ..coding.encoder import Encoded, encode_tensor
 from ..core.dtypes import TensorItem
 from ..core.plan import Plan, TensorPlan
 from ..errors import LossyWarning, PermcodecError
@@ -90,11 +90,16 @@ def encode_entry(
     """Header entry (all but its offset and length) and payload of one tensor (see
     :func:`permcodec.coding.encoder.encode_tensor`)."""
     enc = encode_tensor(name, array, dtype, tp, bits, original)
+    return entry_of(enc), enc.payload
+
+
+def entry_of(enc: Encoded) -> dict[str, Any]:
+    """The header entry of an encoded tensor, all but its offset and length."""
     entry = {**enc.fields, "digest": container.section_digest(np.ascontiguousarray(enc.decoded))}
     if enc.rel_error is not None:
         entry["rel_error"] = enc.rel_error
     entry["payload_digest"] = container.section_digest(enc.payload)
-    return entry, enc.payload
+    return entry
 
 
 def _warn_if_lossy(header: dict[str, Any]) -> None:
