@@ -379,11 +379,21 @@ def _levels_rows(
     spec: dict[str, Any], key: tuple[int, int], r0: int, r1: int, m: int, xp: NumpyOps
 ) -> Any:
     """binary64 values of rows r0..r1-1 of a levels spec: each position's class from its
-    mask rank (:func:`level_starts`), each class's value from :func:`level_values`."""
-    levels = int(spec["levels"])
-    starts = xp.int64(level_starts(levels, kept_count(spec["density"], m)))
-    table = xp.float64(level_values(levels, spec["scale"]))
-    return table[xp.searchsorted(starts, _mask_ranks(key, r0, r1, m, xp))]
+    mask rank (:func:`level_starts`), each class's value from :func:`level_values`;
+    placed by scattering the values of ranks 0..m-1 to the positions holding them."""
+    mask_words = philox.words(key, philox.MASK, r0 * m, r1 * m, xp).reshape(r1 - r0, m)
+    order = xp.argsort_stable(mask_words, axis=1)
+    kept = kept_count(spec["density"], m)
+    by_rank = xp.float64(_values_by_rank(int(spec["levels"]), kept, float(spec["scale"]), m))
+    by_rank = by_rank.reshape(1, m)
+    return xp.put_along(xp.zeros((r1 - r0, m), by_rank), order, by_rank, axis=1)
+
+
+@functools.lru_cache(maxsize=64)
+def _values_by_rank(levels: int, kept: int, scale: float, m: int) -> tuple[float, ...]:
+    """The value of mask rank j = 0..m-1 of a levels row."""
+    cls = np.searchsorted(np.asarray(level_starts(levels, kept)), np.arange(m), side="right")
+    return tuple(np.asarray(level_values(levels, scale), dtype=np.float64)[cls].tolist())
 
 
 def _mask_ranks(key: tuple[int, int], r0: int, r1: int, m: int, xp: NumpyOps) -> Any:

@@ -81,7 +81,7 @@ class TorchOps:
     def put_along(
         self, x: torch.Tensor, idx: torch.Tensor, values: torch.Tensor, axis: int = -1
     ) -> torch.Tensor:
-        return x.clone().scatter_(axis, idx, values)
+        return x.clone().scatter_(axis, idx, values.expand_as(idx))
 
     def zeros_like(self, x: torch.Tensor) -> torch.Tensor:
         return torch.zeros_like(x)
