@@ -258,10 +258,13 @@ def summary(records: list[dict[str, Any]], model: str) -> dict[str, Any]:
     pts = points(records, model)
     adam = next(p for p in pts if p["method"] == "float32")
     floor = adam["test_acc"] - 1.0
-    best = {}
+    best: dict[str, dict[str, Any] | str] = {}
     for family, pick in FAMILIES.items():
         ok = [p for p in pts if pick(p) and p["test_acc"] >= floor]
-        best[family] = min(ok, key=lambda p: p["bits_per_weight"]) if ok else None
+        if ok:
+            best[family] = min(ok, key=lambda p: p["bits_per_weight"])
+        else:
+            best[family] = "none within 1 point" if any(map(pick, pts)) else "not measured"
     rates = [p for p in pts if _at_rate(p)]
     return {"adam": adam, "best": best, "rates": rates, "points": pts}
 
@@ -274,9 +277,10 @@ def summary_table(s: dict[str, Any], model: str) -> str:
     )
     lines = [head, "", "| codec | bits/weight | test acc % | vs NNCodec |", "|---|---|---|---|"]
     nnc = s["best"].get("NNCodec (Adam model)")
+    nnc = nnc if isinstance(nnc, dict) else None
     for family, p in s["best"].items():
-        if p is None:
-            lines.append(f"| {family} | none within 1 point | | |")
+        if isinstance(p, str):
+            lines.append(f"| {family} | {p} | | |")
             continue
         ratio = ""
         if nnc and p is not nnc:
@@ -321,7 +325,7 @@ def plot(summaries: dict[str, dict[str, Any]], path: Path) -> None:
     fig, axes = plt.subplots(1, len(models), figsize=(5.5 * len(models), 4.6), squeeze=False)
     for ax, model in zip(axes[0], models, strict=True):
         s = summaries[model]
-        for (family, pick), marker in zip(FAMILIES.items(), "osD^vx", strict=True):
+        for (family, pick), marker in zip(FAMILIES.items(), "osPD^vx", strict=True):
             pts = sorted((p["bits_per_weight"], p["test_acc"]) for p in s["points"] if pick(p))
             if pts:
                 x, y = zip(*pts, strict=True)

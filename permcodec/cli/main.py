@@ -473,7 +473,7 @@ def verify(src: Path) -> None:
     default=None,
     help="How --bpw shares bits among matrices: by weights (every weight alike, about one "
     "rate for all; the default, best on conv nets) or by rows (longer rows get fewer bits "
-    "per weight; 0.3 points better on LeNet-300-100).  [default: weights]",
+    "per weight; 0.3-0.4 points better on LeNet-300-100).  [default: weights]",
 )
 @click.option("--biases", is_flag=True, help="Seed and permute biases too.")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**63 - 1))

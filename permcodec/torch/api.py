@@ -107,7 +107,7 @@ def init(
     ``sensitivity`` weighs each matrix's share of the distortion: ``"weights"`` (the
     default: its number of weights, so every weight counts alike and every matrix gets
     about one rate), ``"rows"`` (its number of rows: longer rows get fewer bits per
-    weight, 0.3 points better on LeNet-300-100, 0.9 worse on ResNet-20) or a mapping
+    weight, 0.3-0.4 points better on LeNet-300-100, 0.9 worse on ResNet-20) or a mapping
     name -> weight over the default's.
 
     ``scheme`` is a name (``"he_uniform"``, ``"glorot_normal"``, ``"binary"``...), an
