@@ -9,6 +9,7 @@ gives each bucket's positions that bucket's values in the order of their initial
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -172,16 +173,22 @@ class _BucketsAhead:
             self.ctx.drop(b1)
             self.counts.drop(b1)
         start, rc, counts = self.classes.pop(0)
-        if start != r0 or rc.counts.shape[0] != r1 - r0:
+        if start != r0 or rc.values.shape[0] != r1 - r0:
             raise AssertionError("refinement runs out of order")  # cannot happen
         sym = self.sym.rows(r0, r1)
         self.sym.drop(r1)
+        if rc.counts is None:
+            rc = dataclasses.replace(rc, counts=np.ones(rc.values.shape, dtype=np.int64))
         return rc, counts, sym
 
     def _generate(self) -> None:
         r0, r1 = next(self.todo)
         rc, bk = self.init.buckets(r0, r1, self.bits)
-        self.classes.append((r0, rc, bk.counts))
+        # the refinement needs only the classes' values and counts (all ones in rows of
+        # distinct values: made again when taken): hold no more until then
+        counts = None if rc.distinct else rc.counts
+        slim = dataclasses.replace(rc, counts=counts, sorted_keys=None, class_of_sorted=None)
+        self.classes.append((r0, slim, bk.counts))
         self.ctx.add(r0, bk.init_ctx)
         self.counts.add(r0, bk.counts)
 
