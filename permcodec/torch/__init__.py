@@ -1,7 +1,8 @@
 """The torch binding: seed modules, save and load `.perm` files as torch tensors.
 
 ``api`` (``init``, ``save``, ``load``, checkpoints), ``ops`` (the core's operations on
-torch tensors, dtype conversions), ``device_decode`` (decoding on a GPU). Everything
+torch tensors, dtype conversions), ``device_decode`` (decoding on a GPU), ``calibrate``
+(the rise of a model's loss when one matrix changes, for ``save(..., calibration=)``). Everything
 below this layer works on numpy arrays.
 """
 
