@@ -100,7 +100,7 @@ def train_cached(
     cfg = TrainConfig(model=model, dataset="fashion-mnist", epochs=epochs, seed=seed)
     cfg = replace(cfg, **TRAINED[label])
     how = f"_{cfg.allocation}" if cfg.bpw is not None else ""  # the default changed once
-    stem = f"{model}_{label.split(' rows')[0].replace(' ', '_').replace('=', '')}{how}"
+    stem = f"{model}_{label.removesuffix(' rows').replace(' ', '_').replace('=', '')}{how}"
     stem += f"_s{seed}_e{epochs}"
     meta = cache / f"{stem}.json"
     out = cache / f"{stem}.perm"

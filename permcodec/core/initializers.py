@@ -381,8 +381,7 @@ def _levels_rows(
     """binary64 values of rows r0..r1-1 of a levels spec: each position's class from its
     mask rank (:func:`level_starts`), each class's value from :func:`level_values`;
     placed by scattering the values of ranks 0..m-1 to the positions holding them."""
-    mask_words = philox.words(key, philox.MASK, r0 * m, r1 * m, xp).reshape(r1 - r0, m)
-    order = xp.argsort_stable(mask_words, axis=1)
+    order = _mask_order(key, r0, r1, m, xp)
     kept = kept_count(spec["density"], m)
     by_rank = xp.float64(_values_by_rank(int(spec["levels"]), kept, float(spec["scale"]), m))
     by_rank = by_rank.reshape(1, m)
@@ -396,14 +395,17 @@ def _values_by_rank(levels: int, kept: int, scale: float, m: int) -> tuple[float
     return tuple(np.asarray(level_values(levels, scale), dtype=np.float64)[cls].tolist())
 
 
-def _mask_ranks(key: tuple[int, int], r0: int, r1: int, m: int, xp: NumpyOps) -> Any:
-    """Rank of each position of rows r0..r1-1 among its row's mask words (ties: the
-    lower index first), as int64 (FORMAT 6.7)."""
+def _mask_order(key: tuple[int, int], r0: int, r1: int, m: int, xp: NumpyOps) -> Any:
+    """Positions of rows r0..r1-1 sorted by their mask words (ties: the lower index
+    first), as int64 (FORMAT 6.7): position ``order[r, j]`` has mask rank j."""
     mask_words = philox.words(key, philox.MASK, r0 * m, r1 * m, xp).reshape(r1 - r0, m)
-    order = xp.argsort_stable(mask_words, axis=1)
-    return xp.put_along(
-        xp.zeros_like(mask_words), order, xp.arange(0, m).reshape(1, m) + 0 * order, axis=1
-    )
+    return xp.argsort_stable(mask_words, axis=1)
+
+
+def _mask_ranks(key: tuple[int, int], r0: int, r1: int, m: int, xp: NumpyOps) -> Any:
+    """Rank of each position of rows r0..r1-1 among its row's mask words, as int64."""
+    order = _mask_order(key, r0, r1, m, xp)
+    return xp.put_along(xp.zeros_like(order), order, xp.arange(0, m).reshape(1, m), axis=1)
 
 
 def initial_rows(
