@@ -533,6 +533,43 @@ def test_row_coder_matches_reference(fast, data):
     )
 
 
+@each_backend
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_lanes_decoded_four_at_a_time_match_reference(fast, data):
+    """The C decoder steps four lanes together and falls back to one lane at a time
+    where a lane is done or runs out of words: many lanes of uneven rows, mixed rows,
+    and segments shortened or lengthened (an early end or a surplus in one lane)."""
+    rows = data.draw(st.integers(4, 40), label="rows")
+    m = data.draw(st.integers(1, 40), label="m")
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    repeats = data.draw(st.lists(st.booleans(), min_size=rows, max_size=rows))
+    cls, counts = _rows_with_repeats(rng, rows, m, repeats)
+    lanes = data.draw(st.integers(4, min(rows, 13)), label="lanes")
+    states, lengths, words = REF["encode_rows"](cls, counts, lanes)
+    lengths, words = lengths.astype(np.int64), words.copy()
+    lane = data.draw(st.integers(0, lanes - 1), label="damaged lane")
+    end = int(lengths[: lane + 1].sum())
+    kind = data.draw(st.sampled_from(["none", "shorten", "lengthen"]), label="damage")
+    if kind == "shorten" and lengths[lane]:
+        cut = data.draw(st.integers(1, int(lengths[lane])), label="cut")
+        words = np.delete(words, np.arange(end - cut, end))
+        lengths[lane] -= cut
+    elif kind == "lengthen":
+        words = np.insert(words, end, np.uint32(0x9E3779B9))
+        lengths[lane] += 1
+    _same_outcome(
+        public(fast, rans.decode_rows),
+        lambda *a: REF["decode_rows_window"](*a)[0],
+        states,
+        lengths.astype(np.uint32),
+        words,
+        counts,
+        m,
+        "t",
+    )
+
+
 @pytest.mark.parametrize("m", [65535, 65536])
 def test_rows_at_the_edge_of_the_division_table_match_numba(m):
     """Totals up to 65535 divide by a multiplication in the C kernels, larger ones by a

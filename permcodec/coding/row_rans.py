@@ -20,8 +20,9 @@ class RowRans(SeededCoding):
     since = 3
 
     def largest_run(self, params: SeededParams) -> int:
+        """Runs of lanes stop growing at LANE_GROUP chunks; the last lane adds at most one."""
         rows, m = params.seed.rows, params.seed.m
-        return min(rows * m, max(m, 2 * runs.DECODE_CHUNK))
+        return min(rows * m, max(m, (runs.LANE_GROUP + 1) * runs.DECODE_CHUNK))
 
     def decode(self, params: SeededParams, payload: bytes) -> np.ndarray:
         """A run of lanes (or of one lane's rows) at a time: each run regenerates only

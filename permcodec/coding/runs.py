@@ -24,6 +24,9 @@ from . import arrangement, buckets, rans
 #: longer lane; whole groups of ``perm-rans`` and ``bucket-rans``; at least one row or
 #: group): bounds the decoder's working memory to a few arrays of this many values.
 DECODE_CHUNK = 1 << 13
+#: Lanes of ``row-rans`` the compiled decoder steps together (their states' chains
+#: overlap in the pipeline); runs of lanes come in multiples of it where they can.
+LANE_GROUP = 4
 #: Working memory of a seeded decoder per value of the run it decodes (measured:
 #: regenerating and classing a row takes 50 to 100 bytes per value; decoding more).
 RUN_BYTES_PER_VALUE = 128
@@ -61,18 +64,25 @@ def run_all(fn: Callable[[T], None], jobs: list[T]) -> None:
 
 
 def lane_chunks(bounds: np.ndarray, m: int) -> list[tuple[int, int]]:
-    """Runs of whole lanes [l0, l1) of about :data:`DECODE_CHUNK` values each; a lane
-    of more values is a run of its own (decoded in sub-runs, :func:`row_runs`)."""
+    """Runs of whole lanes [l0, l1) of about :data:`DECODE_CHUNK` values each, in
+    multiples of :data:`LANE_GROUP` lanes where they stay under
+    ``LANE_GROUP * DECODE_CHUNK`` values (the compiled decoder steps that many lanes
+    together); a lane of more than :data:`DECODE_CHUNK` values is a run of its own
+    (decoded in sub-runs, :func:`row_runs`)."""
     chunks, l0 = [], 0
     lanes = bounds.shape[0] - 1
-    for lane in range(1, lanes + 1):
-        if l0 < lane - 1 and (bounds[lane] - bounds[lane - 1]) * m > DECODE_CHUNK:
-            chunks.append((l0, lane - 1))  # the small lanes before a big one
-            l0 = lane - 1
-        if (bounds[lane] - bounds[l0]) * m >= DECODE_CHUNK or lane == lanes:
-            chunks.append((l0, lane))
-            l0 = lane
-    return chunks
+    for lane in range(lanes):
+        if (bounds[lane + 1] - bounds[lane]) * m > DECODE_CHUNK:
+            chunks += [(l0, lane)] if l0 < lane else []  # the small lanes before a big one
+            chunks.append((lane, lane + 1))
+            l0 = lane + 1
+            continue
+        size = (bounds[lane + 1] - bounds[l0]) * m
+        whole = (lane + 1 - l0) % LANE_GROUP == 0
+        if (size >= DECODE_CHUNK and whole) or size >= LANE_GROUP * DECODE_CHUNK:
+            chunks.append((l0, lane + 1))
+            l0 = lane + 1
+    return chunks + ([(l0, lanes)] if l0 < lanes else [])
 
 
 def row_runs(bounds: np.ndarray, lanes: tuple[int, int], m: int) -> list[tuple[int, int]]:

@@ -57,8 +57,119 @@ cdef extern from *:
         *n = pc_recip ? PC_RECIP_MAX_D + 1 : 0;
         return pc_recip;
     }
+
+    /* One row from each of four row-rans lanes at once: the four state chains are
+       independent, so their steps overlap in the pipeline. A lane whose row holds m
+       distinct values (plain[k]) gets its Lehmer digits in out[k]; any other lane
+       descends its row's tree (left[k], counts cnt[k], both updated; `levels` deep, as
+       _multiset_step) and gets its class indices. Requires 1 <= m < nrecip (division
+       by the table). Returns 0, with x and pos partly advanced, where a lane would read
+       past its segment's end (the caller then decodes the row lane by lane). */
+    static inline int pc_rows4(int64_t* x, int64_t* pos, const int64_t* end,
+                               const uint32_t* words, int64_t m, const uint64_t* recip,
+                               int64_t** out, const int* plain, int64_t** left,
+                               int64_t** cnt, int levels) {
+    #if defined(__SIZEOF_INT128__)
+        int64_t x0 = x[0], x1 = x[1], x2 = x[2], x3 = x[3];
+        int64_t p0 = pos[0], p1 = pos[1], p2 = pos[2], p3 = pos[3];
+        int64_t e0 = end[0], e1 = end[1], e2 = end[2], e3 = end[3];
+        int64_t top = (int64_t)1 << levels, j;
+        int ok = 1, d;
+        for (j = 0; j < m; j++) {
+            int64_t total = m - j;
+            uint64_t r = recip[total];
+            #define PC_ROW_STEP(K, X, P, E)                                             \
+            {                                                                          \
+                int64_t s = X & PC_LOW_MASK;                                           \
+                int64_t cc = ((s + 1) * total - 1) >> PC_PROB_BITS, below, f;          \
+                if (plain[K]) {                                                        \
+                    out[K][j] = cc;                                                    \
+                    below = cc;                                                        \
+                    f = 1;                                                             \
+                } else {                                                               \
+                    int64_t* lt = left[K];                                             \
+                    int64_t rest = cc, node = 1;                                       \
+                    below = 0;                                                         \
+                    for (d = 0; d < levels; d++) {                                     \
+                        int64_t lc = lt[node], go = rest >= lc, take = lc & -go;       \
+                        rest -= take;                                                  \
+                        below += take;                                                 \
+                        lt[node] = lc - 1 + go;                                        \
+                        node = 2 * node + go;                                          \
+                    }                                                                  \
+                    out[K][j] = node - top;                                            \
+                    f = cnt[K][node - top];                                            \
+                    cnt[K][node - top] = f - 1;                                        \
+                }                                                                      \
+                int64_t lo = (int64_t)(((unsigned __int128)(uint64_t)(below << PC_PROB_BITS) * r) >> 63); \
+                int64_t hi = (int64_t)(((unsigned __int128)(uint64_t)((below + f) << PC_PROB_BITS) * r) >> 63); \
+                X = (hi - lo) * (X >> PC_PROB_BITS) + s - lo;                          \
+                if (X < PC_STATE_LOW) {                                                \
+                    if (P >= E) { ok = 0; break; }                                     \
+                    X = (X << 32) | (int64_t)words[P]; P++;                            \
+                }                                                                      \
+            }
+            PC_ROW_STEP(0, x0, p0, e0)
+            PC_ROW_STEP(1, x1, p1, e1)
+            PC_ROW_STEP(2, x2, p2, e2)
+            PC_ROW_STEP(3, x3, p3, e3)
+            #undef PC_ROW_STEP
+        }
+        x[0] = x0; x[1] = x1; x[2] = x2; x[3] = x3;
+        pos[0] = p0; pos[1] = p1; pos[2] = p2; pos[3] = p3;
+        return ok;
+    #else
+        return 0;
+    #endif
+    }
+    static inline int pc_has_int128(void) {
+    #if defined(__SIZEOF_INT128__)
+        return 1;
+    #else
+        return 0;
+    #endif
+    }
+
+    /* Lehmer digits to class indices for four rows at once (see _lehmer_row), each over
+       its own copy of the base tree (trees: 4 x nbase ints). */
+    static inline void pc_lehmer4(int64_t** digits, int64_t m, const int* base, int64_t nbase,
+                                  int levels, int* trees) {
+        int64_t top = (int64_t)1 << levels, j, i;
+        int d, k;
+        for (k = 0; k < 4; k++)
+            for (i = 0; i < nbase; i++)
+                trees[k * nbase + i] = base[i];
+        int* t0 = trees; int* t1 = trees + nbase; int* t2 = trees + 2 * nbase; int* t3 = trees + 3 * nbase;
+        for (j = 0; j < m; j++) {
+            int64_t r0 = digits[0][j], r1 = digits[1][j], r2 = digits[2][j], r3 = digits[3][j];
+            int64_t n0 = 1, n1 = 1, n2 = 1, n3 = 1;
+            for (d = 0; d < levels; d++) {
+                #define PC_LEHMER_LEVEL(T, R, N)                 \
+                {                                               \
+                    int64_t c = T[N];                           \
+                    int64_t go = R >= c;                        \
+                    R -= c & -go;                               \
+                    T[N] = (int)(c - 1 + go);                   \
+                    N = 2 * N + go;                             \
+                }
+                PC_LEHMER_LEVEL(t0, r0, n0)
+                PC_LEHMER_LEVEL(t1, r1, n1)
+                PC_LEHMER_LEVEL(t2, r2, n2)
+                PC_LEHMER_LEVEL(t3, r3, n3)
+                #undef PC_LEHMER_LEVEL
+            }
+            digits[0][j] = n0 - top; digits[1][j] = n1 - top;
+            digits[2][j] = n2 - top; digits[3][j] = n3 - top;
+        }
+    }
     """
     int64_t pc_div(int64_t a, int64_t d, const uint64_t* recip, int64_t nrecip) noexcept nogil
+    int pc_rows4(int64_t* x, int64_t* pos, const int64_t* end, const uint32_t* words,
+                 int64_t m, const uint64_t* recip, int64_t** out, const int* plain,
+                 int64_t** left, int64_t** cnt, int levels) noexcept nogil
+    int pc_has_int128() noexcept nogil
+    void pc_lehmer4(int64_t** digits, int64_t m, const int* base, int64_t nbase, int levels,
+                    int* trees) noexcept nogil
     uint64_t* pc_recip_table(int64_t* n) noexcept
     int64_t PROB_BITS "PC_PROB_BITS"
     int64_t LOW_MASK "PC_LOW_MASK"
@@ -269,18 +380,108 @@ def decode_rows_kernel(int64_t[::1] x, int64_t[::1] starts, const uint32_t[::1] 
     cdef int64_t pos, nrecip
     cdef const uint64_t* recip = pc_recip_table(&nrecip)
     cdef int64_t top = <int64_t>1 << _levels_of(counts.shape[1])
-    cdef int64_t[::1] left = np.empty(top, dtype=np.int64)
-    cdef int64_t[::1] cnt = np.empty(max(counts.shape[1], 1), dtype=np.int64)
+    cdef int64_t[::1] left = np.empty(4 * top, dtype=np.int64)
+    cdef int64_t[::1] cnt = np.empty(4 * max(counts.shape[1], 1), dtype=np.int64)
     cdef int64_t[::1] sums = np.empty(2 * top, dtype=np.int64)
-    cdef int[::1] tree = np.empty(max(base.shape[0], 1), dtype=np.intc)
+    cdef int[::1] tree = np.empty(max(4 * base.shape[0], 1), dtype=np.intc)
+    cdef Py_ssize_t grouped = 0
+    if pc_has_int128() and 0 < m < nrecip and words.shape[0] > 0:
+        grouped = lanes - lanes % 4
     with nogil:
-        for lane in range(lanes):
+        for lane in range(0, grouped, 4):
+            _decode_four_lanes(x, starts, words, counts, dist, bounds, lane, out, final, base,
+                               ml, recip, nrecip, &left[0], &cnt[0], &sums[0], &tree[0],
+                               status, used)
+        for lane in range(grouped, lanes):
             pos = starts[lane]
             status[lane] = _decode_lane(&x[lane], words, &pos, starts[lane + 1], counts, dist,
                                         bounds[lane], bounds[lane + 1], out, final, base, ml,
                                         recip, nrecip, &left[0], &cnt[0], &sums[0], &tree[0])
             used[lane] = pos - starts[lane]
     return out_arr, status_arr, used_arr
+
+
+cdef void _decode_four_lanes(int64_t[::1] x, int64_t[::1] starts, const uint32_t[::1] words,
+                             int64_t[:, ::1] counts, const uint8_t[::1] dist,
+                             int64_t[::1] bounds, Py_ssize_t lane0, int64_t[:, ::1] out,
+                             bint final, const int[::1] base, int ml, const uint64_t* recip,
+                             int64_t nrecip, int64_t* left, int64_t* cnt, int64_t* sums,
+                             int* tree, int64_t[::1] status, int64_t[::1] used) noexcept nogil:
+    """Lanes lane0 .. lane0+3 row by row: while each of them has a row left, the four
+    rows decode together (pc_rows4, then pc_lehmer4 or _lehmer_row for rows of distinct
+    values); once a lane is done, or where a lane runs out of words, rows decode lane
+    by lane (_decode_lane). Each lane computes exactly what it computes alone: its own
+    state, words and status. Scratch: left 4 x top, cnt 4 x n, tree 4 x base."""
+    cdef Py_ssize_t m = out.shape[1], n = counts.shape[1], k, lane, c
+    cdef int levels = _levels_of(n)
+    cdef int64_t top = <int64_t>1 << levels
+    cdef int64_t xs[4]
+    cdef int64_t pos[4]
+    cdef int64_t ends[4]
+    cdef int64_t xs0[4]
+    cdef int64_t pos0[4]
+    cdef int64_t row[4]
+    cdef int64_t* rows_out[4]
+    cdef int64_t* lefts[4]
+    cdef int64_t* cnts[4]
+    cdef int plain[4]
+    cdef int st[4]
+    cdef bint together, all_plain, more = True
+    for k in range(4):
+        lane = lane0 + k
+        xs[k] = x[lane]
+        pos[k] = starts[lane]
+        ends[k] = starts[lane + 1]
+        row[k] = bounds[lane]
+        st[k] = OK
+        lefts[k] = left + k * top
+        cnts[k] = cnt + k * n
+    while more:
+        together = True
+        for k in range(4):
+            if st[k] != OK or row[k] >= bounds[lane0 + k + 1]:
+                together = False
+        if together:
+            all_plain = True
+            for k in range(4):
+                rows_out[k] = &out[row[k], 0]
+                xs0[k] = xs[k]
+                pos0[k] = pos[k]
+                plain[k] = dist[row[k]] != 0
+                if not plain[k]:
+                    all_plain = False
+                    _row_tree(counts, row[k], levels, lefts[k], sums)
+                    for c in range(n):
+                        cnts[k][c] = counts[row[k], c]
+            if pc_rows4(xs, pos, ends, &words[0], m, recip, rows_out, plain, lefts, cnts, levels):
+                if all_plain:
+                    pc_lehmer4(rows_out, m, &base[0], base.shape[0], ml, tree)
+                else:
+                    for k in range(4):
+                        if plain[k]:
+                            _lehmer_row(rows_out[k], m, base, ml, tree)
+                for k in range(4):
+                    row[k] += 1
+                continue
+            for k in range(4):  # a lane ran out of words: this row lane by lane
+                xs[k] = xs0[k]
+                pos[k] = pos0[k]
+        more = False
+        for k in range(4):
+            lane = lane0 + k
+            if st[k] == OK and row[k] < bounds[lane + 1]:
+                st[k] = _decode_lane(&xs[k], words, &pos[k], starts[lane + 1], counts, dist,
+                                     row[k], row[k] + 1, out, False, base, ml, recip, nrecip,
+                                     left, cnt, sums, tree)
+                row[k] += 1
+                more = True
+    for k in range(4):
+        lane = lane0 + k
+        if st[k] == OK and final and (pos[k] != starts[lane + 1] or xs[k] != STATE_LOW):
+            st[k] = INCONSISTENT
+        x[lane] = xs[k]
+        status[lane] = st[k]
+        used[lane] = pos[k] - starts[lane]
 
 
 cdef bint _row_intervals(int64_t[:, ::1] cls, int64_t[:, ::1] counts, bint plain, Py_ssize_t r,
