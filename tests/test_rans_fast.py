@@ -188,6 +188,26 @@ def test_multiset_coder_matches_reference(fast, data):
     _same_outcome(public(fast, rans.decode), ref_decode, *damaged, counts, m, "t", totals)
 
 
+@settings(max_examples=150, deadline=None)
+@given(data=st.data())
+@each_backend
+def test_totals_beyond_the_remaining_counts_match_reference(fast, data):
+    """Segment totals larger than what remains of the counts (a damaged or hostile
+    file's): a step's scaled state may then lie past every remaining value, which the
+    decoders resolve as the reference's search does (the last class), updating their
+    counts alike for the steps after it."""
+    rows = data.draw(st.integers(1, 9), label="rows")
+    m = data.draw(st.integers(1, 40), label="m")
+    n_cls = data.draw(st.integers(1, 40), label="classes")
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    n_seg = data.draw(st.integers(1, 5), label="segments")
+    cls, counts, totals = _segmented_rows(rng, rows, m, n_cls, n_seg)
+    lanes = data.draw(st.integers(1, rows), label="lanes")
+    states, words = ref_encode(cls, counts, lanes, totals)
+    raised = totals + rng.integers(0, data.draw(st.integers(1, 4)), totals.shape)
+    _same_outcome(public(fast, rans.decode), ref_decode, states, words, counts, m, "t", raised)
+
+
 @each_backend
 def test_multiset_coder_on_a_wide_tensor_of_distinct_values(fast):
     rng = np.random.default_rng(5)

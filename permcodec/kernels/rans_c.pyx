@@ -58,6 +58,13 @@ cdef extern from *:
         return pc_recip;
     }
 
+    /* A hint to fetch the cache line at p (a no-op where the compiler has no such
+       builtin); never faults, whatever p is. */
+    static inline void pc_prefetch(const void* p) {
+    #if defined(__GNUC__)
+        __builtin_prefetch(p);
+    #endif
+    }
     /* One row from each of four row-rans lanes at once: the four state chains are
        independent, so their steps overlap in the pipeline. A lane whose row holds m
        distinct values (plain[k]) gets its Lehmer digits in out[k]; any other lane
@@ -131,15 +138,17 @@ cdef extern from *:
     }
 
     /* Lehmer digits to class indices for four rows at once (see _lehmer_row), each over
-       its own copy of the base tree (trees: 4 x nbase ints). */
+       its own copy of the base tree (scratch: 4 x nbase ints). */
     static inline void pc_lehmer4(int64_t** digits, int64_t m, const int* base, int64_t nbase,
-                                  int levels, int* trees) {
+                                  int levels, int* scratch) {
         int64_t top = (int64_t)1 << levels, j, i;
         int d, k;
+        int* trees = scratch;
         for (k = 0; k < 4; k++)
             for (i = 0; i < nbase; i++)
                 trees[k * nbase + i] = base[i];
-        int* t0 = trees; int* t1 = trees + nbase; int* t2 = trees + 2 * nbase; int* t3 = trees + 3 * nbase;
+        int* t0 = trees; int* t1 = trees + nbase;
+        int* t2 = trees + 2 * nbase; int* t3 = trees + 3 * nbase;
         for (j = 0; j < m; j++) {
             int64_t r0 = digits[0][j], r1 = digits[1][j], r2 = digits[2][j], r3 = digits[3][j];
             int64_t n0 = 1, n1 = 1, n2 = 1, n3 = 1;
@@ -168,6 +177,7 @@ cdef extern from *:
                  int64_t m, const uint64_t* recip, int64_t** out, const int* plain,
                  int64_t** left, int64_t** cnt, int levels) noexcept nogil
     int pc_has_int128() noexcept nogil
+    void pc_prefetch(const void* p) noexcept nogil
     void pc_lehmer4(int64_t** digits, int64_t m, const int* base, int64_t nbase, int levels,
                     int* trees) noexcept nogil
     uint64_t* pc_recip_table(int64_t* n) noexcept
@@ -657,22 +667,56 @@ def lehmer_to_classes(code_arr, distinct):
     return out_arr
 
 
+cdef inline int64_t _descend(int64_t* left, int levels, int64_t c, int64_t* below) noexcept nogil:
+    """Take one value from the class whose interval holds c in a tree of left-subtree
+    counts (as _multiset_step; c below the remaining total): that class, and the count
+    of the classes before it in below. Without branches: the directions are coin tosses."""
+    cdef int64_t rest = c, node = 1, lc, go, take, acc = 0
+    cdef int d
+    for d in range(levels):
+        if d + 3 < levels:
+            pc_prefetch(&left[node << 3])  # this node's descendants three levels down
+        lc = left[node]
+        go = rest >= lc
+        take = lc & -go
+        rest -= take
+        acc += take
+        left[node] = lc - 1 + go
+        node = 2 * node + go
+    below[0] = acc
+    return node - (<int64_t>1 << levels)
+
+
 def decode_kernel(int64_t[::1] x, const uint32_t[::1] words, int64_t[:, ::1] counts,
                    int64_t[:, ::1] totals, bint has_totals, int64_t m, int64_t top, bint final):
-    """Multiset decoder with a Fenwick search per lane (segment totals allowed):
-    (classes (R, m), status, words used)."""
+    """Multiset decoder over groups of lockstep lanes (segment totals allowed): (classes
+    (R, m), status, words used). The class of a step is the reference's Fenwick search
+    (the most classes whose counts sum to at most the scaled state, at most n - 1),
+    found here by one descent of a tree of left-subtree counts per lane, which takes the
+    value on its way down; ``top`` is unused (the Fenwick search's first step)."""
     cdef Py_ssize_t rows = counts.shape[0], n = counts.shape[1], lanes = x.shape[0]
     cdef Py_ssize_t groups = (rows + lanes - 1) // lanes, g, lane, live, j, c, r, r0
+    cdef int levels = _levels_of(n)
+    cdef int64_t span = <int64_t>1 << levels
     out_arr = np.empty((rows, m), dtype=np.int64)
     cdef int64_t[:, ::1] out = out_arr
-    cdef int64_t[::1] tree_v = np.empty(max(lanes * (n + 1), 1), dtype=np.int64)
-    cdef int64_t* tree = &tree_v[0]
+    cdef int64_t[::1] left_v = np.empty(max(lanes * span, 1), dtype=np.int64)
+    cdef int64_t* left = &left_v[0]
+    cdef int64_t[::1] sums_v = np.empty(2 * span, dtype=np.int64)
+    cdef int64_t* sums = &sums_v[0]
     cdef int64_t[::1] cnt_v = np.empty(max(lanes * max(n, 1), 1), dtype=np.int64)
     cdef int64_t* cnt = &cnt_v[0]
+    cdef int64_t[::1] have_v = np.empty(max(lanes, 1), dtype=np.int64)
+    cdef int64_t* have = &have_v[0]
     cdef uint8_t[::1] active_v = np.empty(max(lanes, 1), dtype=np.uint8)
     cdef uint8_t* active = &active_v[0]
-    cdef int64_t pos = 0, xl, s, total, cc, at, left_, step, nxt, below, lo, fr, have, i, up
+    cdef int64_t pos = 0, xl, total, cc, at, below, lo, fr
     cdef int64_t nrecip
+    cdef int64_t ss[4]
+    cdef int64_t tt[4]
+    cdef int64_t ats[4]
+    cdef int64_t bel[4]
+    cdef Py_ssize_t l0, blk, q
     cdef const uint64_t* recip = pc_recip_table(&nrecip)
     cdef int early = 0, status = OK
     with nogil:
@@ -680,53 +724,57 @@ def decode_kernel(int64_t[::1] x, const uint32_t[::1] words, int64_t[:, ::1] cou
             r0 = g * lanes
             live = min(lanes, rows - r0)
             for lane in range(live):
-                have = 0
-                tree[lane * (n + 1)] = 0
+                have[lane] = 0
                 for c in range(n):
                     cnt[lane * n + c] = counts[r0 + lane, c]
-                    tree[lane * (n + 1) + c + 1] = counts[r0 + lane, c]
-                    have += counts[r0 + lane, c]
-                for i in range(1, n + 1):
-                    up = i + (i & -i)
-                    if up <= n:
-                        tree[lane * (n + 1) + up] += tree[lane * (n + 1) + i]
-                active[lane] = have > 0
+                    have[lane] += counts[r0 + lane, c]
+                _row_tree(counts, r0 + lane, levels, &left[lane * span], sums)
+                active[lane] = have[lane] > 0
             for j in range(m):
                 early = 0
-                for lane in range(lanes):
-                    xl = x[lane]
-                    if lane < live:
-                        r = r0 + lane
-                        s = xl & LOW_MASK
-                        total = totals[r, j] if has_totals else m - j
-                        cc = ((s + 1) * total - 1) >> PROB_BITS
-                        at = 0
-                        left_ = cc
-                        step = top
-                        while step:
-                            nxt = at + step
-                            if nxt <= n and tree[lane * (n + 1) + nxt] <= left_:
-                                at = nxt
-                                left_ -= tree[lane * (n + 1) + nxt]
-                            step >>= 1
-                        at = min(at, n - 1)
-                        below = cc - left_
-                        out[r, j] = at
-                        if active[lane]:
-                            lo = pc_div(below << PROB_BITS, total, recip, nrecip)
-                            fr = pc_div((below + cnt[lane * n + at]) << PROB_BITS, total, recip,
-                                        nrecip) - lo
-                            if fr <= 0:
-                                status = INCONSISTENT
-                                break
-                            cnt[lane * n + at] -= 1
-                            i = at + 1
-                            while i <= n:
-                                tree[lane * (n + 1) + i] -= 1
-                                i += i & -i
-                            xl = fr * (xl >> PROB_BITS) + s - lo
-                    xl = _refill(xl, words, &pos, &early)
-                    x[lane] = xl
+                # lanes four at a time: their descents first, so that they overlap; then
+                # each lane's interval, state and refill in lane order, as the shared
+                # word stream requires
+                for l0 in range(0, lanes, 4):
+                    blk = min(4, lanes - l0)
+                    for q in range(blk):
+                        lane = l0 + q
+                        if lane < live:
+                            ss[q] = x[lane] & LOW_MASK
+                            tt[q] = totals[r0 + lane, j] if has_totals else m - j
+                            cc = ((ss[q] + 1) * tt[q] - 1) >> PROB_BITS
+                            # at or past the remaining total (an inactive lane, or
+                            # damage): the search ends on the last class. Its tree needs
+                            # no update then: the last class's left-subtree counts only
+                            # steer between it and empty padding, which a state below
+                            # the remaining total never reaches.
+                            if cc >= have[lane]:
+                                ats[q] = n - 1
+                                bel[q] = have[lane]
+                            else:
+                                ats[q] = _descend(&left[lane * span], levels, cc, &bel[q])
+                    for q in range(blk):
+                        lane = l0 + q
+                        xl = x[lane]
+                        if lane < live:
+                            at = ats[q]
+                            total = tt[q]
+                            below = bel[q]
+                            out[r0 + lane, j] = at
+                            if active[lane]:
+                                lo = pc_div(below << PROB_BITS, total, recip, nrecip)
+                                fr = pc_div((below + cnt[lane * n + at]) << PROB_BITS, total,
+                                            recip, nrecip) - lo
+                                if fr <= 0:
+                                    status = INCONSISTENT
+                                    break
+                                cnt[lane * n + at] -= 1
+                                have[lane] -= 1
+                                xl = fr * (xl >> PROB_BITS) + ss[q] - lo
+                        xl = _refill(xl, words, &pos, &early)
+                        x[lane] = xl
+                    if status != OK:
+                        break
                 if status != OK:
                     break
                 if early:

@@ -80,10 +80,15 @@ def _distinct_rows(counts: np.ndarray, m: int) -> np.ndarray:
     return (counts == 1).all(axis=1)
 
 
-def _consistent(counts: np.ndarray, m: int) -> bool:
+def _consistent(counts: np.ndarray, m: int, distinct: np.ndarray | None = None) -> bool:
     """Whether every row's counts lie in [0, m] and sum to m (always so for counts a
     decoder derives from the init), which the mixed and row decoders rely on (the
-    bound keeps the sum from wrapping around)."""
+    bound keeps the sum from wrapping around). Rows known ``distinct`` (m ones) are
+    consistent and not checked again."""
+    if distinct is not None:
+        if distinct.all():
+            return True
+        counts = counts[~distinct]
     return (
         int(counts.min()) >= 0 and int(counts.max()) <= m and bool((counts.sum(axis=1) == m).all())
     )
@@ -296,13 +301,15 @@ class RansKernels:
             return None
         rows, lanes = cnt.shape[0], x.shape[0]
         starts = _segment_starts(lengths, lanes, w.shape[0])
-        if rows == 0 or m <= 0 or lanes > rows or starts is None or not _consistent(cnt, m):
+        if rows == 0 or m <= 0 or lanes > rows or starts is None:
+            return None
+        distinct = _distinct_rows(cnt, m)
+        if not _consistent(cnt, m, distinct):
             return None
         if bounds is None:
             bounds = lane_bounds(rows, lanes)
         elif not _valid_bounds(bounds, lanes, rows):
             return None
-        distinct = _distinct_rows(cnt, m)
         out, status, used = self.impl.decode_rows_kernel(
             x, starts, w, cnt, distinct, bounds, m, bool(final)
         )
