@@ -35,18 +35,19 @@ class RowClasses:
         return self.counts.shape[1]
 
 
-def sort_rows(keys: Any, xp: NumpyOps = NUMPY) -> tuple[Any, Any]:
+def sort_rows(keys: Any, xp: NumpyOps = NUMPY, key_bits: int = 64) -> tuple[Any, Any]:
     """Stable argsort of each row of int64 ``keys``, and the sorted keys.
 
     Keys of 32-bit range (every storage dtype but float64) are sorted packed with
     their index into one int64, which a plain sort (numpy's SIMD sort, torch's sort)
     handles several times faster than a stable argsort; the packed values are
-    distinct, so the order is stable.
+    distinct, so the order is stable. ``key_bits`` at most 32 says the keys are known
+    to be in that range (the order keys of a dtype that wide), so it is not checked.
     """
     rows, m = keys.shape
     if rows * m and m <= 1 << 31:
-        lo, hi = int(keys.min()), int(keys.max())
-        if lo >= -(1 << 31) and hi < 1 << 31:
+        known = key_bits <= 32
+        if known or (int(keys.min()) >= -(1 << 31) and int(keys.max()) < 1 << 31):
             packed = xp.sort_rows((keys << 32) | xp.arange(0, m))
             return packed & 0xFFFFFFFF, packed >> 32
     order = xp.argsort_stable(keys, axis=1)
@@ -59,7 +60,8 @@ def argsort_rows(keys: np.ndarray) -> np.ndarray:
 
 
 def row_classes(init_rows: Any, keys: Any, xp: NumpyOps = NUMPY) -> RowClasses:
-    """Classes of each row of the initial values ``init_rows`` (with order ``keys``)."""
+    """Classes of each row of the initial values ``init_rows``, whose order keys
+    (:func:`permcodec.core.dtypes.order_keys`) are ``keys``."""
     return _sorted_classes(init_rows, keys, xp)[0]
 
 
@@ -75,8 +77,9 @@ def init_classes(init_rows: np.ndarray, keys: np.ndarray) -> tuple[RowClasses, n
 def _sorted_classes(init_rows: Any, keys: Any, xp: NumpyOps) -> tuple[RowClasses, Any]:
     """Row classes and the sorting order of every row."""
     rows, m = keys.shape
-    order, sorted_keys = sort_rows(keys, xp)
-    sorted_vals = xp.take_along(init_rows, order, axis=1)
+    width = 8 * xp.itemsize(init_rows)
+    order, sorted_keys = sort_rows(keys, xp, width)
+    sorted_vals = xp.values_of_keys(sorted_keys, init_rows, width)
     new = xp.row_starts(sorted_keys)
     if bool(new.all()):  # every value distinct: class c is the c-th smallest value
         cls = xp.broadcast_arange(rows, m)

@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from ..kernels.contract import order_key
+
 
 class NumpyOps:
     """Array operations on numpy arrays (the reference backend)."""
@@ -88,6 +90,15 @@ class NumpyOps:
         """The bit patterns of ``width``-bit values (any dtype of that size), as int64
         sign-extended from ``width`` bits."""
         return np.require(x, requirements="C").view(f"<i{width // 8}").astype(np.int64)
+
+    def itemsize(self, x: Any) -> int:
+        """Bytes per element of ``x``."""
+        return int(x.dtype.itemsize)
+
+    def values_of_keys(self, keys: np.ndarray, like: Any, width: int) -> np.ndarray:
+        """The values (of ``like``'s dtype, ``width`` bits) whose order keys are ``keys``:
+        the key map is its own inverse on sign-extended bit patterns."""
+        return order_key(keys, width).astype(f"<i{width // 8}").view(like.dtype)
 
     def sort_rows(self, x: np.ndarray) -> np.ndarray:
         """Each row sorted ascending (in place: ``x`` is a scratch array)."""

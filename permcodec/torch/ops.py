@@ -16,6 +16,7 @@ from ..core.dtypes import c_contiguous
 from ..core.initializers import generate
 from ..core.plan import TensorPlan
 from ..errors import DeviceError, PermcodecError
+from ..kernels.contract import order_key
 
 _TO_NAME = {
     torch.float64: "float64",
@@ -94,6 +95,12 @@ class TorchOps:
 
     def int_bits(self, x: torch.Tensor, width: int) -> torch.Tensor:
         return x.contiguous().view(_INT_OF_WIDTH[width]).to(torch.int64)
+
+    def itemsize(self, x: torch.Tensor) -> int:
+        return int(x.element_size())
+
+    def values_of_keys(self, keys: torch.Tensor, like: torch.Tensor, width: int) -> torch.Tensor:
+        return order_key(keys, width).to(_INT_OF_WIDTH[width]).view(like.dtype)
 
     def sort_rows(self, x: torch.Tensor) -> torch.Tensor:
         return torch.sort(x, dim=1).values
