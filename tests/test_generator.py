@@ -292,3 +292,22 @@ def test_compiled_philox_matches_the_reference(backend, key, purpose, start, cou
     ref = philox.words(key, purpose, start, start + count, TorchOps("cpu"))
     got = fast.words(key, purpose, start, start + count)
     assert got.dtype == np.int64 and got.tolist() == ref.tolist()
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    key=st.tuples(st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1)),
+    start=st.integers(0, 2**50),
+    count=st.integers(0, 300),
+    a=st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False),
+    span=st.floats(0, 1e6, allow_nan=False, allow_infinity=False),
+)
+@pytest.mark.parametrize("backend", ["philox_c", "philox_numba"])
+def test_compiled_uniform_values_match_the_reference(backend, key, start, count, a, span):
+    """The compiled a + (b - a) u rounds each operation as numpy (and torch) do."""
+    fast = pytest.importorskip(f"permcodec.kernels.{backend}")
+    b = a + span
+    ref = philox.uniform(key, philox.VALUES, start, start + count, a, b, TorchOps("cpu"))
+    got = fast.uniform(key, philox.VALUES, start, start + count, a, b)
+    assert got.dtype == np.float64
+    assert got.view(np.int64).tolist() == ref.numpy().view(np.int64).tolist()

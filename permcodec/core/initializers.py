@@ -289,7 +289,7 @@ def _base_values(
             else:
                 bound = spec["gain"] * math.sqrt(6.0 / (spec["fan_in"] + spec["fan_out"]))
             a, b = -bound, bound
-        return a + (b - a) * _uniform01(key, philox.VALUES, start, stop, xp)
+        return philox.uniform(key, philox.VALUES, start, stop, a, b, xp)
     if kind in ("normal", "kaiming_normal", "xavier_normal"):
         if kind == "normal":
             mean, std = spec["mean"], spec["std"]

@@ -64,3 +64,24 @@ def words(key: tuple[int, int], purpose: int, start: int, stop: int, xp: NumpyOp
     out = philox4x32(block & MASK32, block >> 32, zero + purpose, zero, key[0], key[1])
     flat = xp.stack(list(out), axis=1).reshape(-1)
     return flat[start - 4 * b0 : stop - 4 * b0]
+
+
+#: 2**-32: a word w is the uniform (w + 1/2) 2**-32 in the open interval (0, 1).
+TWO_POW_M32 = 2.0**-32
+
+
+def uniform(
+    key: tuple[int, int],
+    purpose: int,
+    start: int,
+    stop: int,
+    a: float,
+    b: float,
+    xp: NumpyOps = NUMPY,
+) -> Any:
+    """float64 values ``a + (b - a) * u`` of the uniforms u = (word + 1/2) 2**-32 of
+    words ``start..stop-1`` (u exact in float64; then one rounding per operation)."""
+    if type(xp) is NumpyOps and (fast := kernels.load("philox")) is not None:
+        return fast.uniform(key, purpose, start, stop, float(a), float(b))
+    u = (xp.float64(words(key, purpose, start, stop, xp)) + 0.5) * TWO_POW_M32
+    return a + (b - a) * u

@@ -49,3 +49,19 @@ def words(key: tuple[int, int], purpose: int, start: int, stop: int) -> np.ndarr
     b0, b1 = start // 4, (stop + 3) // 4
     flat = _blocks(b0, b1 - b0, purpose, key[0], key[1])
     return flat[start - 4 * b0 : stop - 4 * b0]
+
+
+@numba.njit(cache=True, nogil=True)
+def _affine(w: np.ndarray, a: float, span: float) -> np.ndarray:
+    out = np.empty(w.shape[0], dtype=np.float64)
+    for i in range(w.shape[0]):
+        out[i] = a + span * ((np.float64(w[i]) + 0.5) * 2.0**-32)
+    return out
+
+
+def uniform(
+    key: tuple[int, int], purpose: int, start: int, stop: int, a: float, b: float
+) -> np.ndarray:
+    """``a + (b - a) * u`` of the uniforms u = (word + 1/2) 2**-32 of words
+    ``start..stop-1`` (float64, as numpy rounds each operation)."""
+    return _affine(words(key, purpose, start, stop), a, b - a)
