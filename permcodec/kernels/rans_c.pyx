@@ -268,13 +268,33 @@ cdef inline void _row_tree(int64_t[:, ::1] counts, Py_ssize_t r, int levels, int
         left[node] = sums[2 * node]
 
 
+cdef inline int64_t _descend(int64_t* left, int levels, int64_t c, int64_t* below) noexcept nogil:
+    """Take one value from the class whose interval holds c in a tree of left-subtree
+    counts (c below the remaining total): that class, and the count
+    of the classes before it in below. Without branches: the directions are coin tosses."""
+    cdef int64_t rest = c, node = 1, lc, go, take, acc = 0
+    cdef int d
+    for d in range(levels):
+        if d + 3 < levels:
+            pc_prefetch(&left[node << 3])  # this node's descendants three levels down
+        lc = left[node]
+        go = rest >= lc
+        take = lc & -go
+        rest -= take
+        acc += take
+        left[node] = lc - 1 + go
+        node = 2 * node + go
+    below[0] = acc
+    return node - (<int64_t>1 << levels)
+
+
 cdef inline int64_t _multiset_step(int64_t c, int64_t total, int64_t* left, int64_t* cnt,
                                    int levels, int64_t* lo, int64_t* fr, const uint64_t* recip,
                                    int64_t nrecip) noexcept nogil:
     """Class and interval of the step whose scaled state is c, from a row's tree. Over a
     few classes (ternary, levels) the directions are skewed and branches predict well;
     over many (float rows with some repeats) they are coin tosses, so no branches."""
-    cdef int64_t below = 0, rest = c, node = 1, lc, v, f, go, take
+    cdef int64_t below = 0, rest = c, node = 1, lc, v, f
     cdef int d
     if levels < BRANCHLESS_LEVELS:
         for d in range(levels):
@@ -286,16 +306,9 @@ cdef inline int64_t _multiset_step(int64_t c, int64_t total, int64_t* left, int6
             else:
                 left[node] = lc - 1
                 node = 2 * node
+        v = node - (<int64_t>1 << levels)
     else:
-        for d in range(levels):
-            lc = left[node]
-            go = rest >= lc
-            take = lc & -go
-            rest -= take
-            below += take
-            left[node] = lc - 1 + go
-            node = 2 * node + go
-    v = node - (<int64_t>1 << levels)
+        v = _descend(left, levels, c, &below)
     f = cnt[v]
     cnt[v] = f - 1
     lo[0] = pc_div(below << PROB_BITS, total, recip, nrecip)
@@ -667,26 +680,6 @@ def lehmer_to_classes(code_arr, distinct):
     return out_arr
 
 
-cdef inline int64_t _descend(int64_t* left, int levels, int64_t c, int64_t* below) noexcept nogil:
-    """Take one value from the class whose interval holds c in a tree of left-subtree
-    counts (as _multiset_step; c below the remaining total): that class, and the count
-    of the classes before it in below. Without branches: the directions are coin tosses."""
-    cdef int64_t rest = c, node = 1, lc, go, take, acc = 0
-    cdef int d
-    for d in range(levels):
-        if d + 3 < levels:
-            pc_prefetch(&left[node << 3])  # this node's descendants three levels down
-        lc = left[node]
-        go = rest >= lc
-        take = lc & -go
-        rest -= take
-        acc += take
-        left[node] = lc - 1 + go
-        node = 2 * node + go
-    below[0] = acc
-    return node - (<int64_t>1 << levels)
-
-
 def decode_kernel(int64_t[::1] x, const uint32_t[::1] words, int64_t[:, ::1] counts,
                    int64_t[:, ::1] totals, bint has_totals, int64_t m, int64_t top, bint final):
     """Multiset decoder over groups of lockstep lanes (segment totals allowed): (classes
@@ -695,7 +688,7 @@ def decode_kernel(int64_t[::1] x, const uint32_t[::1] words, int64_t[:, ::1] cou
     found here by one descent of a tree of left-subtree counts per lane, which takes the
     value on its way down; ``top`` is unused (the Fenwick search's first step)."""
     cdef Py_ssize_t rows = counts.shape[0], n = counts.shape[1], lanes = x.shape[0]
-    cdef Py_ssize_t groups = (rows + lanes - 1) // lanes, g, lane, live, j, c, r, r0
+    cdef Py_ssize_t groups = (rows + lanes - 1) // lanes, g, lane, live, j, c, r0
     cdef int levels = _levels_of(n)
     cdef int64_t span = <int64_t>1 << levels
     out_arr = np.empty((rows, m), dtype=np.int64)
