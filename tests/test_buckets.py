@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import io
+import tracemalloc
 import warnings
 
 import numpy as np
@@ -18,7 +19,7 @@ from torch import nn
 
 import permcodec
 from permcodec import numpy as pnp
-from permcodec.coding import buckets, rans
+from permcodec.coding import buckets, rans, runs
 from permcodec.coding.arrangement import bound_bits, row_classes
 from permcodec.core.dtypes import order_keys
 from permcodec.core.initializers import InitSpec, row_shape
@@ -76,6 +77,39 @@ def test_context_coding_beats_the_bound_when_ranks_stay_near():
     assert out.tobytes() == trained.tobytes()
     assert entry.coding == "bucket-rans" and entry.fields["exact"] is True
     assert 8 * entry.length < 0.8 * entry.fields["bound_bits"]
+
+
+def test_wide_rows_are_coded_in_groups_a_decoder_holds_in_little_memory():
+    """A trained layer of long rows (the classifier after a conv stack): lanes are
+    capped so that a group, which a decoder holds whole, stays small, and the decode's
+    working memory is the output and one group, not a multiple of the whole tensor."""
+    shape = (96, 8192)
+    tp, init = _tensor(InitSpec("he_uniform"), shape)
+    trained = near_init(init, np.random.default_rng(0), 0.02)
+    entry, out = _round_trip(trained, tp, shape)
+    assert out.tobytes() == trained.tobytes()
+    assert entry.coding == "bucket-rans" and entry.fields["exact"] is True
+    for lanes in (entry.fields["lanes"], entry.fields["refine_lanes"]):
+        assert lanes * shape[1] <= max(rans.GROUP_VALUES, shape[1])
+    fields, payload = encode_entry("w", trained, "float32", tp)
+    parsed = parse_entry({**fields, "offset": 0, "length": len(payload)})
+    tracemalloc.start()
+    try:
+        decode_entry(parsed, payload)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    run = rans.GROUP_VALUES * runs.RUN_BYTES_PER_VALUE  # one group's working set
+    assert peak < trained.nbytes + run, f"peak {peak / 2**20:.1f} MiB"
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows=st.integers(1, 5000), m=st.integers(1, 1 << 17), bound=st.floats(0, 1e10))
+def test_lanes_keep_their_states_cheap_and_their_groups_small(rows, m, bound):
+    lanes = rans.choose_lanes(rows, bound, m)
+    assert 1 <= lanes <= rows
+    assert lanes == 1 or lanes * m <= rans.GROUP_VALUES
+    assert lanes == 1 or 64 * lanes <= rans.LANE_BUDGET * bound
 
 
 def test_unrelated_ranks_keep_the_plain_coding_at_the_bound():

@@ -256,10 +256,11 @@ def test_rans_decode_rejects_a_damaged_stream(data):
 
 
 def test_choose_lanes():
-    assert rans.choose_lanes(1, 1e9) == 1
-    assert rans.choose_lanes(300, 0.0) == 1
-    assert rans.choose_lanes(300, 1.92e6) == 120
-    assert rans.choose_lanes(10, 1e9) == 10
+    assert rans.choose_lanes(1, 1e9, 784) == 1
+    assert rans.choose_lanes(300, 0.0, 784) == 1
+    assert rans.choose_lanes(300, 1.92e6, 100) == 120
+    assert rans.choose_lanes(10, 1e9, 100) == 10
+    assert rans.choose_lanes(256, 1e9, 12544) == 2  # groups of at most GROUP_VALUES
 
 
 # ---------------------------------------------------------------- sizes

@@ -226,7 +226,7 @@ def _bucket_layer(
     rows = sym.shape[0]
     w = weights if weights is not None else np.ones(2 * bk.k - 1, dtype=np.int64)
     est = buckets.ctx_cost_estimate(sym, bk.init_ctx, w, bk.k)
-    lanes = rans.choose_lanes(rows, est)
+    lanes = rans.choose_lanes(rows, est, sym.shape[1])
     states, words = rans.encode_ctx(sym, bk.init_ctx, bk.counts, w, lanes)
     fields = {
         "coding": BucketRans.name,
@@ -246,7 +246,8 @@ def encode_exact(
     bk, sym, weights = context
     fields, head = _bucket_layer(sym, bk, weights)
     seq, totals = buckets.refinement(cls, sym, bk)
-    refine_lanes = rans.choose_lanes(cls.shape[0], bound - arrangement.bound_bits(bk.counts))
+    rows, m = cls.shape
+    refine_lanes = rans.choose_lanes(rows, bound - arrangement.bound_bits(bk.counts), m)
     tail = rans_bytes(*rans.encode(seq, rc.counts, refine_lanes, totals))
     fields.update(exact=True, refine_lanes=refine_lanes, bound_bits=bound)
     return fields, head + tail

@@ -60,11 +60,16 @@ __all__ = [
 ]
 #: Overhead budget for the lane states, as a fraction of the bound.
 LANE_BUDGET = 0.004
+#: Most values in a group of lanes (lanes x row length) the encoder makes: a decoder
+#: holds a whole group's rows at once, so this bounds its working memory.
+GROUP_VALUES = 1 << 15
 
 
-def choose_lanes(rows: int, bound: float) -> int:
-    """Number of lanes: as many as keep the 64-bit state flushes under 0.4% of B."""
-    return int(max(1, min(rows, bound * LANE_BUDGET // 64)))
+def choose_lanes(rows: int, bound: float, m: int) -> int:
+    """Number of lanes of rows of ``m`` values: as many as keep the 64-bit state
+    flushes under 0.4% of B, in groups of at most :data:`GROUP_VALUES` values."""
+    most = max(1, GROUP_VALUES // max(m, 1))
+    return int(max(1, min(rows, most, bound * LANE_BUDGET // 64)))
 
 
 def _fenwick(counts: np.ndarray) -> np.ndarray:
