@@ -55,32 +55,38 @@ def pack(w: np.ndarray, b: int) -> tuple[np.ndarray, bool]:
 @numba.njit(cache=True, nogil=True)
 def place(packed_sorted: np.ndarray, b: int, sorted_init: np.ndarray, w: np.ndarray) -> None:
     """Order each run of equal high bits by full key (ties by index), then write
-    w[r, index of the k-th smallest] = sorted_init[r, k]."""
+    w[r, index of the k-th smallest] = sorted_init[r, k]. Runs are rare (values within
+    about 2**(b-23) of each other); a run's weights are read before any of them is
+    written, since every index is written once, in rank order."""
     rows, m = w.shape
     bits = w.view(np.int32)
     low = np.uint32((1 << b) - 1)
     order = np.empty(m, dtype=np.int64)
     keys = np.empty(m, dtype=np.uint32)
     for r in range(rows):
-        for k in range(m):
-            j = np.int64(packed_sorted[r, k] & low)
-            order[k] = j
-            keys[k] = _key(bits[r, j])
-        start = 0
-        while start < m:
-            stop = start + 1
-            high = packed_sorted[r, start] & ~low
-            while stop < m and (packed_sorted[r, stop] & ~low) == high:
+        row = packed_sorted[r]
+        k = 0
+        while k < m:
+            high = row[k] & ~low
+            if k + 1 == m or (row[k + 1] & ~low) != high:
+                w[r, np.int64(row[k] & low)] = sorted_init[r, k]
+                k += 1
+                continue
+            stop = k + 1
+            while stop < m and (row[stop] & ~low) == high:
                 stop += 1
-            for k in range(start + 1, stop):  # insertion sort of a (short) run
-                kk, jj = keys[k], order[k]
-                i = k - 1
-                while i >= start and (keys[i] > kk or (keys[i] == kk and order[i] > jj)):
-                    keys[i + 1] = keys[i]
-                    order[i + 1] = order[i]
-                    i -= 1
-                keys[i + 1] = kk
-                order[i + 1] = jj
-            start = stop
-        for k in range(m):
-            w[r, order[k]] = sorted_init[r, k]
+            for i in range(k, stop):
+                order[i] = np.int64(row[i] & low)
+                keys[i] = _key(bits[r, order[i]])
+            for i in range(k + 1, stop):  # insertion sort of a (short) run
+                kk, jj = keys[i], order[i]
+                h = i - 1
+                while h >= k and (keys[h] > kk or (keys[h] == kk and order[h] > jj)):
+                    keys[h + 1] = keys[h]
+                    order[h + 1] = order[h]
+                    h -= 1
+                keys[h + 1] = kk
+                order[h + 1] = jj
+            for i in range(k, stop):
+                w[r, order[i]] = sorted_init[r, i]
+            k = stop
