@@ -34,6 +34,9 @@ from .base import (
 #: of the bound) that makes it worth a second coding layer.
 REFINE_BITS = (2, 3, 4, 5, 6)
 REFINE_MIN_GAIN = 0.01
+#: Most values the bucket depth is chosen on (rows spread over the tensor): the gains of
+#: the depths differ by far more than their estimates vary between samples of rows.
+SEARCH_VALUES = 1 << 17
 
 
 @dataclass(frozen=True)
@@ -203,20 +206,65 @@ def choose_refine_bits(
 ) -> Context | None:
     """(buckets, symbols, weights) of the bucket depth whose context model saves most
     over ``bound``, if it saves at least ``REFINE_MIN_GAIN`` of it (estimated with the
-    static model)."""
-    m = cls.shape[1]
+    static model). The depth is chosen on at most :data:`SEARCH_VALUES` values (rows
+    spread over the tensor, their savings scaled to the whole), and the search stops at
+    the first depth that saves nothing: rows with no memory of their initial ranks save
+    nothing at any depth."""
+    rows, m = cls.shape
+    picks = np.linspace(0, rows - 1, max(1, min(rows, SEARCH_VALUES // m))).round()
+    idx = np.unique(picks).astype(np.int64)
+    if idx.size == rows:
+        best = _best_depth(cls, rc, init_cls, bound, 1.0)
+        return None if best is None else best[1]
+    part = dataclasses.replace(
+        rc,
+        counts=rc.counts[idx],
+        values=rc.values[idx],
+        sorted_keys=rc.sorted_keys[idx],
+        class_of_sorted=rc.class_of_sorted[idx],
+    )
+    best = _best_depth(cls[idx], part, init_cls[idx], bound, rows / idx.size)
+    if best is None:
+        return None
+    context, saved, table = _context(cls, rc, init_cls, best[0])
+    return context if saved - table > REFINE_MIN_GAIN * bound else None
+
+
+def _best_depth(
+    cls: np.ndarray,
+    rc: arrangement.RowClasses,
+    init_cls: np.ndarray,
+    bound: float,
+    scale: float,
+) -> tuple[int, Context] | None:
+    """The depth of :data:`REFINE_BITS` that saves most (what these rows save, times
+    ``scale``, less the table), and its context, if that is more than
+    ``REFINE_MIN_GAIN`` of ``bound``."""
     best, best_gain = None, REFINE_MIN_GAIN * bound
     for bits in REFINE_BITS:
-        if (1 << bits) > m:
+        if (1 << bits) > cls.shape[1]:
             break
-        bk = buckets.bucketize(rc, init_cls, bits)
-        sym = buckets.symbols(cls, bk)
-        weights = buckets.fit_weights(sym, bk.init_ctx, bits)
-        est = buckets.ctx_cost_estimate(sym, bk.init_ctx, weights, bk.k)
-        gain = arrangement.bound_bits(bk.counts) - est - buckets.table_bits(weights)
+        context, saved, table = _context(cls, rc, init_cls, bits)
+        gain = saved * scale - table
+        if gain <= 0:
+            break
         if gain > best_gain:
-            best, best_gain = (bk, sym, weights), gain
+            best, best_gain = (bits, context), gain
     return best
+
+
+def _context(
+    cls: np.ndarray, rc: arrangement.RowClasses, init_cls: np.ndarray, bits: int
+) -> tuple[Context, float, float]:
+    """Buckets, symbols and fitted weights at ``bits``; the bits the context model
+    saves over the bound of the bucket counts (estimated with the static model), and
+    the bits of its weight table."""
+    bk = buckets.bucketize(rc, init_cls, bits)
+    sym = buckets.symbols(cls, bk)
+    weights = buckets.fit_weights(sym, bk.init_ctx, bits)
+    est = buckets.ctx_cost_estimate(sym, bk.init_ctx, weights, bk.k)
+    saved = arrangement.bound_bits(bk.counts) - est
+    return (bk, sym, weights), saved, buckets.table_bits(weights)
 
 
 def _bucket_layer(

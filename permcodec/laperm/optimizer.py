@@ -82,6 +82,7 @@ class LaPerm(Optimizer):
         self.steps_since_sync = 0
         self.syncs = 0
         self._targets = self._build_targets(base, plan, inner, bits)
+        self._latent = any(t.latent is not None for t in self._targets)
         params = [p for g in inner.param_groups for p in g["params"]]
         super().__init__(params, dict(inner.defaults))
         self._alias_inner()
@@ -198,8 +199,7 @@ class LaPerm(Optimizer):
         the step updates the latent weights, and the network keeps showing the last
         sync's bucketed form until the next sync (a straight-through estimate).
         """
-        latent = any(t.latent is not None for t in self._targets)
-        loss = self._latent_step(closure) if latent else self.inner.step(closure)
+        loss = self._latent_step(closure) if self._latent else self.inner.step(closure)
         self.steps += 1
         self.steps_since_sync += 1
         if self.steps_since_sync >= self.current_period():
