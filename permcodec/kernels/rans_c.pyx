@@ -40,6 +40,24 @@ cdef extern from *:
     #endif
         return a / d;
     }
+    /* a[i] -= x[i] and b[i] -= y[i] for i < n (the context decoder's totals). */
+    static inline void pc_sub_pair(int64_t* __restrict a, const int64_t* __restrict x,
+                                   int64_t* __restrict b, const int64_t* __restrict y,
+                                   int64_t n) {
+        int64_t i;
+        for (i = 0; i < n; i++) {
+            a[i] -= x[i];
+            b[i] -= y[i];
+        }
+    }
+    /* sum of a[i] * b[i] for i < n. */
+    static inline int64_t pc_dot(const int64_t* __restrict a, const int64_t* __restrict b,
+                                 int64_t n) {
+        int64_t i, acc = 0;
+        for (i = 0; i < n; i++)
+            acc += a[i] * b[i];
+        return acc;
+    }
     /* recip[d] for d = 1 .. PC_RECIP_MAX_D, made once (512 KiB, never freed) by the
        first kernel that asks, with the GIL held; *n = 0 if it cannot be allocated. */
     static uint64_t* pc_recip = NULL;
@@ -181,6 +199,8 @@ cdef extern from *:
     void pc_lehmer4(int64_t** digits, int64_t m, const int* base, int64_t nbase, int levels,
                     int* trees) noexcept nogil
     uint64_t* pc_recip_table(int64_t* n) noexcept
+    int64_t pc_dot(const int64_t* a, const int64_t* b, int64_t n) nogil
+    void pc_sub_pair(int64_t* a, const int64_t* x, int64_t* b, const int64_t* y, int64_t n) nogil
     int64_t PROB_BITS "PC_PROB_BITS"
     int64_t LOW_MASK "PC_LOW_MASK"
     int64_t STATE_LOW "PC_STATE_LOW"
@@ -782,18 +802,38 @@ def decode_kernel(int64_t[::1] x, const uint32_t[::1] words, int64_t[:, ::1] cou
 
 def decode_ctx_kernel(int64_t[::1] x, const uint32_t[::1] words, int64_t[:, ::1] ctx,
                        int64_t[:, ::1] counts, int64_t[::1] weights, bint final):
-    """Context model decoder: (symbols (R, m), status, words used)."""
+    """Context model decoder: (symbols (R, m), status, words used). Each lane keeps, for
+    every context i, the total T_i and the part L_i below bucket i of its weighted
+    remaining counts, so a step reads them instead of summing all buckets, and a
+    decoded bucket takes its weights off every T_i and L_i."""
     cdef Py_ssize_t rows = counts.shape[0], k = counts.shape[1], m = ctx.shape[1]
     cdef Py_ssize_t lanes = x.shape[0], groups = (rows + lanes - 1) // lanes, g, lane, live, j
-    cdef Py_ssize_t b, t, r, r0
+    cdef Py_ssize_t b, t, r, r0, i
     out_arr = np.empty((rows, m), dtype=np.int64)
     cdef int64_t[:, ::1] out = out_arr
     cdef int64_t[::1] rem_v = np.empty(max(lanes * k, 1), dtype=np.int64)
     cdef int64_t* rem = &rem_v[0]
-    cdef int64_t[::1] prod_v = np.empty(max(k, 1), dtype=np.int64)
-    cdef int64_t* prod = &prod_v[0]
+    cdef int64_t[::1] tot_v = np.empty(max(lanes * k, 1), dtype=np.int64)
+    cdef int64_t* tot = &tot_v[0]
+    cdef int64_t[::1] low_v = np.empty(max(lanes * k, 1), dtype=np.int64)
+    cdef int64_t* low = &low_v[0]
+    # wrev[k - 1 - t + i] = weights[t - i + k - 1]: bucket t's weight under context i
+    cdef int64_t[::1] wrev_v = np.ascontiguousarray(np.asarray(weights)[::-1])
+    cdef int64_t* wrev = &wrev_v[0]
+    cdef const int64_t* w = &weights[0]
+    # T_i and L_i pay for their k * k start per row when rows are long enough
+    cdef bint incremental = 4 * k <= m
+    # wabove[t * k + i]: the same weight where i > t (L_i loses it), else 0
+    cdef int64_t[::1] wabove_v = np.zeros(max(k * k if incremental else 1, 1), dtype=np.int64)
+    cdef int64_t* wabove = &wabove_v[0]
+    for t in range(k if incremental else 0):
+        for i in range(t + 1, k):
+            wabove[t * k + i] = wrev[k - 1 - t + i]
     cdef uint8_t[::1] active_v = np.empty(max(lanes, 1), dtype=np.uint8)
     cdef uint8_t* active = &active_v[0]
+    cdef int64_t* rl
+    cdef int64_t* tl
+    cdef int64_t* ll
     cdef int64_t pos = 0, xl, s, hint, off, acc, run_, part, total, cc, lo_c, hi_c, lo, fr, have
     cdef int early = 0, status = OK
     with nogil:
@@ -801,50 +841,59 @@ def decode_ctx_kernel(int64_t[::1] x, const uint32_t[::1] words, int64_t[:, ::1]
             r0 = g * lanes
             live = min(lanes, rows - r0)
             for lane in range(live):
+                rl = rem + lane * k
+                tl = tot + lane * k
+                ll = low + lane * k
                 have = 0
                 for b in range(k):
-                    rem[lane * k + b] = counts[r0 + lane, b]
-                    have += counts[r0 + lane, b]
+                    rl[b] = counts[r0 + lane, b]
+                    have += rl[b]
                 active[lane] = have > 0
+                for i in range(k if incremental else 0):
+                    ll[i] = pc_dot(rl, w + (k - 1 - i), i)
+                    tl[i] = ll[i] + pc_dot(rl + i, w + (k - 1), k - i)
             for j in range(m):
                 early = 0
                 for lane in range(lanes):
                     xl = x[lane]
                     if lane < live:
                         r = r0 + lane
+                        rl = rem + lane * k
                         s = xl & LOW_MASK
                         hint = ctx[r, j]
                         off = k - 1 - hint
-                        acc = 0
-                        run_ = 0
-                        for b in range(k):
-                            part = rem[lane * k + b] * weights[off + b]
-                            prod[b] = part
-                            acc += part
-                            if b < hint:
-                                run_ += part
+                        if incremental:
+                            acc = tot[lane * k + hint]
+                            run_ = low[lane * k + hint]
+                        else:
+                            run_ = pc_dot(rl, w + off, hint)
+                            acc = run_ + pc_dot(rl + hint, w + off + hint, k - hint)
                         total = acc if acc > 1 else 1
                         cc = ((s + 1) * total - 1) >> PROB_BITS
                         if run_ <= cc:
                             t = hint
-                            while t < k and run_ + prod[t] <= cc:
-                                run_ += prod[t]
+                            part = rl[t] * w[off + t]
+                            while run_ + part <= cc:
+                                run_ += part
                                 t += 1
+                                if t == k:
+                                    break
+                                part = rl[t] * w[off + t]
                             if t == k:
                                 t = k - 1
-                                lo_c = acc - prod[t]
+                                lo_c = acc - rl[t] * w[off + t]
                                 hi_c = acc
                             else:
                                 lo_c = run_
-                                hi_c = run_ + prod[t]
+                                hi_c = run_ + part
                         else:
                             t = hint - 1
                             hi_c = run_
-                            lo_c = hi_c - prod[t]
+                            lo_c = hi_c - rl[t] * w[off + t]
                             while lo_c > cc:
                                 t -= 1
                                 hi_c = lo_c
-                                lo_c = hi_c - prod[t]
+                                lo_c = hi_c - rl[t] * w[off + t]
                         out[r, j] = t
                         if active[lane]:
                             lo = (lo_c << PROB_BITS) // total
@@ -852,7 +901,11 @@ def decode_ctx_kernel(int64_t[::1] x, const uint32_t[::1] words, int64_t[:, ::1]
                             if fr <= 0:
                                 status = INCONSISTENT
                                 break
-                            rem[lane * k + t] -= 1
+                            rl[t] -= 1
+                            if incremental:
+                                tl = tot + lane * k
+                                ll = low + lane * k
+                                pc_sub_pair(tl, wrev + (k - 1 - t), ll, wabove + t * k, k)
                             xl = fr * (xl >> PROB_BITS) + s - lo
                     xl = _refill(xl, words, &pos, &early)
                     x[lane] = xl
