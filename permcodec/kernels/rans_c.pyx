@@ -288,6 +288,18 @@ cdef inline void _row_tree(int64_t[:, ::1] counts, Py_ssize_t r, int levels, int
         left[node] = sums[2 * node]
 
 
+cdef inline void _leaf_tree(const int64_t* leaves, Py_ssize_t n, int levels, int64_t* left,
+                            int64_t* sums) noexcept nogil:
+    """``left`` (node n: count of its left subtree's leaves) over ``n`` leaves."""
+    cdef int64_t top = <int64_t>1 << levels
+    cdef Py_ssize_t c, node
+    for c in range(top):
+        sums[top + c] = leaves[c] if c < n else 0
+    for node in range(top - 1, 0, -1):
+        sums[node] = sums[2 * node] + sums[2 * node + 1]
+        left[node] = sums[2 * node]
+
+
 cdef inline int64_t _descend(int64_t* left, int levels, int64_t c, int64_t* below) noexcept nogil:
     """Take one value from the class whose interval holds c in a tree of left-subtree
     counts (c below the remaining total): that class, and the count
@@ -732,6 +744,13 @@ def decode_kernel(int64_t[::1] x, const uint32_t[::1] words, int64_t[:, ::1] cou
     cdef Py_ssize_t l0, blk, q
     cdef const uint64_t* recip = pc_recip_table(&nrecip)
     cdef int early = 0, status = OK
+    cdef int64_t[::1] saved
+    if has_totals:
+        saved = np.array(x)
+        refined = _decode_refinement(x, words, counts, totals, m, final)
+        if refined[1] != FALLBACK:
+            return refined
+        x[:] = saved  # totals that are not a bucket-major row's: the general search
     with nogil:
         for g in range(groups):
             r0 = g * lanes
@@ -784,6 +803,119 @@ def decode_kernel(int64_t[::1] x, const uint32_t[::1] words, int64_t[:, ::1] cou
                                 cnt[lane * n + at] -= 1
                                 have[lane] -= 1
                                 xl = fr * (xl >> PROB_BITS) + ss[q] - lo
+                        xl = _refill(xl, words, &pos, &early)
+                        x[lane] = xl
+                    if status != OK:
+                        break
+                if status != OK:
+                    break
+                if early:
+                    status = ENDS_EARLY
+                    break
+            if status != OK:
+                break
+        if status == OK:
+            status = _end_status(x, pos, words.shape[0], final)
+    return out_arr, status, pos
+
+
+cdef _decode_refinement(int64_t[::1] x, const uint32_t[::1] words, int64_t[:, ::1] counts,
+                        int64_t[:, ::1] totals, int64_t m, bint final):
+    """:func:`decode_kernel` for a bucket-major row (``totals``: the remaining count of
+    the current bucket). A bucket's classes are the ones after those of the buckets
+    before it, all used up by then, so each bucket gets a tree of its own classes: a
+    descent of log2(its classes) levels that stays in the L1 cache, where one tree over
+    the row takes log2(row) levels. Classes and statuses are the reference's; totals
+    that do not fit that structure (a bucket that ends before its classes are used up,
+    or whose classes do not sum to its total) return FALLBACK."""
+    cdef Py_ssize_t rows = counts.shape[0], n = counts.shape[1], lanes = x.shape[0]
+    cdef Py_ssize_t groups = (rows + lanes - 1) // lanes, g, lane, live, j, c, r0, r
+    cdef int64_t span = <int64_t>1 << _levels_of(n)
+    out_arr = np.empty((rows, m), dtype=np.int64)
+    cdef int64_t[:, ::1] out = out_arr
+    cdef int64_t[::1] left_v = np.empty(max(lanes * span, 1), dtype=np.int64)
+    cdef int64_t* left = &left_v[0]
+    cdef int64_t[::1] sums_v = np.empty(2 * span, dtype=np.int64)
+    cdef int64_t* sums = &sums_v[0]
+    cdef int64_t[::1] cnt_v = np.empty(max(lanes * max(n, 1), 1), dtype=np.int64)
+    cdef int64_t* cnt = &cnt_v[0]
+    # per lane: first class of its bucket, levels of the bucket's tree, last total
+    cdef int64_t[::1] first_v = np.zeros(max(lanes, 1), dtype=np.int64)
+    cdef int64_t* first = &first_v[0]
+    cdef int[::1] depth_v = np.zeros(max(lanes, 1), dtype=np.intc)
+    cdef int* depth = &depth_v[0]
+    cdef int64_t[::1] last_v = np.zeros(max(lanes, 1), dtype=np.int64)
+    cdef int64_t* last = &last_v[0]
+    cdef int64_t pos = 0, xl, total, cc, at, below, lo, fr, c0, got, nb
+    cdef int64_t nrecip
+    cdef int64_t ss[4]
+    cdef int64_t tt[4]
+    cdef int64_t ats[4]
+    cdef int64_t bel[4]
+    cdef Py_ssize_t l0, blk, q
+    cdef const uint64_t* recip = pc_recip_table(&nrecip)
+    cdef int early = 0, status = OK
+    with nogil:
+        for g in range(groups):
+            r0 = g * lanes
+            live = min(lanes, rows - r0)
+            for lane in range(live):
+                for c in range(n):
+                    cnt[lane * n + c] = counts[r0 + lane, c]
+                first[lane] = 0
+                last[lane] = 0
+            for j in range(m):
+                early = 0
+                for l0 in range(0, lanes, 4):
+                    blk = min(4, lanes - l0)
+                    for q in range(blk):
+                        lane = l0 + q
+                        if lane < live:
+                            r = r0 + lane
+                            total = totals[r, j]
+                            if j == 0 or total != last[lane] - 1:  # a bucket begins
+                                if j != 0 and last[lane] != 1:
+                                    status = FALLBACK  # the bucket before is not used up
+                                    break
+                                c0 = first[lane]
+                                while c0 < n - 1 and cnt[lane * n + c0] == 0:
+                                    c0 += 1
+                                got = 0
+                                nb = 0
+                                while c0 + nb < n and got < total:
+                                    got += cnt[lane * n + c0 + nb]
+                                    nb += 1
+                                if got != total:
+                                    status = FALLBACK  # classes do not fill the bucket
+                                    break
+                                first[lane] = c0
+                                depth[lane] = _levels_of(nb)
+                                _leaf_tree(&cnt[lane * n + c0], nb, depth[lane],
+                                           &left[lane * span], sums)
+                            last[lane] = total
+                            ss[q] = x[lane] & LOW_MASK
+                            tt[q] = total if total > 1 else 1
+                            cc = ((ss[q] + 1) * tt[q] - 1) >> PROB_BITS
+                            ats[q] = first[lane] + _descend(&left[lane * span], depth[lane],
+                                                            cc, &bel[q])
+                    if status != OK:
+                        break
+                    for q in range(blk):
+                        lane = l0 + q
+                        xl = x[lane]
+                        if lane < live:
+                            at = ats[q]
+                            total = tt[q]
+                            below = bel[q]
+                            out[r0 + lane, j] = at
+                            lo = pc_div(below << PROB_BITS, total, recip, nrecip)
+                            fr = pc_div((below + cnt[lane * n + at]) << PROB_BITS, total,
+                                        recip, nrecip) - lo
+                            if fr <= 0:
+                                status = INCONSISTENT
+                                break
+                            cnt[lane * n + at] -= 1
+                            xl = fr * (xl >> PROB_BITS) + ss[q] - lo
                         xl = _refill(xl, words, &pos, &early)
                         x[lane] = xl
                     if status != OK:
