@@ -21,7 +21,7 @@ from permcodec import FormatError, IntegrityError, kernels
 from permcodec.coding import arrangement, buckets, rans, runs
 from permcodec.coding.base import rans_bytes
 from permcodec.core.dtypes import order_keys
-from permcodec.core.initializers import InitSpec, fans, initial_rows
+from permcodec.core.initializers import InitSpec, fans, initial_rows, row_shape
 from permcodec.core.plan import Plan
 from permcodec.format.container import section_digest
 from permcodec.format.reader import decode_tensor
@@ -568,3 +568,37 @@ def test_damaged_row_segments_fail_alike_in_sub_runs_and_whole(lanes, kind, data
                     outcomes.add(_outcome(lambda: decode_tensor(bad_entry, bad)))
     assert len(outcomes) == 1, outcomes
     assert next(iter(outcomes))[0] == "error"
+
+
+# ---------------------------------------------------------------- bucket-rans: the init's buckets
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    spec=st.sampled_from(SPECS),
+    dtype=st.sampled_from(["float32", "float16", "bfloat16", "float64"]),
+    rows=st.integers(1, 12),
+    m=st.integers(2, 300),
+    bits=st.integers(1, 6),
+    reference=st.booleans(),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_the_init_buckets_a_decoder_uses_are_those_of_the_classes(
+    spec, dtype, rows, m, bits, reference, seed
+):
+    """The classes, values per bucket and bucket of every position that the lossless
+    bucket decoder takes of a run of init rows (compiled in one pass, or the numpy
+    reference) are those of :func:`arrangement.init_classes` and :func:`buckets.bucketize`,
+    in rows of distinct values, with repeats, and of a few values."""
+    tp = Plan(seed).add("w", spec, (rows, m))
+    init = runs.SeededRows(dict(tp.spec), tp.key, (rows, m), dtype, "w")
+    r0, r1 = 0, row_shape((rows, m), tp.spec["granularity"])[0]
+    rc, bk = init.buckets(r0, r1, bits)
+    with _coders(reference):
+        got, per_bucket, ctx = init.bucket_counts(r0, r1, bits)
+    assert got.distinct == rc.distinct
+    assert (got.counts is None) == rc.distinct
+    if not rc.distinct:
+        assert np.array_equal(got.counts, rc.counts)
+    assert got.values.tobytes() == rc.values.tobytes()
+    assert np.array_equal(per_bucket, bk.counts) and np.array_equal(ctx, bk.init_ctx)

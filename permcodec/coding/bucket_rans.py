@@ -186,14 +186,12 @@ class _BucketsAhead:
 
     def _generate(self) -> None:
         r0, r1 = next(self.todo)
-        rc, bk = self.init.buckets(r0, r1, self.bits)
-        # the refinement needs only the classes' values and counts (all ones in rows of
-        # distinct values: made again when taken): hold no more until then
-        counts = None if rc.distinct else rc.counts
-        slim = dataclasses.replace(rc, counts=counts, sorted_keys=None, class_of_sorted=None)
-        self.classes.append((r0, slim, bk.counts))
-        self.ctx.add(r0, bk.init_ctx)
-        self.counts.add(r0, bk.counts)
+        # the refinement needs only the classes' values and counts (None in rows of
+        # distinct values: all ones, made again when taken): held until then
+        rc, per_bucket, init_ctx = self.init.bucket_counts(r0, r1, self.bits)
+        self.classes.append((r0, rc, per_bucket))
+        self.ctx.add(r0, init_ctx)
+        self.counts.add(r0, per_bucket)
 
 
 # ---------------------------------------------------------------- encoding

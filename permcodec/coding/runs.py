@@ -16,8 +16,10 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from .. import kernels
 from ..core.dtypes import order_keys
 from ..core.initializers import initial_rows
+from ..core.ops import NUMPY
 from . import arrangement, buckets, rans
 
 #: Values a seeded decoder takes at once (whole lanes of ``row-rans``, or rows of one
@@ -171,6 +173,32 @@ class SeededRows:
         init = self.rows(r0, r1)
         rc, init_cls = arrangement.init_classes(init, order_keys(init, self.dtype))
         return rc, buckets.bucketize(rc, init_cls, bits)
+
+    def bucket_counts(
+        self, r0: int, r1: int, bits: int
+    ) -> tuple[arrangement.RowClasses, np.ndarray, np.ndarray]:
+        """What a lossless bucket decoder needs of rows r0..r1-1 of the init: their
+        classes (values and counts; ``counts`` None in rows of distinct values, no
+        sorted keys), the values per bucket (R, K) and each position's bucket (R, m).
+        The compiled kernel derives them in one pass after the row sort."""
+        init = self.rows(r0, r1)
+        keys = order_keys(init, self.dtype)
+        width = 8 * init.dtype.itemsize
+        fast = kernels.load("rans") if width <= 32 and init.size else None
+        packed = np.sort((keys << 32) | np.arange(init.shape[1]), axis=1) if fast else None
+        got = None if fast is None else fast.init_buckets(packed, 1 << bits)
+        if got is None:
+            rc, bk = self.buckets(r0, r1, bits)
+            counts = None if rc.distinct else rc.counts
+            slim = arrangement.RowClasses(counts, rc.values, None, None, rc.distinct)
+            return slim, bk.counts, bk.init_ctx
+        counts, first, ctx, per_bucket, distinct = got
+        if distinct:  # class c is the c-th smallest value
+            values = NUMPY.values_of_keys(packed >> 32, init, width)
+            return arrangement.RowClasses(None, values, None, None, True), per_bucket, ctx
+        values = NUMPY.values_of_keys(np.take_along_axis(packed, first, axis=1) >> 32, init, width)
+        values[counts == 0] = 0  # padding classes
+        return arrangement.RowClasses(counts, values, None, None, False), per_bucket, ctx
 
 
 @dataclass

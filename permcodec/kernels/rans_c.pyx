@@ -932,6 +932,44 @@ cdef _decode_refinement(int64_t[::1] x, const uint32_t[::1] words, int64_t[:, ::
     return out_arr, status, pos
 
 
+def init_buckets_kernel(const int64_t[:, ::1] packed, int64_t k):
+    """From each init row's sorted (order key << 32 | position) words: the counts of its
+    classes (R, N; N the most classes of a row, padded with zeros), the sorted position
+    of each class's first value (R, N), the bucket of each position's initial value
+    (R, m; bucket floor(first rank * k / m) of its class) and the values per bucket
+    (R, k): what :func:`permcodec.coding.arrangement.init_classes` and
+    :func:`permcodec.coding.buckets.bucketize` give a decoder, in two passes."""
+    cdef Py_ssize_t rows = packed.shape[0], m = packed.shape[1], r, p
+    cdef int64_t n = 0, fewest = m, nc, c, b = 0
+    for r in range(rows):
+        nc = 1 if m else 0
+        for p in range(1, m):
+            if (packed[r, p] >> 32) != (packed[r, p - 1] >> 32):
+                nc += 1
+        n = max(n, nc)
+        fewest = min(fewest, nc)
+    counts_arr = np.zeros((rows, n), dtype=np.int64)
+    first_arr = np.zeros((rows, n), dtype=np.int64)
+    ctx_arr = np.empty((rows, m), dtype=np.int64)
+    per_bucket_arr = np.zeros((rows, k), dtype=np.int64)
+    cdef int64_t[:, ::1] counts = counts_arr
+    cdef int64_t[:, ::1] first = first_arr
+    cdef int64_t[:, ::1] ctx = ctx_arr
+    cdef int64_t[:, ::1] per_bucket = per_bucket_arr
+    with nogil:
+        for r in range(rows):
+            c = -1
+            for p in range(m):
+                if p == 0 or (packed[r, p] >> 32) != (packed[r, p - 1] >> 32):
+                    c += 1
+                    first[r, c] = p
+                    b = p * k // m
+                counts[r, c] += 1
+                ctx[r, <Py_ssize_t>(packed[r, p] & WORD_MASK)] = b
+                per_bucket[r, b] += 1
+    return counts_arr, first_arr, ctx_arr, per_bucket_arr, fewest == m
+
+
 def decode_ctx_kernel(int64_t[::1] x, const uint32_t[::1] words, int64_t[:, ::1] ctx,
                        int64_t[:, ::1] counts, int64_t[::1] weights, bint final):
     """Context model decoder: (symbols (R, m), status, words used). Each lane keeps, for

@@ -140,6 +140,17 @@ class RansKernels:
     def __repr__(self) -> str:
         return f"RansKernels({self.impl.__name__})"
 
+    def init_buckets(
+        self, packed: np.ndarray, k: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, bool] | None:
+        """Class counts, first sorted positions, bucket of every position and values
+        per bucket of rows of sorted (key << 32 | position) words (see the C kernel);
+        None where this backend has no such kernel."""
+        kernel = getattr(self.impl, "init_buckets_kernel", None)
+        if kernel is None or packed.ndim != 2 or packed.dtype != np.int64 or k < 1:
+            return None
+        return kernel(np.ascontiguousarray(packed), int(k))
+
     def encode(
         self, cls: np.ndarray, counts: np.ndarray, lanes: int, totals: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray] | None:
