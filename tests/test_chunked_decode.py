@@ -602,3 +602,34 @@ def test_the_init_buckets_a_decoder_uses_are_those_of_the_classes(
         assert np.array_equal(got.counts, rc.counts)
     assert got.values.tobytes() == rc.values.tobytes()
     assert np.array_equal(per_bucket, bk.counts) and np.array_equal(ctx, bk.init_ctx)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    dtype=st.sampled_from(["float32", "float16", "float64"]),
+    rows=st.integers(1, 6),
+    m=st.integers(1, 200),
+    bits=st.integers(1, 6),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_refined_classes_are_placed_as_the_reference_places_them(dtype, rows, m, bits, seed):
+    """Values placed from a bucket-major refinement in one compiled pass are the
+    reference's (unrefine, then rebuild); a symbol or class out of range is left to the
+    reference."""
+    fast = kernels.load("rans")
+    if fast is None or not hasattr(fast.impl, "place_refined_kernel"):
+        pytest.skip("no compiled placing kernel")
+    rng = np.random.default_rng(seed)
+    k, n = 1 << bits, m + int(rng.integers(0, 3))
+    sym = rng.integers(0, k, (rows, m))
+    seq = rng.integers(0, n, (rows, m))
+    values = rng.standard_normal((rows, n)).astype(dtype)
+    rc = arrangement.RowClasses(None, values, None, None)
+    want = arrangement.rebuild(buckets.unrefine(seq, sym), rc)
+    assert fast.place_refined(seq, sym, values, k).tobytes() == want.tobytes()
+    bad = sym.copy()
+    bad[-1, -1] = k
+    assert fast.place_refined(seq, bad, values, k) is None
+    bad = seq.copy()
+    bad[0, 0] = n
+    assert fast.place_refined(bad, sym, values, k) is None

@@ -11,7 +11,7 @@ the GIL, so runs of lanes decode side by side on threads.
 
 import numpy as np
 
-from libc.stdint cimport int64_t, uint32_t, uint64_t, uint8_t
+from libc.stdint cimport int64_t, uint16_t, uint32_t, uint64_t, uint8_t
 from libc.stdlib cimport free, malloc, realloc
 
 cdef extern from *:
@@ -968,6 +968,53 @@ def init_buckets_kernel(const int64_t[:, ::1] packed, int64_t k):
                 ctx[r, <Py_ssize_t>(packed[r, p] & WORD_MASK)] = b
                 per_bucket[r, b] += 1
     return counts_arr, first_arr, ctx_arr, per_bucket_arr, fewest == m
+
+
+ctypedef fused word_t:
+    uint16_t
+    uint32_t
+    uint64_t
+
+
+def place_refined_kernel(const int64_t[:, ::1] seq, const int64_t[:, ::1] sym,
+                         const word_t[:, ::1] values, int64_t k):
+    """Rows of values (as words of their width) from a bucket-major refinement: the
+    positions of bucket b, in ascending order, take the classes of its part of ``seq``
+    in turn, and each position its class's value. None if a symbol or class is out of
+    range (the numpy reference then decides)."""
+    cdef Py_ssize_t rows = seq.shape[0], m = seq.shape[1], n = values.shape[1], r, p
+    cdef int64_t b, c, acc, bad = 0
+    out_arr = np.empty((rows, m), dtype=np.asarray(values).dtype)
+    cdef word_t[:, ::1] out = out_arr
+    cdef int64_t[::1] cursor_v = np.empty(max(k, 1), dtype=np.int64)
+    cdef int64_t* cursor = &cursor_v[0]
+    with nogil:
+        for r in range(rows):
+            for b in range(k):
+                cursor[b] = 0
+            for p in range(m):
+                b = sym[r, p]
+                if b < 0 or b >= k:
+                    bad = 1
+                    break
+                cursor[b] += 1
+            if bad:
+                break
+            acc = 0
+            for b in range(k):
+                c = cursor[b]
+                cursor[b] = acc
+                acc += c
+            for p in range(m):
+                c = seq[r, cursor[sym[r, p]]]
+                cursor[sym[r, p]] += 1
+                if c < 0 or c >= n:
+                    bad = 1
+                    break
+                out[r, p] = values[r, c]
+            if bad:
+                break
+    return None if bad else out_arr
 
 
 def decode_ctx_kernel(int64_t[::1] x, const uint32_t[::1] words, int64_t[:, ::1] ctx,

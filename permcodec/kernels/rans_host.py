@@ -151,6 +151,22 @@ class RansKernels:
             return None
         return kernel(np.ascontiguousarray(packed), int(k))
 
+    def place_refined(
+        self, seq: np.ndarray, sym: np.ndarray, values: np.ndarray, k: int
+    ) -> np.ndarray | None:
+        """``rebuild(unrefine(seq, sym), values)`` of :mod:`permcodec.coding.buckets` in
+        one pass (values of 2, 4 or 8 bytes); None where the kernel does not apply."""
+        kernel = getattr(self.impl, "place_refined_kernel", None)
+        width = values.dtype.itemsize
+        s, t = _index_array(seq), _index_array(sym)
+        if kernel is None or width not in (2, 4, 8) or s is None or t is None:
+            return None
+        if s.ndim != 2 or s.shape != t.shape or values.ndim != 2 or values.shape[0] != s.shape[0]:
+            return None
+        words = np.ascontiguousarray(values).view(f"u{width}")
+        out = kernel(s, t, words, int(k))
+        return None if out is None else out.view(values.dtype)
+
     def encode(
         self, cls: np.ndarray, counts: np.ndarray, lanes: int, totals: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray] | None:
