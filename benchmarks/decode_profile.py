@@ -38,6 +38,8 @@ STAGES: tuple[tuple[Any, str, str], ...] = (
     (arrangement, "row_classes", "sort and class rows"),
     (arrangement, "init_classes", "sort and class rows"),
     (buckets, "bucketize", "bucket rows"),
+    (runs, "init_buckets", "sort, class and bucket rows (compiled)"),
+    (runs, "place_refined", "rebuild values"),
     (rans, "decode_rows_run", "entropy decode: row-rans"),
     (rans, "decode_ctx_run", "entropy decode: bucket stream"),
     (rans, "decode_run", "entropy decode: refinement"),

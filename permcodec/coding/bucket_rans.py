@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 
-from .. import kernels
 from ..core.checks import is_int
 from ..core.dtypes import storage_dtype
 from ..errors import FormatError
@@ -140,16 +139,11 @@ def _exact_rows(
     for r0, r1 in refine_runs:
         rc, counts, sym = ahead.take(r0, r1)
         seq = refine.classes(r1, rc.counts, buckets.bucket_major_totals(counts))
-        out.put(r0, r1, _placed(seq, sym, rc, 1 << bits))
+        values = runs.place_refined(seq, sym, rc, 1 << bits)
+        if values is None:
+            values = arrangement.rebuild(buckets.unrefine(seq, sym), rc)
+        out.put(r0, r1, values)
     return out.result()
-
-
-def _placed(seq: np.ndarray, sym: np.ndarray, rc: arrangement.RowClasses, k: int) -> np.ndarray:
-    """Rows of values from the refinement's classes ``seq`` (bucket-major) and the
-    bucket of every position: the compiled kernel in one pass, else the reference."""
-    fast = kernels.load("rans")
-    got = None if fast is None else fast.place_refined(seq, sym, rc.values, k)
-    return got if got is not None else arrangement.rebuild(buckets.unrefine(seq, sym), rc)
 
 
 class _BucketsAhead:

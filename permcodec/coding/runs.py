@@ -179,26 +179,52 @@ class SeededRows:
     ) -> tuple[arrangement.RowClasses, np.ndarray, np.ndarray]:
         """What a lossless bucket decoder needs of rows r0..r1-1 of the init: their
         classes (values and counts; ``counts`` None in rows of distinct values, no
-        sorted keys), the values per bucket (R, K) and each position's bucket (R, m).
-        The compiled kernel derives them in one pass after the row sort."""
+        sorted keys), the values per bucket (R, K) and each position's bucket (R, m)."""
         init = self.rows(r0, r1)
         keys = order_keys(init, self.dtype)
-        width = 8 * init.dtype.itemsize
-        fast = kernels.load("rans") if width <= 32 and init.size else None
-        packed = np.sort((keys << 32) | np.arange(init.shape[1]), axis=1) if fast else None
-        got = None if fast is None else fast.init_buckets(packed, 1 << bits)
-        if got is None:
-            rc, bk = self.buckets(r0, r1, bits)
-            counts = None if rc.distinct else rc.counts
-            slim = arrangement.RowClasses(counts, rc.values, None, None, rc.distinct)
-            return slim, bk.counts, bk.init_ctx
-        counts, first, ctx, per_bucket, distinct = got
-        if distinct:  # class c is the c-th smallest value
-            values = NUMPY.values_of_keys(packed >> 32, init, width)
-            return arrangement.RowClasses(None, values, None, None, True), per_bucket, ctx
-        values = NUMPY.values_of_keys(np.take_along_axis(packed, first, axis=1) >> 32, init, width)
-        values[counts == 0] = 0  # padding classes
-        return arrangement.RowClasses(counts, values, None, None, False), per_bucket, ctx
+        got = init_buckets(init, keys, bits)
+        if got is not None:
+            return got
+        rc, init_cls = arrangement.init_classes(init, keys)
+        bk = buckets.bucketize(rc, init_cls, bits)
+        counts = None if rc.distinct else rc.counts
+        return (
+            arrangement.RowClasses(counts, rc.values, None, None, rc.distinct),
+            bk.counts,
+            bk.init_ctx,
+        )
+
+
+def init_buckets(
+    init: np.ndarray, keys: np.ndarray, bits: int
+) -> tuple[arrangement.RowClasses, np.ndarray, np.ndarray] | None:
+    """:meth:`SeededRows.bucket_counts` of rows ``init`` with order keys ``keys`` by the
+    compiled kernel, in one pass after the row sort; None without it or for keys wider
+    than 32 bits."""
+    width = 8 * init.dtype.itemsize
+    fast = kernels.load("rans") if width <= 32 and init.size else None
+    if fast is None or not hasattr(fast.impl, "init_buckets_kernel"):
+        return None
+    packed = np.sort((keys << 32) | np.arange(init.shape[1]), axis=1)
+    got = fast.init_buckets(packed, 1 << bits)
+    if got is None:
+        return None
+    counts, first, ctx, per_bucket, distinct = got
+    if distinct:  # class c is the c-th smallest value
+        values = NUMPY.values_of_keys(packed >> 32, init, width)
+        return arrangement.RowClasses(None, values, None, None, True), per_bucket, ctx
+    values = NUMPY.values_of_keys(np.take_along_axis(packed, first, axis=1) >> 32, init, width)
+    values[counts == 0] = 0  # padding classes
+    return arrangement.RowClasses(counts, values, None, None, False), per_bucket, ctx
+
+
+def place_refined(
+    seq: np.ndarray, sym: np.ndarray, rc: arrangement.RowClasses, k: int
+) -> np.ndarray | None:
+    """Rows of values from a refinement's classes ``seq`` (bucket-major) and the bucket
+    of every position, by the compiled kernel in one pass; None without it."""
+    fast = kernels.load("rans")
+    return None if fast is None else fast.place_refined(seq, sym, rc.values, k)
 
 
 @dataclass
