@@ -40,9 +40,10 @@ cdef extern from *:
     #endif
         return a / d;
     }
-    /* a[i] -= x[i] and b[i] -= y[i] for i < n (the context decoder's totals). */
-    static inline void pc_sub_pair(int64_t* __restrict a, const int64_t* __restrict x,
-                                   int64_t* __restrict b, const int64_t* __restrict y,
+    /* a[i] -= x[i] and b[i] -= y[i] for i < n (the context decoder's totals, at most
+       2**31: 32 bits each, four to a 128-bit register). */
+    static inline void pc_sub_pair(uint32_t* __restrict a, const uint32_t* __restrict x,
+                                   uint32_t* __restrict b, const uint32_t* __restrict y,
                                    int64_t n) {
         int64_t i;
         for (i = 0; i < n; i++) {
@@ -200,7 +201,7 @@ cdef extern from *:
                     int* trees) noexcept nogil
     uint64_t* pc_recip_table(int64_t* n) noexcept
     int64_t pc_dot(const int64_t* a, const int64_t* b, int64_t n) nogil
-    void pc_sub_pair(int64_t* a, const int64_t* x, int64_t* b, const int64_t* y, int64_t n) nogil
+    void pc_sub_pair(uint32_t* a, const uint32_t* x, uint32_t* b, const uint32_t* y, int64_t n) nogil
     int64_t PROB_BITS "PC_PROB_BITS"
     int64_t LOW_MASK "PC_LOW_MASK"
     int64_t STATE_LOW "PC_STATE_LOW"
@@ -1030,27 +1031,28 @@ def decode_ctx_kernel(int64_t[::1] x, const uint32_t[::1] words, int64_t[:, ::1]
     cdef int64_t[:, ::1] out = out_arr
     cdef int64_t[::1] rem_v = np.empty(max(lanes * k, 1), dtype=np.int64)
     cdef int64_t* rem = &rem_v[0]
-    cdef int64_t[::1] tot_v = np.empty(max(lanes * k, 1), dtype=np.int64)
-    cdef int64_t* tot = &tot_v[0]
-    cdef int64_t[::1] low_v = np.empty(max(lanes * k, 1), dtype=np.int64)
-    cdef int64_t* low = &low_v[0]
+    # T_i, L_i and the weights in 32 bits (the weight bound keeps T_i within 2**31)
+    cdef uint32_t[::1] tot_v = np.empty(max(lanes * k, 1), dtype=np.uint32)
+    cdef uint32_t* tot = &tot_v[0]
+    cdef uint32_t[::1] low_v = np.empty(max(lanes * k, 1), dtype=np.uint32)
+    cdef uint32_t* low = &low_v[0]
     # wrev[k - 1 - t + i] = weights[t - i + k - 1]: bucket t's weight under context i
-    cdef int64_t[::1] wrev_v = np.ascontiguousarray(np.asarray(weights)[::-1])
-    cdef int64_t* wrev = &wrev_v[0]
+    cdef uint32_t[::1] wrev_v = np.ascontiguousarray(np.asarray(weights)[::-1]).astype(np.uint32)
+    cdef uint32_t* wrev = &wrev_v[0]
     cdef const int64_t* w = &weights[0]
     # T_i and L_i pay for their k * k start per row when rows are long enough
     cdef bint incremental = 4 * k <= m
     # wabove[t * k + i]: the same weight where i > t (L_i loses it), else 0
-    cdef int64_t[::1] wabove_v = np.zeros(max(k * k if incremental else 1, 1), dtype=np.int64)
-    cdef int64_t* wabove = &wabove_v[0]
+    cdef uint32_t[::1] wabove_v = np.zeros(max(k * k if incremental else 1, 1), dtype=np.uint32)
+    cdef uint32_t* wabove = &wabove_v[0]
     for t in range(k if incremental else 0):
         for i in range(t + 1, k):
             wabove[t * k + i] = wrev[k - 1 - t + i]
     cdef uint8_t[::1] active_v = np.empty(max(lanes, 1), dtype=np.uint8)
     cdef uint8_t* active = &active_v[0]
     cdef int64_t* rl
-    cdef int64_t* tl
-    cdef int64_t* ll
+    cdef uint32_t* tl
+    cdef uint32_t* ll
     cdef int64_t pos = 0, xl, s, hint, off, acc, run_, part, total, cc, lo_c, hi_c, lo, fr, have
     cdef int early = 0, status = OK
     with nogil:
@@ -1067,8 +1069,9 @@ def decode_ctx_kernel(int64_t[::1] x, const uint32_t[::1] words, int64_t[:, ::1]
                     have += rl[b]
                 active[lane] = have > 0
                 for i in range(k if incremental else 0):
-                    ll[i] = pc_dot(rl, w + (k - 1 - i), i)
-                    tl[i] = ll[i] + pc_dot(rl + i, w + (k - 1), k - i)
+                    run_ = pc_dot(rl, w + (k - 1 - i), i)
+                    ll[i] = <uint32_t>run_
+                    tl[i] = <uint32_t>(run_ + pc_dot(rl + i, w + (k - 1), k - i))
             for j in range(m):
                 early = 0
                 for lane in range(lanes):
@@ -1080,8 +1083,8 @@ def decode_ctx_kernel(int64_t[::1] x, const uint32_t[::1] words, int64_t[:, ::1]
                         hint = ctx[r, j]
                         off = k - 1 - hint
                         if incremental:
-                            acc = tot[lane * k + hint]
-                            run_ = low[lane * k + hint]
+                            acc = <int64_t>tot[lane * k + hint]
+                            run_ = <int64_t>low[lane * k + hint]
                         else:
                             run_ = pc_dot(rl, w + off, hint)
                             acc = run_ + pc_dot(rl + hint, w + off + hint, k - hint)
