@@ -321,6 +321,18 @@ cdef inline int64_t _descend(int64_t* left, int levels, int64_t c, int64_t* belo
     return node - (<int64_t>1 << levels)
 
 
+cdef inline int64_t _state_after(int64_t x, int64_t s, int64_t below, int64_t f, int64_t total,
+                                 const uint64_t* recip, int64_t nrecip, int* bad) noexcept nogil:
+    """The state after decoding the symbol of interval [below, below + f) of ``total``
+    from state ``x`` (``s``: its low bits); ``bad`` set if that interval is empty."""
+    cdef int64_t lo = pc_div(below << PROB_BITS, total, recip, nrecip)
+    cdef int64_t fr = pc_div((below + f) << PROB_BITS, total, recip, nrecip) - lo
+    if fr <= 0:
+        bad[0] = 1
+        return x
+    return fr * (x >> PROB_BITS) + s - lo
+
+
 cdef inline int64_t _multiset_step(int64_t c, int64_t total, int64_t* left, int64_t* cnt,
                                    int levels, int64_t* lo, int64_t* fr, const uint64_t* recip,
                                    int64_t nrecip) noexcept nogil:
@@ -736,7 +748,7 @@ def decode_kernel(int64_t[::1] x, const uint32_t[::1] words, int64_t[:, ::1] cou
     cdef int64_t* have = &have_v[0]
     cdef uint8_t[::1] active_v = np.empty(max(lanes, 1), dtype=np.uint8)
     cdef uint8_t* active = &active_v[0]
-    cdef int64_t pos = 0, xl, total, cc, at, below, lo, fr
+    cdef int64_t pos = 0, xl, total, cc, at, below
     cdef int64_t nrecip
     cdef int64_t ss[4]
     cdef int64_t tt[4]
@@ -744,7 +756,7 @@ def decode_kernel(int64_t[::1] x, const uint32_t[::1] words, int64_t[:, ::1] cou
     cdef int64_t bel[4]
     cdef Py_ssize_t l0, blk, q
     cdef const uint64_t* recip = pc_recip_table(&nrecip)
-    cdef int early = 0, status = OK
+    cdef int early = 0, status = OK, bad = 0
     cdef int64_t[::1] saved
     if has_totals:
         saved = np.array(x)
@@ -795,15 +807,13 @@ def decode_kernel(int64_t[::1] x, const uint32_t[::1] words, int64_t[:, ::1] cou
                             below = bel[q]
                             out[r0 + lane, j] = at
                             if active[lane]:
-                                lo = pc_div(below << PROB_BITS, total, recip, nrecip)
-                                fr = pc_div((below + cnt[lane * n + at]) << PROB_BITS, total,
-                                            recip, nrecip) - lo
-                                if fr <= 0:
+                                xl = _state_after(xl, ss[q], below, cnt[lane * n + at], total,
+                                                  recip, nrecip, &bad)
+                                if bad:
                                     status = INCONSISTENT
                                     break
                                 cnt[lane * n + at] -= 1
                                 have[lane] -= 1
-                                xl = fr * (xl >> PROB_BITS) + ss[q] - lo
                         xl = _refill(xl, words, &pos, &early)
                         x[lane] = xl
                     if status != OK:
@@ -847,7 +857,7 @@ cdef _decode_refinement(int64_t[::1] x, const uint32_t[::1] words, int64_t[:, ::
     cdef int* depth = &depth_v[0]
     cdef int64_t[::1] last_v = np.zeros(max(lanes, 1), dtype=np.int64)
     cdef int64_t* last = &last_v[0]
-    cdef int64_t pos = 0, xl, total, cc, at, below, lo, fr, c0, got, nb
+    cdef int64_t pos = 0, xl, total, cc, at, below, c0, got, nb
     cdef int64_t nrecip
     cdef int64_t ss[4]
     cdef int64_t tt[4]
@@ -855,7 +865,7 @@ cdef _decode_refinement(int64_t[::1] x, const uint32_t[::1] words, int64_t[:, ::
     cdef int64_t bel[4]
     cdef Py_ssize_t l0, blk, q
     cdef const uint64_t* recip = pc_recip_table(&nrecip)
-    cdef int early = 0, status = OK
+    cdef int early = 0, status = OK, bad = 0
     with nogil:
         for g in range(groups):
             r0 = g * lanes
@@ -909,14 +919,12 @@ cdef _decode_refinement(int64_t[::1] x, const uint32_t[::1] words, int64_t[:, ::
                             total = tt[q]
                             below = bel[q]
                             out[r0 + lane, j] = at
-                            lo = pc_div(below << PROB_BITS, total, recip, nrecip)
-                            fr = pc_div((below + cnt[lane * n + at]) << PROB_BITS, total,
-                                        recip, nrecip) - lo
-                            if fr <= 0:
+                            xl = _state_after(xl, ss[q], below, cnt[lane * n + at], total,
+                                              recip, nrecip, &bad)
+                            if bad:
                                 status = INCONSISTENT
                                 break
                             cnt[lane * n + at] -= 1
-                            xl = fr * (xl >> PROB_BITS) + ss[q] - lo
                         xl = _refill(xl, words, &pos, &early)
                         x[lane] = xl
                     if status != OK:
