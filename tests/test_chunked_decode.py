@@ -633,3 +633,14 @@ def test_refined_classes_are_placed_as_the_reference_places_them(dtype, rows, m,
     bad = seq.copy()
     bad[0, 0] = n
     assert fast.place_refined(bad, sym, values, k) is None
+
+
+def test_sorted_words_with_a_position_out_of_range_are_refused():
+    fast = kernels.load("rans")
+    if fast is None or not hasattr(fast.impl, "init_buckets_kernel"):
+        pytest.skip("no compiled init-buckets kernel")
+    ok = np.array([[1, (1 << 32) | 0]], dtype=np.int64)  # keys 0, 1 at positions 1, 0
+    counts, first, ctx, per_bucket, distinct = fast.init_buckets(ok, 2)
+    assert counts.tolist() == [[1, 1]] and first.tolist() == [[0, 1]] and distinct
+    assert ctx.tolist() == [[1, 0]] and per_bucket.tolist() == [[1, 1]]
+    assert fast.init_buckets(np.array([[5, (1 << 32) | 7]], dtype=np.int64), 2) is None

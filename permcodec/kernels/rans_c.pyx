@@ -947,9 +947,11 @@ def init_buckets_kernel(const int64_t[:, ::1] packed, int64_t k):
     of each class's first value (R, N), the bucket of each position's initial value
     (R, m; bucket floor(first rank * k / m) of its class) and the values per bucket
     (R, k): what :func:`permcodec.coding.arrangement.init_classes` and
-    :func:`permcodec.coding.buckets.bucketize` give a decoder, in two passes."""
+    :func:`permcodec.coding.buckets.bucketize` give a decoder, in two passes. None if
+    a position is out of range."""
     cdef Py_ssize_t rows = packed.shape[0], m = packed.shape[1], r, p
-    cdef int64_t n = 0, fewest = m, nc, c, b = 0
+    cdef int64_t n = 0, fewest = m, nc, c, b = 0, at
+    cdef int bad = 0
     for r in range(rows):
         nc = 1 if m else 0
         for p in range(1, m):
@@ -974,8 +976,16 @@ def init_buckets_kernel(const int64_t[:, ::1] packed, int64_t k):
                     first[r, c] = p
                     b = p * k // m
                 counts[r, c] += 1
-                ctx[r, <Py_ssize_t>(packed[r, p] & WORD_MASK)] = b
+                at = packed[r, p] & WORD_MASK
+                if at >= m:
+                    bad = 1
+                    break
+                ctx[r, at] = b
                 per_bucket[r, b] += 1
+            if bad:
+                break
+    if bad:
+        return None
     return counts_arr, first_arr, ctx_arr, per_bucket_arr, fewest == m
 
 
