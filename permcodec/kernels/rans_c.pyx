@@ -275,20 +275,6 @@ cdef inline int _end_status(int64_t[::1] x, int64_t pos, int64_t n_words, bint f
     return OK
 
 
-cdef inline void _row_tree(int64_t[:, ::1] counts, Py_ssize_t r, int levels, int64_t* left,
-                           int64_t* sums) noexcept nogil:
-    """``left`` (node n: count of its left subtree's classes) for row r."""
-    cdef int64_t top = <int64_t>1 << levels
-    cdef Py_ssize_t n = counts.shape[1], c, node
-    for node in range(2 * top):
-        sums[node] = 0
-    for c in range(n):
-        sums[top + c] = counts[r, c]
-    for node in range(top - 1, 0, -1):
-        sums[node] = sums[2 * node] + sums[2 * node + 1]
-        left[node] = sums[2 * node]
-
-
 cdef inline void _leaf_tree(const int64_t* leaves, Py_ssize_t n, int levels, int64_t* left,
                             int64_t* sums) noexcept nogil:
     """``left`` (node n: count of its left subtree's leaves) over ``n`` leaves."""
@@ -299,6 +285,12 @@ cdef inline void _leaf_tree(const int64_t* leaves, Py_ssize_t n, int levels, int
     for node in range(top - 1, 0, -1):
         sums[node] = sums[2 * node] + sums[2 * node + 1]
         left[node] = sums[2 * node]
+
+
+cdef inline void _row_tree(int64_t[:, ::1] counts, Py_ssize_t r, int levels, int64_t* left,
+                           int64_t* sums) noexcept nogil:
+    """``left`` (node n: count of its left subtree's classes) for row r."""
+    _leaf_tree(&counts[r, 0], counts.shape[1], levels, left, sums)
 
 
 cdef inline int64_t _descend(int64_t* left, int levels, int64_t c, int64_t* below) noexcept nogil:
@@ -905,7 +897,7 @@ cdef _decode_refinement(int64_t[::1] x, const uint32_t[::1] words, int64_t[:, ::
                                            &left[lane * span], sums)
                             last[lane] = total
                             ss[q] = x[lane] & LOW_MASK
-                            tt[q] = total if total > 1 else 1
+                            tt[q] = total  # at least 1: the host checks
                             cc = ((ss[q] + 1) * tt[q] - 1) >> PROB_BITS
                             ats[q] = first[lane] + _descend(&left[lane * span], depth[lane],
                                                             cc, &bel[q])
