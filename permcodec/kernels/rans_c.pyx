@@ -280,8 +280,10 @@ cdef inline void _leaf_tree(const int64_t* leaves, Py_ssize_t n, int levels, int
     """``left`` (node n: count of its left subtree's leaves) over ``n`` leaves."""
     cdef int64_t top = <int64_t>1 << levels
     cdef Py_ssize_t c, node
-    for c in range(top):
-        sums[top + c] = leaves[c] if c < n else 0
+    for c in range(n):
+        sums[top + c] = leaves[c]
+    for c in range(n, top):
+        sums[top + c] = 0
     for node in range(top - 1, 0, -1):
         sums[node] = sums[2 * node] + sums[2 * node + 1]
         left[node] = sums[2 * node]
