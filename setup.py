@@ -10,7 +10,9 @@ from setuptools import Extension, setup
 # fused multiply-add; no debug symbols (they would triple the size of the install). MSVC
 # keeps its defaults.
 GCC_LIKE = sys.platform != "win32"
-COMPILE_ARGS = ["-O3", "-fwrapv", "-ffp-contract=off", "-g0"] if GCC_LIKE else []
+COMPILE_ARGS = (
+    ["-O3", "-fwrapv", "-ffp-contract=off", "-g0", "-Wall", "-Wextra"] if GCC_LIKE else []
+)
 LINK_ARGS = ["-s"] if sys.platform.startswith("linux") else []
 
 try:
@@ -18,16 +20,23 @@ try:
 except ImportError:  # building without Cython: no compiled kernels
     ext_modules = []
 else:
+    # each kernel: its Cython module and the C files of csrc/ it wraps
+    KERNELS = {
+        "permcodec.kernels.rans_c": [],
+        "permcodec.kernels.philox_c": [],
+        "permcodec.kernels.grid_c": ["csrc/grid_rans.c"],
+    }
     ext_modules = cythonize(
         [
             Extension(
                 name,
-                [f"permcodec/kernels/{name.rsplit('.', 1)[1]}.pyx"],
+                [f"permcodec/kernels/{name.rsplit('.', 1)[1]}.pyx", *sources],
+                include_dirs=["csrc"],
                 optional=True,
                 extra_compile_args=COMPILE_ARGS,
                 extra_link_args=LINK_ARGS,
             )
-            for name in ("permcodec.kernels.rans_c", "permcodec.kernels.philox_c")
+            for name, sources in KERNELS.items()
         ],
         compiler_directives={"language_level": "3"},
         quiet=True,

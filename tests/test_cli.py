@@ -138,10 +138,14 @@ def test_encode_refuses_non_arrangement_and_writes_nothing(tmp_path: Path) -> No
     assert list(tmp_path.glob("*.perm*")) == []
 
 
-def test_encode_plain_state_dict_explains_missing_plan(tmp_path: Path) -> None:
-    torch.save(nn.Linear(3, 2).state_dict(), tmp_path / "plain.pt")
-    code, _, err = run("encode", str(tmp_path / "plain.pt"))
-    assert code == 1 and "save_checkpoint" in err
+def test_encode_plain_state_dict_says_what_the_default_kept(tmp_path: Path) -> None:
+    torch.save(nn.Linear(30, 20).state_dict(), tmp_path / "plain.pt")
+    code, out, err = run("encode", str(tmp_path / "plain.pt"))
+    assert code == 0, err
+    assert "1 weight matrix on a grid" in out and "default --max-error 0.001" in out
+    errors = [t["rel_error"] for t in permcodec.open(tmp_path / "plain.perm").info()["tensors"]
+              if "rel_error" in t]  # fmt: skip
+    assert len(errors) == 1 and 0 < errors[0] <= 1e-3
 
 
 def test_decode_unknown_suffix_and_missing_input(tmp_path: Path) -> None:

@@ -244,7 +244,7 @@ def test_cli_refuses_a_checkpoint_that_would_run_code(tmp_path):
     evil, marker = tmp_path / "evil.pt", tmp_path / "pwned"
     subprocess.run([sys.executable, "-c", EVIL, str(evil), str(marker)], check=True)
     assert not marker.exists()
-    for extra in ([], ["--approximate"]):
+    for extra in ([], ["--bpw", "3"], ["--max-error", "0.01"]):
         r = _cli("encode", str(evil), "-o", str(tmp_path / "evil.perm"), *extra)
         assert r.returncode == 3, r.stderr
         assert r.stderr.count("\n") == 1 and "weights_only" in r.stderr

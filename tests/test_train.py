@@ -326,6 +326,6 @@ def test_train_at_a_rate_then_recode_a_lossless_model(
         code, _, err = cli("encode", str(lossless), *args, "-o", str(tmp_path / "d.perm"))
         assert code == 2 and message in err
     code, _, err = cli("encode", str(lossless), "--bpw", "0.1", "-o", str(tmp_path / "t.perm"))
-    assert code == 1 and "too few" in err and "bpw=R" in err
+    assert code == 1 and "too few" in err and "permcodec train --bpw R" in err
     code, _, err = cli("encode", str(lossless), "-o", str(tmp_path / "u.perm"))
     assert code == 1 and "already a .perm" in err

@@ -14,8 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from ..core.dtypes import FLOAT_DTYPES, as_float64, from_float32
-from ..errors import LossyWarning, PermcodecError, PlanError, require
+from ..core.dtypes import FLOAT_DTYPES, STORAGE, TensorItem, as_float64, from_float32
+from ..errors import FormatError, LossyWarning, PermcodecError, PlanError, require
+from ..format import posthoc
 from ..format.atomic import atomic_path
 from ..format.reader import PermFile
 from ..format.recode import bucket_depths, plan_depths
@@ -37,42 +38,110 @@ def check_target(path: Path, overwrite: bool) -> None:
         raise PermcodecError(f"output folder {path.parent} does not exist")
 
 
+def read_arrays(src: str | os.PathLike[str]) -> list[TensorItem]:
+    """The tensors (name, storage array, dtype) of a ``.safetensors`` or ``.npz`` file;
+    an ONNX file is refused in one line."""
+    path = Path(src)
+    suffix = path.suffix.lower()
+    if suffix == ".onnx":
+        raise FormatError(
+            f"{path} is an ONNX model; permcodec encodes state dicts: export the weights "
+            "with torch.save(model.state_dict(), 'weights.pt') or as .safetensors"
+        )
+    if suffix == ".npz":
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                return [(n, *_array_item(n, z[n])) for n in z.files]
+        except (ValueError, OSError) as e:
+            raise FormatError(f"{path} is not a readable .npz file of arrays: {e}") from None
+    return _read_safetensors(path)
+
+
+def _array_item(name: str, a: np.ndarray) -> tuple[np.ndarray, str]:
+    dtype = str(a.dtype)
+    if dtype not in STORAGE or a.dtype.byteorder == ">":
+        raise FormatError(f"array {name!r} has dtype {a.dtype}, which .perm files do not hold")
+    return np.ascontiguousarray(a), dtype
+
+
+def _read_safetensors(path: Path) -> list[TensorItem]:
+    """The tensors of a .safetensors file (bfloat16 as its uint16 bits)."""
+    st = require("safetensors", f"reading {path.name}", "safetensors")
+    items = []
+    try:
+        with st.safe_open(str(path), framework="np") as f:
+            names = list(f.keys())
+            for n in names:
+                items.append((n, *_array_item(n, f.get_tensor(n))))
+    except (TypeError, ValueError) as e:  # bfloat16 has no numpy dtype
+        if "bf16" not in str(e).lower() and "bfloat16" not in str(e).lower():
+            raise FormatError(f"{path} is not a readable .safetensors file: {e}") from None
+        pt = require("permcodec.torch", f"reading the bfloat16 tensors of {path.name}", "torch")
+        stt = require("safetensors.torch", f"reading {path.name}", "safetensors")
+        return [(n, *pt.to_numpy(t)) for n, t in stt.load_file(str(path)).items()]
+    except Exception as e:  # safetensors' own errors on malformed files
+        raise FormatError(f"{path} is not a readable .safetensors file: {e}") from None
+    return items
+
+
 def encode_checkpoint(
     src: str | os.PathLike[str],
     dst: str | os.PathLike[str],
     overwrite: bool = False,
     bits: int | None = None,
-    approximate: bool = False,
-    seed: int = 0,
     max_bytes: int | None = None,
     bpw: float | None = None,
     loss: Callable[[str, np.ndarray], float] | None = None,
-) -> tuple[dict[str, Any], list[Any]]:
-    """Encode a permcodec checkpoint (``save_checkpoint``), or with ``approximate``
-    any state dict, into a `.perm` file (rank buckets only with ``bits``; at most
-    ``bpw`` bits per weight with ``bpw``); returns the file's :meth:`PermFile.info`
-    and the approximation report. A `.perm` input is re-coded (:func:`recode_file`)."""
-    if Path(src).suffix == ".perm":
-        if approximate:
-            raise PermcodecError(f"{src} is already a .perm file: approximate=True needs a .pt")
-        return recode_file(src, dst, overwrite, bits, bpw, max_bytes, loss), []
-    from .. import torch as pt
+    max_error: float | None = None,
+    lossless: bool = False,
+    key: str | None = None,
+) -> dict[str, Any]:
+    """Encode a model file into a `.perm` file and return its :meth:`PermFile.info`.
 
+    A model seeded by ``permcodec.init`` (a torch checkpoint with a plan) is stored
+    losslessly, as rank buckets with ``bits``, or within ``bpw``; any other model (or a
+    seeded one whose tensors left their init, given ``bpw`` or ``max_error``) has its
+    weight matrices put on grids (:mod:`permcodec.format.posthoc`): within ``bpw`` bits
+    per weight, each within relative error ``max_error``, or each within the default
+    error when neither is given; ``lossless`` stores it exactly. A `.perm` input is
+    re-coded (:func:`recode_file`)."""
+    if Path(src).suffix == ".perm":
+        if max_error is not None or lossless:
+            raise PermcodecError(f"{src} is already a .perm file; re-code it with bpw= or bits=")
+        return recode_file(src, dst, overwrite, bits, bpw, max_bytes, loss)
     dst = Path(dst)
     check_target(dst, overwrite)
-    sd, plan = pt.load_checkpoint(src)
-    if plan is None and not approximate:
-        raise PlanError(
-            f"{src} has no permcodec plan; write it with "
-            "permcodec.save_checkpoint(model, path) after permcodec.init(model, seed), "
-            "or encode it with approximate=True to store a model trained without LaPerm "
-            "approximately"
-        )
+    suffix = Path(src).suffix.lower()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", LossyWarning)  # the caller reports from info
-        report = pt.save(sd, dst, plan=plan, bits=bits, approximate=approximate, seed=seed, bpw=bpw)
+        if suffix in (".safetensors", ".npz", ".onnx"):  # no plan, no torch needed
+            if bits is not None:
+                raise PlanError(NO_PLAN_BITS.format(src=src))
+            items = read_arrays(src)
+            posthoc.write_trained(dst, items, _metadata(), bpw, max_error, lossless)
+        else:
+            pt = require("permcodec.torch", f"reading {Path(src).name}", "torch")
+            sd, plan = pt.load_checkpoint(src, key)
+            if plan is None and bits is not None:
+                raise PlanError(NO_PLAN_BITS.format(src=src))
+            if plan is None and bpw is None and max_error is None and not lossless:
+                max_error = posthoc.DEFAULT_MAX_ERROR
+            pt.save(sd, dst, plan=plan, bits=bits, bpw=bpw, max_error=max_error,
+                    lossless=lossless)  # fmt: skip
     with PermFile(dst, max_bytes=max_bytes) as pf:
-        return pf.info(), report
+        return pf.info()
+
+
+NO_PLAN_BITS = (
+    "{src} was not trained by permutation (it has no plan): bits= keeps the rank buckets "
+    "of LaPerm models; give bpw= (a size) or max_error= (a relative error)"
+)
+
+
+def _metadata() -> dict[str, str]:
+    from ..core.version import __version__
+
+    return {"permcodec_version": __version__}
 
 
 def recode_file(

@@ -16,6 +16,7 @@ import functools
 import json
 import math
 import os
+import re
 import signal
 import sys
 import traceback
@@ -28,6 +29,7 @@ import click
 from ..core.plan import MAX_BITS
 from ..core.version import __version__
 from ..errors import FormatError, LimitError, PermcodecError, UnsafeCheckpointError, require
+from ..format import posthoc
 from ..format.limits import ENV_MAX_BYTES, parse_size
 from ..format.reader import PermFile
 from .files import OUTPUT_DTYPES, OUTPUT_FORMATS, check_target, decode_file, encode_checkpoint
@@ -35,18 +37,23 @@ from .files import OUTPUT_DTYPES, OUTPUT_FORMATS, check_target, decode_file, enc
 EXIT_FAILED, EXIT_USAGE, EXIT_DAMAGED, EXIT_LIMIT, EXIT_INTERRUPTED = 1, 2, 3, 4, 130
 
 
-#: How the library's error messages name arguments, and the flags that set them here.
+#: How the library's error messages name arguments (patterns), and the flags that set
+#: them here.
 FLAG_OF = {
-    "overwrite=True": "--force",
-    "approximate=True": "--approximate",
-    "max_bytes= or PERMCODEC_MAX_BYTES": "--max-bytes or PERMCODEC_MAX_BYTES",
+    r"\boverwrite=True": "--force",
+    r"\bmax_bytes= or PERMCODEC_MAX_BYTES": "--max-bytes or PERMCODEC_MAX_BYTES",
+    r"init\(\.\.\., bpw=R\)": "permcodec train --bpw R",
+    r"\bbpw=R\b": "--bpw R",
+    r"\bmax_error=E\b": "--max-error E",
+    r"\blossless=True": "--lossless",
+    r"\b(bpw|bits|max_error|key)=(?!\w)": lambda m: "--" + m.group(1).replace("_", "-"),
 }
 
 
 def _fail(message: str, code: int) -> None:
     first = message.strip().splitlines()[0] if message.strip() else "failed"
     for argument, flag in FLAG_OF.items():
-        first = first.replace(argument, flag)
+        first = re.sub(argument, flag, first)
     click.echo(f"permcodec: error: {first}", err=True)
     sys.exit(code)
 
@@ -186,6 +193,14 @@ def main() -> None:
     """
 
 
+def _retired(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value:
+        raise click.UsageError(
+            "--approximate is retired (its default damaged models): give --bpw R (a size) "
+            "or --max-error E (a relative error per weight matrix)"
+        )
+
+
 @main.command()
 @click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option(
@@ -194,26 +209,32 @@ def main() -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Output .perm file [default: MODEL with suffix .perm].",
 )
-@bits_option("Store only each weight's rank bucket (2**B per row): lossy, reported.")
-@click.option(
-    "--approximate",
-    is_flag=True,
-    help="Any trained state dict: store weight matrices as fitted seeded values (lossy).",
-)
-@click.option(
-    "--seed",
-    default=0,
-    show_default=True,
-    type=click.IntRange(0, 2**63 - 1),
-    help="Seed for --approximate.",
-)
 @click.option(
     "--bpw",
     type=click.FloatRange(min=0.0, min_open=True),
     default=None,
     metavar="R",
     help="Target size: the weight matrices cost at most R bits per weight, container "
-    "included; each keeps the rank-bucket depth that loses least.",
+    "included (lossy; the error of each matrix is reported).",
+)
+@click.option(
+    "--max-error",
+    type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True),
+    default=None,
+    metavar="E",
+    help="A model trained without LaPerm: every weight matrix within relative L2 error E, "
+    f"as small as that allows [default: {posthoc.DEFAULT_MAX_ERROR:g}].",
+)
+@click.option(
+    "--lossless", is_flag=True, help="A model trained without LaPerm: store every tensor exactly."
+)
+@bits_option("A LaPerm model: store only each weight's rank bucket (2**B per row): lossy.")
+@click.option(
+    "--key",
+    default=None,
+    metavar="KEY",
+    help="The entry of a training checkpoint that holds the state dict (found when only "
+    "one entry holds tensors).",
 )
 @click.option(
     "--calibrate",
@@ -225,33 +246,42 @@ def main() -> None:
     "them if fewer; needs torch), not by relative error.",
 )
 @click.option("--data-dir", default=None, help="Folder of the dataset files (--calibrate).")
+@click.option("--approximate", is_flag=True, hidden=True, expose_value=False, callback=_retired)
 @force_option
 @reports_errors
 def encode(
     model: Path,
     output: Path | None,
-    bits: int | None,
-    approximate: bool,
-    seed: int,
     bpw: float | None,
+    max_error: float | None,
+    lossless: bool,
+    bits: int | None,
+    key: str | None,
     calibrate: int | None,
     data_dir: str | None,
     force: bool,
 ) -> None:
-    """Encode a checkpoint written by permcodec.save_checkpoint into a .perm file.
+    """Encode a model (.pt state dict or checkpoint, .safetensors, .npz) into a .perm file.
 
-    Every seeded tensor must be an exact rearrangement of its initialization;
-    everything else (biases, norm layers, buffers) is stored exactly with zstd.
-    With --bits the seeded tensors keep only their rank buckets; with --bpw R each
-    keeps the depth that loses least with the weight matrices within R bits per
-    weight. MODEL may also be a lossless .perm file, re-coded with --bits or --bpw.
-    With --approximate, MODEL may be any state dict (.pt): each weight matrix is
-    replaced by seeded values fitted to its distribution, placed by rank (best with
-    --bits). Every tensor that is not stored exactly is listed with its relative L2
-    error.
+    \b
+    A model trained by LaPerm (permcodec.save_checkpoint, or a state dict of a
+    model seeded by permcodec.init): stored exactly; --bits B keeps rank buckets,
+    --bpw R re-codes it within R bits per weight.
+    \b
+    Any other model (trained by Adam, downloaded): every weight matrix goes on a
+    grid fitted to its values, the rest (biases, norm layers, buffers) stays exact.
+    --bpw R: within R bits per weight; --max-error E: each matrix within relative
+    L2 error E; neither: each within 0.001; --lossless: everything exact. Each
+    lossy matrix's error is reported (permcodec info lists them).
+    \b
+    MODEL may also be a .perm file, re-coded with --bits or --bpw.
     """
-    if bits is not None and bpw is not None:
-        raise click.UsageError("give --bits or --bpw, not both")
+    chosen = [f for f, v in (("--bits", bits), ("--bpw", bpw), ("--max-error", max_error),
+                             ("--lossless", lossless or None)) if v is not None]  # fmt: skip
+    if len(chosen) > 1:
+        raise click.UsageError(
+            f"give one of --bits, --bpw, --max-error, --lossless, not {' and '.join(chosen)}"
+        )
     if calibrate is not None and bpw is None:
         raise click.UsageError("--calibrate chooses the depths of --bpw R; give --bpw too")
     if calibrate is not None and model.suffix != ".perm":
@@ -266,33 +296,50 @@ def encode(
 
         check_target(output, force)  # before the calibration's minutes, not after
         loss = calibration_loss(model, calibrate, data_dir, _max_bytes())
-    info, report = encode_checkpoint(
+    info = encode_checkpoint(
         model,
         output,
         overwrite=force,
         bits=bits,
-        approximate=approximate,
-        seed=seed,
         max_bytes=_max_bytes(),
         bpw=bpw,
         loss=loss,
+        max_error=max_error,
+        lossless=lossless,
+        key=key,
     )
-    for r in report:
-        if not r.seeded and r.reason != "not a float weight matrix":
-            click.echo(f"kept exact: {r.name} ({r.reason})")
     click.echo(
         f"wrote {output}: {info['file_bytes']} bytes, {info['bits_per_weight']:.3f} "
         f"bits/weight, {info['ratio_vs_float32']:.2f}x smaller than float32"
     )
-    _report_lossy(info)
+    _report_lossy(info, default=bpw is None and max_error is None and not lossless)
     _report_rate(info["weight_matrices"], bpw)
 
 
-def _report_lossy(info: dict[str, Any]) -> None:
+def _report_lossy(info: dict[str, Any], default: bool = False) -> None:
+    """The tensors a file does not hold exactly: the rank-bucket ones one by one, the
+    weight matrices on grids in one line (``permcodec info`` lists them)."""
+    grids = [t for t in info["tensors"] if t["coding"] == "grid-rans"]
     for t in info["tensors"]:
-        if t.get("rel_error"):
+        if t.get("rel_error") and t["coding"] != "grid-rans":
             how = "approximated" if t.get("exact", True) else f"at {t.get('bits')} bits"
             click.echo(f"lossy: {t['name']} {how}: relative L2 error {t['rel_error']:.4f}")
+    if grids:
+        errors = [t.get("rel_error", 0.0) for t in grids]
+        within = (
+            f"; each within the default --max-error {posthoc.DEFAULT_MAX_ERROR:g} (choose "
+            "with --max-error E, --bpw R or --lossless)"
+            if default
+            else ""
+        )
+        what = (
+            "1 weight matrix on a grid"
+            if len(grids) == 1
+            else f"{len(grids)} weight matrices on grids"
+        )
+        click.echo(
+            f"lossy: {what}, relative L2 error {min(errors):.2e} to {max(errors):.2e}{within}"
+        )
 
 
 @main.command()

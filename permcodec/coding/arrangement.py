@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from ..core.dtypes import FLOAT_DTYPES, order_keys
+from ..core.initializers import initial_rows
 from ..core.ops import NUMPY, NumpyOps
 from ..errors import NotAnArrangementError
 
@@ -101,8 +103,8 @@ def classes_of(trained_keys: np.ndarray, rc: RowClasses, name: str = "?") -> np.
         raise NotAnArrangementError(
             f"tensor {name!r} row {row} is not an arrangement of its initial values "
             f"({differ} of {trained_keys.shape[1]} sorted values differ; "
-            f"{bad.size} bad row(s) in all); a model trained without LaPerm can be "
-            "stored with approximate=True",
+            f"{bad.size} bad row(s) in all); a model trained without LaPerm is stored "
+            "with bpw=R or max_error=E",
             tensor=name,
             row=row,
         )
@@ -131,3 +133,15 @@ def bound_bits(counts: np.ndarray) -> float:
     m = int(counts[0].sum())
     lf = log2_factorials(m)
     return float(counts.shape[0] * lf[m] - lf[counts].sum())
+
+
+def is_arrangement(array: np.ndarray, dtype: str, spec: dict, key: tuple[int, int]) -> bool:
+    """Whether every row of ``array`` holds exactly the values of its seeded init."""
+    if dtype not in FLOAT_DTYPES:
+        return False
+    shape = tuple(int(d) for d in array.shape)
+    init = initial_rows(spec, key, shape, dtype)
+    if init.size != array.size:
+        return False
+    trained = order_keys(np.ascontiguousarray(array).reshape(init.shape), dtype)
+    return bool((np.sort(trained, axis=1) == np.sort(order_keys(init, dtype), axis=1)).all())

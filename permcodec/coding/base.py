@@ -83,6 +83,13 @@ class Coding:
         """Values the decoder works on at once, beside the output (0: none)."""
         return 0
 
+    def working_bytes(self, params: Params) -> int:
+        """Memory a decode takes beside the output (the working set of its largest run
+        of rows, unless the coding says otherwise)."""
+        from .runs import RUN_BYTES_PER_VALUE
+
+        return RUN_BYTES_PER_VALUE * self.largest_run(params)
+
     def lossless(self, params: Params) -> bool:
         """Whether the payload holds the tensor exactly (else only its rank buckets)."""
         return True

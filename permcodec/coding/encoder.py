@@ -19,8 +19,11 @@ from ..core.dtypes import FLOAT_DTYPES, as_float64, c_contiguous, order_keys, st
 from ..core.initializers import check_resolved, fans, initial_rows, row_shape
 from ..core.plan import TensorPlan
 from ..errors import PlanError
-from . import arrangement, bucket_rans, raw, row_rans
+from . import arrangement, bucket_rans, grid_rans, raw, row_rans
 from .base import MAX_ROW
+
+#: Values per lane of a ``grid-rans`` tensor (lanes decode side by side).
+GRID_LANE_VALUES = 1 << 16
 
 
 @dataclass
@@ -42,14 +45,22 @@ def encode_tensor(
     tp: TensorPlan | None,
     bits: int | None = None,
     original: np.ndarray | None = None,
+    grid: grid_rans.Grid | None = None,
 ) -> Encoded:
-    """Code one tensor (seeded per ``tp``, rank buckets only with ``bits``); a lossy
+    """Code one tensor (seeded per ``tp``, rank buckets only with ``bits``; on ``grid``,
+    a tensor outside the plan put on a grid by :mod:`permcodec.coding.grid_fit`); a lossy
     result's ``rel_error`` is measured against ``original`` (default: ``array``)."""
     array = c_contiguous(array, storage_dtype(dtype))
     shape = tuple(int(d) for d in array.shape)
     fields: dict[str, Any] = {"name": name, "shape": list(shape), "dtype": dtype}
     decoded = array
-    if tp is None:
+    if grid is not None:
+        if tp is not None:
+            raise PlanError(f"tensor {name!r} is seeded; it cannot also go on a grid")
+        extra, payload = grid_rans.encode(grid, grid_lanes(grid))
+        fields.update(extra)
+        decoded = grid.decoded
+    elif tp is None:
         fields["coding"], payload = raw.encode(array)
     else:
         _check_plan_fits(name, tp, shape, dtype)
@@ -69,6 +80,13 @@ def encode_tensor(
         ref = original if original is not None else array
         rel_error = relative_error(ref, decoded, dtype)
     return Encoded(fields, payload, decoded, rel_error)
+
+
+def grid_lanes(grid: grid_rans.Grid) -> int:
+    """Lanes of a ``grid-rans`` tensor: one per :data:`GRID_LANE_VALUES` values, at most
+    one per row."""
+    rows, m = grid.symbols.shape
+    return max(1, min(rows, rows * m // GRID_LANE_VALUES))
 
 
 def _encode_lossless(

@@ -525,10 +525,20 @@ def _encode_rows_ref(
     cls: np.ndarray, counts: np.ndarray, lanes: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The reference behind :func:`encode_rows`."""
-    rows, m = cls.shape
+    return encode_segments(*_intervals(cls, counts), lanes)
+
+
+def encode_segments(
+    start: np.ndarray, freq: np.ndarray, lanes: int, prob_bits: int = PROB_BITS
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The reference encoder of one word segment per lane (``row-rans``, ``grid-rans``):
+    every symbol's interval (start, freq), (R, m), on a total of 2**prob_bits; lane l
+    codes rows [b[l], b[l+1]), all lanes stepping together, last symbol first. Returns
+    (states, segment lengths, words of lane 0, lane 1, ... each in decoding order)."""
+    rows, m = start.shape
     bounds = lane_bounds(rows, lanes)
-    start, freq = _intervals(cls, counts)
     x = np.full(lanes, STATE_LOW, dtype=np.int64)
+    emit = 63 - prob_bits  # a state with x >> emit >= freq emits a word first
     emitted_lane: list[np.ndarray] = []
     emitted_word: list[np.ndarray] = []
     rounds = int((bounds[1:] - bounds[:-1]).max()) if rows else 0
@@ -536,13 +546,13 @@ def _encode_rows_ref(
         row, live = _lane_schedule(bounds, t)
         for j in range(m - 1, -1, -1):
             st = np.where(live, start[row, j], 0)
-            fr = np.where(live, freq[row, j], PROB_ONE)  # idle lanes: identity steps
-            out = (x >> 32) >= fr
+            fr = np.where(live, freq[row, j], 1 << prob_bits)  # idle lanes: identity steps
+            out = (x >> emit) >= fr
             if out.any():
                 emitted_lane.append(np.nonzero(out)[0])
                 emitted_word.append(x[out] & WORD_MASK)
                 x = np.where(out, x >> 32, x)
-            x = ((x // fr) << PROB_BITS) + (x % fr) + st
+            x = ((x // fr) << prob_bits) + (x % fr) + st
     if emitted_lane:
         lane_of = np.concatenate(emitted_lane)[::-1]  # decoding order
         words = np.concatenate(emitted_word)[::-1]

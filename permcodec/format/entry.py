@@ -14,7 +14,6 @@ from typing import Any
 
 from ..coding import registry
 from ..coding.base import Coding, Meta, Params, SeededParams
-from ..coding.runs import RUN_BYTES_PER_VALUE
 from ..core.dtypes import STORAGE
 
 
@@ -86,6 +85,6 @@ def parse_entry(fields: Mapping[str, Any]) -> Entry:
 
 def decode_bytes(entries: list[Entry]) -> int:
     """Memory that decoding every tensor of ``entries`` may take: the decoded tensors,
-    plus the working set of the largest run of rows."""
-    runs = [e.codec.largest_run(e.params) for e in entries]
-    return sum(e.nbytes for e in entries) + RUN_BYTES_PER_VALUE * max(runs, default=0)
+    plus the largest working set of one decode (:meth:`Coding.working_bytes`)."""
+    work = [e.codec.working_bytes(e.params) for e in entries]
+    return sum(e.nbytes for e in entries) + max(work, default=0)

@@ -235,6 +235,9 @@ class PermFile:
                     seeded_bound += b
                 else:
                     lossy_bits += bits
+            elif e.rel_error is not None:  # a grid: lossy, fitted to the trained values
+                row.update(e.codec.describe(e.params), rel_error=e.rel_error)
+                lossy_bits += bits
             rows.append(row)
             payload_bits += bits
             numel_all += numel

@@ -10,6 +10,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from ..coding.encoder import Encoded, encode_tensor
+from ..coding.grid_rans import Grid
 from ..core.dtypes import TensorItem
 from ..core.plan import Plan, TensorPlan
 from ..errors import LossyWarning, PermcodecError
@@ -25,13 +26,15 @@ def write_file(
     bits: int | None = None,
     originals: dict[str, np.ndarray] | None = None,
     tensor_bits: dict[str, int] | None = None,
+    grids: dict[str, Grid] | None = None,
 ) -> dict[str, Any]:
     """Encode ``tensors`` (seeded ones per ``plan``) into a `.perm` file, atomically
     (``path`` may also be a binary file object, written from where it stands).
 
     ``bits`` (default: the plan's) stores seeded tensors as rank buckets only; entries
     that are lossy then carry ``rel_error`` (against ``originals[name]`` when given).
-    ``tensor_bits`` overrides ``bits`` for the tensors it names.
+    ``tensor_bits`` overrides ``bits`` for the tensors it names. ``grids`` puts the
+    tensors it names on those grids (``grid-rans``, lossy, with ``rel_error``).
     Returns the header that was written.
     """
     seeded = plan.tensors if plan is not None else {}
@@ -39,27 +42,28 @@ def write_file(
         bits = plan.bits
     originals = originals or {}
     tensor_bits = tensor_bits or {}
+    grids = grids or {}
     entries: list[dict[str, Any]] = []
     payloads: list[bytes] = []
     offset = 0
     seen = set()
     for name, array, dtype in tensors:
         enc = encode_tensor(
-            name, array, dtype, seeded.get(name), tensor_bits.get(name, bits), originals.get(name)
+            name,
+            array,
+            dtype,
+            seeded.get(name),
+            tensor_bits.get(name, bits),
+            originals.get(name),
+            grids.get(name),
         )
-        entry = {
-            **enc.fields,
-            "digest": container.section_digest(np.ascontiguousarray(enc.decoded)),
-        }
-        if enc.rel_error is not None:
-            entry["rel_error"] = enc.rel_error
-        entry["payload_digest"] = container.section_digest(enc.payload)
+        entry = entry_of(enc)
         entry["offset"], entry["length"] = offset, len(enc.payload)
         offset += len(enc.payload)
         entries.append(entry)
         payloads.append(enc.payload)
         seen.add(name)
-    missing = sorted(set(seeded) - seen)
+    missing = sorted((set(seeded) | set(grids)) - seen)
     if missing:
         raise PermcodecError(f"plan names tensor(s) the model does not have: {missing[:5]}")
     header = {

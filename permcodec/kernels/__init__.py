@@ -33,6 +33,7 @@ MODULES = {
     "rans_c": "the numba kernels or the numpy reference coder",
     "rans_numba": "the numpy reference coder",
     "philox_c": "the numba kernels or the numpy reference generator",
+    "grid_c": "the numpy reference static-table coder",
     "philox_numba": "the numpy reference generator",
     "sync_numba": "torch's sort for LaPerm's sync",
     "rans_triton": "the CPU decoder, then a copy to the device",
@@ -42,7 +43,7 @@ FAMILIES = {"rans": ("rans_c", "rans_numba"), "philox": ("philox_c", "philox_num
 #: Packages whose absence is a supported install, not a fault.
 COMPILERS = ("numba", "llvmlite", "triton")
 #: Extensions built at install where a C compiler was found; their absence is supported.
-EXTENSIONS = ("rans_c", "philox_c")
+EXTENSIONS = ("rans_c", "philox_c", "grid_c")
 #: The interface version the extensions must report (their ``API``): an extension built
 #: from older sources (a stale in-place build) is refused with a warning.
 EXTENSION_API = 1

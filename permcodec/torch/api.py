@@ -14,6 +14,7 @@ import json
 import math
 import os
 import weakref
+import zipfile
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -21,18 +22,19 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..coding.arrangement import is_arrangement
 from ..coding.rate import allocate
-from ..core.approximate import Approximation, approximate_items, fill_errors
 from ..core.initializers import InitSpec, as_spec, fans, row_shape
 from ..core.plan import Plan
 from ..core.version import __version__
-from ..errors import PermcodecError, PlanError, UnsafeCheckpointError
+from ..errors import FormatError, PermcodecError, PlanError, UnsafeCheckpointError
+from ..format import posthoc
 from ..format.atomic import atomic_path
 from ..format.reader import ALIASES_KEY, PermFile, Source
 from ..format.recode import bucket_depths, plan_depths
 from ..format.writer import write_file
 from . import device_decode
-from .calibrate import holding, loss_increase
+from .calibrate import holding, loss_increase, row_importance
 from .ops import device_of, generate_torch, to_numpy, to_torch
 
 PLAN_ATTR = "permcodec_plan"
@@ -303,8 +305,7 @@ def _state_and_plan(
     model_or_state_dict: nn.Module | Mapping[str, torch.Tensor],
     plan: Plan | Mapping[str, Any] | None,
     required: bool = True,
-    seed: int = 0,
-) -> tuple[dict[str, torch.Tensor], Plan]:
+) -> tuple[dict[str, torch.Tensor], Plan | None]:
     if isinstance(model_or_state_dict, nn.Module):
         model = unwrap(model_or_state_dict)
         sd = stored_state_dict(model)
@@ -320,17 +321,23 @@ def _state_and_plan(
             f"expected an nn.Module or a state dict, got {type(model_or_state_dict).__name__}"
         )
     if plan is None and not required:
-        plan = Plan(seed)
+        return sd, None
     if plan is None:
         raise PlanError(
             "no permcodec plan: initialize the model with permcodec.init(model, seed) (to "
             "load trained weights into a fresh model, init it with the same seed first, or "
-            "save the state dict itself: it carries the plan), pass plan=, or approximate a "
-            "model trained without LaPerm (approximate=True)"
+            "save the state dict itself: it carries the plan), or pass plan="
         )
     if not isinstance(plan, Plan):
         plan = Plan.from_dict(dict(plan))
     return sd, plan
+
+
+#: What ``approximate=`` (retired: it damaged models by default) is now.
+RETIRED_APPROXIMATE = (
+    "approximate= is retired (its default damaged models); store a model trained without "
+    "LaPerm with bpw=R (a size) or max_error=E (a relative error per weight matrix)"
+)
 
 
 def save(
@@ -339,74 +346,126 @@ def save(
     plan: Plan | Mapping[str, Any] | None = None,
     metadata: Mapping[str, str] | None = None,
     bits: int | None = None,
-    approximate: bool = False,
-    seed: int = 0,
     bpw: float | None = None,
-    calibration: Iterable[tuple[torch.Tensor, torch.Tensor]] | None = None,
+    calibration: Iterable[Any] | None = None,
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-) -> list[Approximation]:
-    """Write a model (or state dict) to a `.perm` file, atomically.
+    max_error: float | None = None,
+    lossless: bool = False,
+    forward: Callable[[nn.Module, Any], torch.Tensor] | None = None,
+    approximate: bool | None = None,
+) -> dict[str, float]:
+    """Write a model (or state dict) to a `.perm` file, atomically; returns the relative
+    L2 error of every tensor the file does not hold exactly (empty when lossless).
 
-    Seeded tensors must be exact arrangements of their initialization (else
-    :class:`permcodec.NotAnArrangementError` names the tensor and row). They are
-    stored losslessly unless ``bits`` (default: the plan's, set by
-    ``LaPerm(..., bits=b)``) asks for rank buckets only; a tensor that this changes
-    triggers a :class:`permcodec.LossyWarning` with its relative L2 error. ``bpw``
-    re-codes a lossless model at that many bits per weight (weight matrices, container
-    included): each seeded matrix keeps the rank-bucket depth that loses least
-    (:mod:`permcodec.format.recode`): the least relative error or, given
-    ``calibration`` (batches of ``(inputs, targets)``; ``loss_fn`` defaults to
-    cross-entropy; all held in memory), the least rise of the model's loss on them,
-    measured on the values the file stores. A model initialized
-    with ``init(..., bpw=R)`` needs no ``bpw`` here: it is within R as it is.
+    **A model trained by permutation** (it has a plan, from :func:`init`): its seeded
+    tensors must be exact arrangements of their initialization (else
+    :class:`permcodec.NotAnArrangementError` names the tensor and row). They are stored
+    losslessly unless ``bits`` (default: the plan's, set by ``LaPerm(..., bits=b)``)
+    asks for rank buckets only, or ``bpw`` re-codes them at that many bits per weight
+    (weight matrices, container included): each seeded matrix keeps the rank-bucket
+    depth that loses least (:mod:`permcodec.format.recode`), the least relative error
+    or, given ``calibration`` (batches of ``(inputs, targets)``; ``loss_fn`` defaults
+    to cross-entropy), the least rise of the model's loss on them.
 
-    ``approximate=True`` also stores weight matrices outside the plan (any trained
-    model: no plan needed) as rank-matched arrangements of fitted seeded values, coded
-    at ``bits`` (default 8) rank buckets per tensor (``seed`` for a model without a
-    plan); returns what was approximated, with errors.
+    **Any other model** (trained by Adam, by someone else; or a seeded model whose
+    tensors left their init): every weight matrix goes on a grid of steps fitted to its
+    values (``grid-rans``), the rest stays exact. ``bpw=R`` keeps the weight matrices
+    within R bits per weight, ``max_error=E`` each matrix within relative L2 error E,
+    ``lossless=True`` stores everything exactly; one of them must be given (so nothing
+    is lost that was not asked for). ``calibration`` (a few batches of the
+    model's inputs; a batch is passed as ``model(batch)``, ``model(*batch)`` for a tuple
+    or ``model(**batch)`` for a dict, or as ``forward(model, batch)``) measures how much
+    each row of each matrix moves the model's outputs, and the steps follow that.
     """
-    sd, plan = _state_and_plan(model_or_state_dict, plan, required=not approximate, seed=seed)
+    if approximate is not None:
+        raise PlanError(RETIRED_APPROXIMATE)
+    sd, plan = _state_and_plan(model_or_state_dict, plan, required=False)
     meta = {"permcodec_version": __version__, **dict(metadata or {})}
     aliases = tied_names(sd)
     if aliases:  # tied weights are stored once; the readers give every name back
         meta[ALIASES_KEY] = json.dumps(aliases, sort_keys=True)
         sd = {k: v for k, v in sd.items() if k not in aliases}
+    items = [(name, *_numpy_of(name, t)) for name, t in sd.items()]
+    trained = plan is None or (
+        (bpw is not None or max_error is not None) and not _all_arrangements(items, plan)
+    )
+    if not trained:
+        if max_error is not None or lossless:
+            raise PlanError(
+                "max_error= and lossless= are for models trained without LaPerm; this one "
+                "has a plan: it is stored losslessly, or at bits= or bpw="
+            )
+        return _save_laperm(model_or_state_dict, path, items, plan, meta, bits, bpw,
+                            calibration, loss_fn)  # fmt: skip
+    if bits is not None:
+        raise PlanError(
+            "bits= stores the rank buckets of a model trained by LaPerm; this one has no "
+            "plan: give bpw= (a size) or max_error= (a relative error)"
+        )
+    if bpw is None and max_error is None and not lossless:
+        raise PlanError(
+            "this model has no permcodec plan. A model trained without LaPerm is stored "
+            "with a choice of what it may lose: bpw=R (a size), max_error=E (a relative "
+            f"error per weight matrix; permcodec encode's default is "
+            f"{posthoc.DEFAULT_MAX_ERROR:g}) or lossless=True. A model trained by LaPerm: "
+            "init a fresh model with the same seed before loading its weights, or save "
+            "its state dict, which carries the plan"
+        )
+    importance = None
+    if calibration is not None:
+        if not isinstance(model_or_state_dict, nn.Module):
+            raise PlanError("calibration= runs the model; pass the model, not its state dict")
+        names = posthoc.grid_candidates(items)
+        importance = row_importance(unwrap(model_or_state_dict), calibration, names, forward)
+    return posthoc.write_trained(path, items, meta, bpw, max_error, lossless, importance)
 
-    def items():
-        for name, t in sd.items():
-            if not isinstance(t, torch.Tensor):
-                raise PermcodecError(
-                    f"state dict entry {name!r} is a {type(t).__name__}, not a tensor"
-                )
-            a, dt = to_numpy(t)
-            yield name, a, dt
 
-    report: list[Approximation] = []
-    originals = depths = None
-    tensors: Any = items()
-    if approximate:
-        tensors, plan, originals, depths, report = approximate_items(tensors, plan, bits)
+def _numpy_of(name: str, t: Any) -> tuple[np.ndarray, str]:
+    if not isinstance(t, torch.Tensor):
+        raise PermcodecError(f"state dict entry {name!r} is a {type(t).__name__}, not a tensor")
+    return to_numpy(t)
+
+
+def _all_arrangements(items: list[tuple[str, np.ndarray, str]], plan: Plan) -> bool:
+    """Whether every tensor of the plan is an arrangement of its seeded init."""
+    by_name = {n: (a, dt) for n, a, dt in items}
+    return all(
+        n in by_name and is_arrangement(*by_name[n], tp.spec, tp.key)
+        for n, tp in plan.tensors.items()
+    )
+
+
+def _save_laperm(
+    model_or_state_dict: nn.Module | Mapping[str, torch.Tensor],
+    path: str | os.PathLike[str],
+    items: list[tuple[str, np.ndarray, str]],
+    plan: Plan,
+    meta: dict[str, str],
+    bits: int | None,
+    bpw: float | None,
+    calibration: Iterable[Any] | None,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None,
+) -> dict[str, float]:
+    """:func:`save` of a model trained by permutation."""
+    depths = None
     if bpw is not None:
-        if approximate or bits is not None:
-            raise PlanError("bpw= chooses the bucket depths itself; drop bits= and approximate=")
-        tensors = list(tensors)
+        if bits is not None:
+            raise PlanError("bpw= chooses the bucket depths itself; drop bits=")
         if calibration is None:
-            depths = bucket_depths(plan_depths(tensors, plan, bpw))
+            depths = bucket_depths(plan_depths(items, plan, bpw))
         elif not isinstance(model_or_state_dict, nn.Module):
             raise PlanError("calibration= measures a model's loss; pass the model")
         else:  # measured on the values the file stores (LaPerm's synced ones)
             model = unwrap(model_or_state_dict)
             params = dict(model.named_parameters())
-            with holding(model, {n: sd[n] for n in plan.tensors if n in params and n in sd}):
+            stored = {n: to_torch(a, dt) for n, a, dt in items if n in plan.tensors}
+            with holding(model, {n: v for n, v in stored.items() if n in params}):
                 loss = loss_increase(model, calibration, loss_fn)
-                depths = bucket_depths(plan_depths(tensors, plan, bpw, loss=loss))
+                depths = bucket_depths(plan_depths(items, plan, bpw, loss=loss))
     elif calibration is not None:
         raise PlanError("calibration= chooses the bucket depths of bpw=; give bpw=R too")
-    header = write_file(
-        path, tensors, plan, meta, bits=bits, originals=originals, tensor_bits=depths
-    )
-    fill_errors(report, header)
-    return report
+    header = write_file(path, items, plan, meta, bits=bits, tensor_bits=depths)
+    return {e["name"]: float(e["rel_error"]) for e in header["tensors"] if "rel_error" in e}
 
 
 def load(
@@ -504,21 +563,37 @@ def save_checkpoint(
         torch.save({"state_dict": sd, "permcodec": plan.to_dict()}, tmp)
 
 
-def load_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], Plan | None]:
+def load_checkpoint(
+    path: str | os.PathLike[str], key: str | None = None
+) -> tuple[dict[str, torch.Tensor], Plan | None]:
     """Read a ``.pt`` file with ``weights_only=True``: (state dict, plan or None).
 
-    Accepts a permcodec checkpoint, ``{"state_dict": ...}`` or a bare state dict (whose
-    metadata carries the plan of a model seeded by :func:`init`). Files that need code to
-    unpickle (a whole pickled model among them) are refused with
-    :class:`UnsafeCheckpointError`.
+    Accepts a permcodec checkpoint, ``{"state_dict": ...}``, a bare state dict (whose
+    metadata carries the plan of a model seeded by :func:`init`), or a training
+    checkpoint with the tensors under one key (``{"model_state": ..., "step": ...}``):
+    ``key`` names it, or the one entry that holds tensors is taken. Files that need code
+    to unpickle (a whole pickled model among them) and TorchScript archives are refused
+    with :class:`UnsafeCheckpointError`.
     """
+    where = os.fspath(path)
+    if _is_torchscript(where):
+        raise UnsafeCheckpointError(
+            f"{where} is a TorchScript archive, which holds code; permcodec reads state "
+            f"dicts: torch.save(torch.jit.load({where!r}).state_dict(), 'weights.pt') (for "
+            "an archive you trust)"
+        )
     try:
-        obj = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
+        obj = torch.load(where, map_location="cpu", weights_only=True)
     except OSError:
         raise
     except Exception as e:  # torch.load raises many types on unsafe or malformed files
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         whole = "torch.nn.modules" in str(e) or "Module" in first
+        if not whole and not zipfile.is_zipfile(where) and not _is_legacy_torch(where):
+            raise FormatError(
+                f"{where} is not a torch checkpoint (.pt); permcodec encodes .pt, "
+                ".safetensors and .npz files of tensors"
+            ) from None
         hint = (
             "; it holds a whole pickled model: save model.state_dict() instead"
             if whole
@@ -526,17 +601,59 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tenso
             "torch.save(model.state_dict(), path) instead"
         )
         raise UnsafeCheckpointError(
-            f"{os.fspath(path)} cannot be loaded with weights_only=True (it needs unpickling "
+            f"{where} cannot be loaded with weights_only=True (it needs unpickling "
             f"of code, or is not a torch file): {first}{hint}"
         ) from None
     if not isinstance(obj, Mapping):
-        raise PermcodecError(f"{os.fspath(path)} holds a {type(obj).__name__}, not a state dict")
+        raise PermcodecError(f"{where} holds a {type(obj).__name__}, not a state dict")
     plan = Plan.from_dict(obj["permcodec"]) if "permcodec" in obj else None
-    sd = obj.get("state_dict", obj)
-    if not isinstance(sd, Mapping) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise PermcodecError(f"{os.fspath(path)} does not hold a state dict of tensors")
+    sd = tensors_in(obj, where, key)
     if plan is None:
         plan, prefix = plan_in_state_dict(sd)
         if prefix:
             return {k.removeprefix(prefix): v for k, v in sd.items() if k.startswith(prefix)}, plan
     return dict(sd), plan
+
+
+def tensors_in(obj: Mapping[str, Any], where: str, key: str | None = None) -> Mapping[str, Any]:
+    """The state dict inside a loaded checkpoint: ``obj[key]``, ``obj["state_dict"]``,
+    ``obj`` itself when it holds only tensors, or its one entry that holds only tensors."""
+
+    def all_tensors(m: Any) -> bool:
+        return isinstance(m, Mapping) and bool(m) and all(
+            isinstance(v, torch.Tensor) for v in m.values())  # fmt: skip
+
+    if key is not None:
+        if not all_tensors(obj.get(key)):
+            raise PermcodecError(
+                f"{where} has no state dict of tensors under {key!r}; its keys: "
+                f"{', '.join(map(repr, list(obj)[:8]))}"
+            )
+        return obj[key]
+    if "state_dict" in obj and all_tensors(obj["state_dict"]):
+        return obj["state_dict"]
+    if all_tensors(obj):
+        return obj
+    nested = [k for k, v in obj.items() if all_tensors(v)]
+    if len(nested) == 1:
+        return obj[nested[0]]
+    if nested:
+        raise PermcodecError(
+            f"{where} holds tensors under {', '.join(map(repr, nested))}; name one (key= or --key)"
+        )
+    raise PermcodecError(f"{where} does not hold a state dict of tensors")
+
+
+def _is_torchscript(path: str) -> bool:
+    """A zip archive with TorchScript code in it."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            return any("/code/" in n or n.startswith("code/") for n in z.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
+def _is_legacy_torch(path: str) -> bool:
+    """A checkpoint of torch's pre-1.6 format (a pickle stream)."""
+    with open(path, "rb") as f:
+        return f.read(2) in (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")

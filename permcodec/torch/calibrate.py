@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,6 +23,7 @@ from .ops import to_torch
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Forward = Callable[[nn.Module, Any], torch.Tensor]
 
 
 def loss_increase(
@@ -86,3 +88,82 @@ def holding(model: nn.Module, values: Mapping[str, torch.Tensor]) -> Iterator[No
         with torch.no_grad():
             for name, v in kept.items():
                 params[name].copy_(v)
+
+
+#: Random directions of the outputs each calibration batch is probed with.
+PROBES = 4
+#: No row counts for less than this share of its matrix's mean importance: rows the
+#: calibration data hardly used may matter to other inputs (measured on crepe-tiny with
+#: other voices for calibration than for evaluation: without a floor, 3 bits per weight
+#: gave an output cosine of 0.82; with 0.01, 0.9988; with 0.1, 0.9993).
+IMPORTANCE_FLOOR = 0.1
+
+
+def run_model(model: nn.Module, batch: Any, forward: Forward | None = None) -> torch.Tensor:
+    """The model's outputs on one calibration batch, flattened into one float tensor:
+    ``forward(model, batch)``, else ``model(batch)``, ``model(*batch)`` for a tuple or
+    list and ``model(**batch)`` for a dict; tuples of outputs are concatenated."""
+    if forward is not None:
+        out = forward(model, batch)
+    elif isinstance(batch, (tuple, list)):
+        out = model(*batch)
+    elif isinstance(batch, Mapping):
+        out = model(**batch)
+    else:
+        out = model(batch)
+    parts = out if isinstance(out, (tuple, list)) else [out]
+    flat = [p.reshape(-1).float() for p in parts if isinstance(p, torch.Tensor)]
+    if not flat:
+        raise PermcodecError("calibration: the model's outputs hold no tensor")
+    return torch.cat(flat)
+
+
+def row_importance(
+    model: nn.Module, batches: Iterable[Any], names: Iterable[str], forward: Forward | None = None
+) -> dict[str, np.ndarray]:
+    """For every named parameter, per row (``flatten(1)``): the mean over the row of
+    E[(d(v . y) / dw)**2], with y the model's outputs on the calibration ``batches`` and v
+    random normal directions (:data:`PROBES` per batch). That is the diagonal of the
+    Gauss-Newton matrix of the squared output error: what a unit of squared error in a
+    weight costs the outputs (cross terms between samples vanish in expectation, so one
+    backward pass per probe covers a whole batch). In eval mode; the model is left as it
+    was."""
+    params = dict(model.named_parameters())
+    names = list(names)
+    missing = [n for n in names if n not in params]
+    if missing:
+        raise PermcodecError(f"calibration: the model has no parameter(s) {missing[:3]}")
+    data = list(batches)
+    if not data:
+        raise PermcodecError("calibration needs at least one batch of inputs")
+    targets = [params[n] for n in names]
+    acc = [torch.zeros(p.shape, dtype=torch.float64, device=p.device) for p in targets]
+    gen = torch.Generator().manual_seed(0)
+    was_training = model.training
+    flags = [p.requires_grad for p in targets]
+    energy = 0.0
+    model.eval()
+    try:
+        for p in targets:
+            p.requires_grad_(True)
+        with torch.enable_grad():
+            for batch in data:
+                for _ in range(PROBES):
+                    y = run_model(model, batch, forward)
+                    v = torch.randn(y.shape, generator=gen).to(y.device)
+                    grads = torch.autograd.grad((y * v).sum(), targets, allow_unused=True)
+                    for a, g in zip(acc, grads, strict=True):
+                        if g is not None:
+                            a += g.double() ** 2
+                energy += float((y.detach().double() ** 2).sum())
+    finally:
+        for p, flag in zip(targets, flags, strict=True):
+            p.requires_grad_(flag)
+        model.train(was_training)
+    scale = 1.0 / (PROBES * max(energy, 1e-300))  # per unit of output energy
+    out = {}
+    for n, a in zip(names, acc, strict=True):
+        rows = (a.reshape(a.shape[0], -1) if a.ndim > 1 else a.reshape(1, -1)).mean(dim=1)
+        rows = rows.cpu().numpy() * scale
+        out[n] = np.maximum(rows, IMPORTANCE_FLOOR * rows.mean())
+    return out

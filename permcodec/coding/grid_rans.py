@@ -1,0 +1,237 @@
+"""``grid-rans`` (FORMAT 4.6, version 6): a trained tensor on a grid of steps per row.
+
+For a model that was not trained by permutation: every value of row r is an integer
+multiple q of the row's step (one of a few steps per tensor), coded with a static table
+(one of a few per tensor) by :mod:`permcodec.coding.static_rans`; values too far out for
+the grid (outliers) are escaped and stored exactly. The writer chooses the steps from
+what each row costs the model (:mod:`permcodec.coding.fit`); the decoder only multiplies.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import zstandard
+
+from ..core.checks import is_int
+from ..core.dtypes import FLOAT_DTYPES, from_float32, storage_dtype
+from ..errors import FormatError
+from . import static_rans
+from .base import Coding, Meta, Params, parse_lanes
+from .raw import ZSTD_LEVEL, _unzstd
+from .row_rans import split_segments
+
+#: Most distinct steps a tensor may have (row step indices are u16).
+MAX_STEPS = 1 << 16
+#: Most frequency tables a tensor may have (row table indices are u8).
+MAX_TABLES = 256
+#: Grid indices stay below 2**24 in magnitude: exact in binary32, and a product with a
+#: binary32 step is exact in binary64, so the value is one rounding of the exact product.
+MAX_INDEX = 1 << 24
+
+
+@dataclass(frozen=True)
+class GridParams(Params):
+    """The parsed fields of a ``grid-rans`` entry."""
+
+    rows: int
+    m: int
+    steps: int  # S: distinct steps, listed in the side frame
+    q_lo: int  # the grid index of symbol 0
+    symbols: int  # A: grid symbols 0..A-1; symbol A escapes to an outlier
+    tables: int  # C
+    outliers: int  # K
+    lanes: int
+    side: int  # bytes of the side frame at the start of the payload
+
+    @property
+    def step_bytes(self) -> int:
+        return 1 if self.steps <= 256 else 2
+
+    @property
+    def side_size(self) -> int:
+        """Bytes the side frame declares: steps, row steps, row tables, tables, escapes
+        per lane (when there are outliers) and the outliers."""
+        size = 4 * self.steps + self.rows * (self.step_bytes + 1)
+        size += self.tables * (self.symbols + 1) * 2
+        if self.outliers:
+            size += 4 * self.lanes + self.outliers * storage_dtype(self.meta.dtype).itemsize
+        return size
+
+
+def grid_rows(shape: tuple[int, ...]) -> tuple[int, int]:
+    """(rows, row length) of a tensor on a grid: ``flatten(1)`` rows, or one row."""
+    n = math.prod(shape)
+    if len(shape) < 2:
+        return 1, n
+    return shape[0], n // shape[0] if shape[0] else 0
+
+
+class GridRans(Coding):
+    name = "grid-rans"
+    since = 6
+
+    def parse(self, fields: Mapping[str, Any], meta: Meta) -> GridParams:
+        name = meta.name
+        if meta.dtype not in FLOAT_DTYPES:
+            raise FormatError(f"tensor {name!r}: grid tensors must be floating point")
+        rows, m = grid_rows(meta.shape)
+        steps = fields.get("steps")
+        if not (is_int(steps) and 1 <= steps <= min(MAX_STEPS, max(rows, 1))):
+            raise FormatError(f"tensor {name!r}: {steps!r} steps for {rows} rows")
+        q_lo, symbols = fields.get("q_lo"), fields.get("symbols")
+        if not (is_int(q_lo) and is_int(symbols)):
+            raise FormatError(f"tensor {name!r}: malformed grid-rans entry")
+        if not 1 <= symbols < static_rans.MAX_SYMBOLS:
+            raise FormatError(f"tensor {name!r}: {symbols} grid symbols is out of range")
+        if not (q_lo > -MAX_INDEX and q_lo + symbols - 1 < MAX_INDEX):
+            raise FormatError(f"tensor {name!r}: grid indices beyond 2**24")
+        tables, outliers, side = (fields.get(k) for k in ("tables", "outliers", "side"))
+        if not (is_int(tables) and 1 <= tables <= min(MAX_TABLES, max(rows, 1))):
+            raise FormatError(f"tensor {name!r}: {tables!r} tables for {rows} rows")
+        if not (is_int(outliers) and 0 <= outliers <= rows * m):
+            raise FormatError(f"tensor {name!r}: {outliers!r} outliers out of range")
+        if not (is_int(side) and side >= 0):
+            raise FormatError(f"tensor {name!r}: side length {side!r} out of range")
+        lanes = parse_lanes(fields.get("lanes"), name, rows)
+        return GridParams(
+            meta,
+            rows,
+            m,
+            int(steps),
+            int(q_lo),
+            int(symbols),
+            int(tables),
+            int(outliers),
+            lanes,
+            side,
+        )
+
+    def working_bytes(self, params: GridParams) -> int:
+        """The symbols (u16 per value), the side arrays and one lookup table per table."""
+        return (
+            2 * params.rows * params.m
+            + params.side_size
+            + params.tables * 2 * (static_rans.TABLE_ONE)
+        )
+
+    def describe(self, params: GridParams) -> dict[str, Any]:
+        return {
+            "lanes": params.lanes,
+            "steps": params.steps,
+            "tables": params.tables,
+            "outliers": params.outliers,
+        }
+
+    def decode(self, params: GridParams, payload: bytes) -> np.ndarray:
+        meta = params.meta
+        if params.side > len(payload):
+            raise FormatError(f"tensor {meta.name!r}: side frame longer than the payload")
+        side = _unzstd(payload[: params.side], params.side_size, meta.name)
+        steps, step_of, table_of, freqs, esc, outliers = _split_side(side, params)
+        static_rans.check_tables(freqs, meta.name)
+        if not (np.isfinite(steps) & (steps > 0)).all():
+            raise FormatError(f"tensor {meta.name!r}: grid steps must be finite and positive")
+        if (step_of >= params.steps).any() or (table_of >= params.tables).any():
+            raise FormatError(f"tensor {meta.name!r}: a row names a step or table it lacks")
+        states, lengths, words = split_segments(
+            meta.name, payload[params.side :], params.lanes, params.rows, params.m
+        )
+        if params.rows * params.m == 0:
+            return np.empty(meta.shape, dtype=storage_dtype(meta.dtype))
+        sym, escapes = static_rans.decode(
+            states, lengths, words, table_of, freqs, params.m, meta.name
+        )
+        if (params.outliers and (escapes != esc).any()) or (not params.outliers and escapes.any()):
+            raise FormatError(f"tensor {meta.name!r}: escapes do not match the outliers")
+        values = grid_values(
+            sym, steps.astype(np.float64)[step_of], params.q_lo, params.symbols, meta.dtype
+        )
+        if params.outliers:
+            values[sym == params.symbols] = outliers
+        return values.reshape(meta.shape)
+
+
+def grid_values(
+    symbols: np.ndarray, row_steps: np.ndarray, q_lo: int, escape: int, dtype: str
+) -> np.ndarray:
+    """Storage values of grid symbols (R, m): RN32((q_lo + s) * step of the row), cast to
+    ``dtype`` (FORMAT 4.6.3); escaped positions hold 0 for the caller to fill."""
+    q = symbols.astype(np.float64) + float(q_lo)
+    q[symbols == escape] = 0.0
+    return from_float32((q * row_steps[:, None]).astype(np.float32), dtype)
+
+
+def _split_side(
+    side: bytes, p: GridParams
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(steps, row steps, row tables, frequency tables (C, A + 1), escapes per lane,
+    outliers)."""
+    at = 0
+
+    def take(dtype: str, count: int) -> np.ndarray:
+        nonlocal at
+        a = np.frombuffer(side, dtype=dtype, count=count, offset=at)
+        at += a.nbytes
+        return a
+
+    steps = take("<f4", p.steps)
+    step_of = take("u1" if p.step_bytes == 1 else "<u2", p.rows)
+    table_of = take("u1", p.rows)
+    freqs = take("<u2", p.tables * (p.symbols + 1)).reshape(p.tables, p.symbols + 1)
+    esc = take("<u4", p.lanes if p.outliers else 0)
+    outliers = take(storage_dtype(p.meta.dtype).str, p.outliers if p.outliers else 0)
+    return steps, step_of, table_of, freqs, esc, outliers
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A tensor placed on a grid, ready to code: symbols (R, m; the last symbol of the
+    tables escapes), each row's step index and table, the steps, the tables, the
+    outliers (storage values of the escaped positions, in C order) and the tensor a
+    decoder will rebuild (storage values, the input's shape)."""
+
+    symbols: np.ndarray
+    step_of: np.ndarray
+    table_of: np.ndarray
+    steps: np.ndarray  # float32
+    freqs: np.ndarray
+    q_lo: int
+    outliers: np.ndarray
+    decoded: np.ndarray
+
+
+def encode(grid: Grid, lanes: int) -> tuple[dict[str, Any], bytes]:
+    """Entry fields and payload of a tensor on a grid."""
+    rows = grid.symbols.shape[0]
+    a = grid.freqs.shape[1] - 1
+    states, lengths, words = static_rans.encode(grid.symbols, grid.table_of, grid.freqs, lanes)
+    parts = [
+        grid.steps.astype("<f4").tobytes(),
+        grid.step_of.astype("u1" if len(grid.steps) <= 256 else "<u2").tobytes(),
+        grid.table_of.astype("u1").tobytes(),
+        grid.freqs.astype("<u2").tobytes(),
+    ]
+    if len(grid.outliers):
+        bounds = static_rans.lane_bounds(rows, lanes)
+        per_row = (grid.symbols == a).sum(axis=1)
+        per_lane = np.add.reduceat(per_row, bounds[:-1]) if rows else per_row
+        parts += [per_lane.astype("<u4").tobytes(), grid.outliers.tobytes()]
+    side = zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(b"".join(parts))
+    coded = states.astype("<u8").tobytes() + lengths.astype("<u4").tobytes()
+    coded += words.astype("<u4").tobytes()
+    fields = {
+        "coding": GridRans.name,
+        "steps": len(grid.steps),
+        "q_lo": int(grid.q_lo),
+        "symbols": int(a),
+        "tables": int(grid.freqs.shape[0]),
+        "outliers": len(grid.outliers),
+        "lanes": int(lanes),
+        "side": len(side),
+    }
+    return fields, side + coded

@@ -1,0 +1,195 @@
+"""Interleaved rANS with static frequency tables: the reference coder of ``grid-rans``.
+
+Each row's symbols are coded with one of a few fixed tables (frequencies summing to
+2**15, FORMAT 4.6), so a decoding step is a table lookup, a multiply and a refill, and
+its cost does not depend on how many symbols the alphabet has. Rows are spread over lanes
+as in ``row-rans`` (lane l codes rows [b[l], b[l+1]) into its own word segment,
+:func:`permcodec.kernels.contract.lane_bounds`), so lanes decode independently.
+
+The numpy functions here (``*_ref``) are the reference; :func:`encode` and :func:`decode`
+run the compiled twins of ``permcodec.kernels.load("grid_c")`` where they are built.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import kernels
+from ..errors import FormatError
+from ..kernels.contract import ENDS_EARLY, INCONSISTENT, STATE_LOW, lane_bounds, stream_error
+from .rans import encode_segments
+
+#: Bits of a table's total: frequencies sum to 2**TABLE_BITS.
+TABLE_BITS = 15
+TABLE_ONE = 1 << TABLE_BITS
+#: Most symbols a table may have (ESC included): every symbol needs a frequency >= 1
+#: to be coded, and the tables are stored as u16.
+MAX_SYMBOLS = TABLE_ONE
+
+
+def normalize(counts: np.ndarray) -> np.ndarray:
+    """Frequencies (u16, summing to :data:`TABLE_ONE` per row of ``counts``) that keep
+    every symbol with a count >= 1 at a frequency >= 1, close to proportional: each
+    symbol gets its rounded share, then the largest absorbs the difference (symbols
+    that rounding pushed the other way give back first where the largest cannot)."""
+    counts = np.atleast_2d(np.asarray(counts, dtype=np.int64))
+    out = np.zeros(counts.shape, dtype=np.int64)
+    for t, c in enumerate(counts):
+        total = int(c.sum())
+        if total == 0:
+            out[t, 0] = TABLE_ONE  # an unused table: any valid one
+            continue
+        f = np.where(c > 0, np.maximum(1, np.rint(c * (TABLE_ONE / total))), 0).astype(np.int64)
+        diff = TABLE_ONE - int(f.sum())
+        while diff:
+            # take from (or give to) the symbols in order of size, never below 1
+            order = np.argsort(-f, kind="stable")
+            for s in order:
+                if diff == 0:
+                    break
+                if diff > 0:
+                    f[s] += diff
+                    diff = 0
+                elif f[s] > 1:
+                    take = min(-diff, int(f[s]) - 1)
+                    f[s] -= take
+                    diff += take
+        out[t] = f
+    return out.astype(np.uint16)
+
+
+def cumulative(freqs: np.ndarray) -> np.ndarray:
+    """Start of every symbol's interval in each table, (C, A + 1) -> (C, A + 1) int64."""
+    f = freqs.astype(np.int64)
+    return np.cumsum(f, axis=1) - f
+
+
+def check_tables(freqs: np.ndarray, name: str) -> None:
+    """Every table's frequencies sum to :data:`TABLE_ONE` (else the stream is undefined)."""
+    sums = freqs.astype(np.int64).sum(axis=1)
+    if (sums != TABLE_ONE).any():
+        bad = int(np.nonzero(sums != TABLE_ONE)[0][0])
+        raise FormatError(
+            f"tensor {name!r}: frequency table {bad} sums to {int(sums[bad])}, not {TABLE_ONE}"
+        )
+
+
+def encode(
+    symbols: np.ndarray, table_of: np.ndarray, freqs: np.ndarray, lanes: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Code ``symbols`` (R, m) with the table ``table_of[r]`` of ``freqs`` (C, A + 1) for
+    row r, lane l coding rows [b[l], b[l+1]) into its own segment. Returns (states,
+    segment lengths, words of lane 0, lane 1, ... each in decoding order)."""
+    _check_codable(symbols, table_of, freqs)
+    k = kernels.load("grid_c")
+    if k is not None:
+        return k.encode(symbols, table_of, freqs, lanes)
+    return encode_ref(symbols, table_of, freqs, lanes)
+
+
+def _check_codable(symbols: np.ndarray, table_of: np.ndarray, freqs: np.ndarray) -> None:
+    """Every symbol has a nonzero frequency in its row's table."""
+    if symbols.size and (freqs[table_of.astype(np.int64)[:, None], symbols] == 0).any():
+        raise ValueError("a symbol to code has frequency 0 in its table")
+
+
+def decode(
+    states: np.ndarray,
+    lengths: np.ndarray,
+    words: np.ndarray,
+    table_of: np.ndarray,
+    freqs: np.ndarray,
+    m: int,
+    name: str = "?",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Inverse of :func:`encode`: the symbols (R, m) as uint16, and how many of each
+    lane's symbols are ``escape`` (the last symbol of the tables)."""
+    _check_stream(states, freqs, name)
+    k = kernels.load("grid_c")
+    if k is None:
+        return decode_ref(states, lengths, words, table_of, freqs, m, name)
+    status, out, escapes = k.decode(states, lengths, words, table_of, freqs, m)
+    if status:
+        raise stream_error(status, name)
+    return out, escapes
+
+
+def _check_stream(states: np.ndarray, freqs: np.ndarray, name: str) -> None:
+    """What a decoder checks before it runs: tables that sum to 2**15, states in range."""
+    check_tables(freqs, name)
+    if ((states < STATE_LOW) | (states >= np.uint64(1 << 63))).any():
+        raise FormatError(f"tensor {name!r}: a lane state is outside [2**31, 2**63)")
+
+
+def _schedule(bounds: np.ndarray, t: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row each lane codes in round ``t`` (its t-th row) and whether it has one."""
+    row = bounds[:-1] + t
+    live = row < bounds[1:]
+    return np.where(live, row, 0), live
+
+
+def encode_ref(
+    symbols: np.ndarray, table_of: np.ndarray, freqs: np.ndarray, lanes: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The reference behind :func:`encode`: each symbol's interval in its row's table,
+    coded by the lane-segment encoder of ``row-rans`` on a total of 2**15."""
+    _check_codable(symbols, table_of, freqs)
+    tab = table_of.astype(np.int64)[:, None]
+    sym = symbols.astype(np.int64)
+    return encode_segments(cumulative(freqs)[tab, sym], freqs.astype(np.int64)[tab, sym],
+                           lanes, TABLE_BITS)  # fmt: skip
+
+
+def lookup(freqs: np.ndarray) -> np.ndarray:
+    """(C, 2**15) uint16: the symbol whose interval holds each slot of each table."""
+    f = freqs.astype(np.int64)
+    sym = np.arange(f.shape[1], dtype=np.uint16)
+    return np.stack([np.repeat(sym, row) for row in f])
+
+
+def decode_ref(
+    states: np.ndarray,
+    lengths: np.ndarray,
+    words: np.ndarray,
+    table_of: np.ndarray,
+    freqs: np.ndarray,
+    m: int,
+    name: str = "?",
+) -> tuple[np.ndarray, np.ndarray]:
+    """The reference behind :func:`decode`: all lanes step together, each reading its
+    own segment; a lane must end with its segment used up and its state at 2**31."""
+    rows = table_of.shape[0]
+    lanes = states.shape[0]
+    _check_stream(states, freqs, name)
+    bounds = lane_bounds(rows, lanes)
+    ends = np.cumsum(lengths.astype(np.int64))
+    ptr = ends - lengths.astype(np.int64)
+    stream = words.astype(np.int64)
+    lut = lookup(freqs)
+    f_all = freqs.astype(np.int64)
+    c_all = cumulative(freqs)
+    escape = freqs.shape[1] - 1
+    tab = table_of.astype(np.int64)
+    x = states.astype(np.int64)
+    out = np.zeros((rows, m), dtype=np.uint16)
+    escapes = np.zeros(lanes, dtype=np.int64)
+    rounds = int((bounds[1:] - bounds[:-1]).max()) if rows else 0
+    for t in range(rounds):
+        row, live = _schedule(bounds, t)
+        for j in range(m):
+            slot = x & (TABLE_ONE - 1)
+            s = lut[tab[row], slot].astype(np.int64)
+            f = f_all[tab[row], s]
+            c = c_all[tab[row], s]
+            x = np.where(live, f * (x >> TABLE_BITS) + slot - c, x)
+            need = live & (x < STATE_LOW)
+            if need.any():
+                if (ptr[need] >= ends[need]).any():
+                    raise stream_error(ENDS_EARLY, name)
+                x[need] = (x[need] << 32) | stream[ptr[need]]
+                ptr[need] += 1
+            out[row[live], j] = s[live]
+            escapes += live & (s == escape)
+    if (ptr != ends).any() or (x != STATE_LOW).any():
+        raise stream_error(INCONSISTENT, name)
+    return out, escapes

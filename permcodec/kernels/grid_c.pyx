@@ -1,0 +1,68 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""Compiled static-table rANS of ``grid-rans`` (the C of ``csrc/grid_rans.c``), with the
+arguments and results of the numpy reference in :mod:`permcodec.coding.static_rans`,
+whose checks of the input run first. The loops release the GIL."""
+
+import numpy as np
+
+from libc.stdint cimport int64_t, uint16_t, uint32_t, uint64_t, uint8_t
+
+cdef extern from "grid_rans.h":
+    int PC_GRID_OK
+    int PC_GRID_NO_MEMORY
+    int pc_grid_decode(const uint64_t *states, const uint32_t *lengths, const uint32_t *words,
+                       const uint8_t *table_of, const uint16_t *freqs, int64_t n_tables,
+                       int64_t n_symbols, int64_t rows, int64_t m, int64_t lanes, uint16_t *out,
+                       int64_t *escapes) nogil
+    int64_t pc_grid_encode(const uint16_t *symbols, const uint8_t *table_of,
+                           const uint16_t *freqs, int64_t n_tables, int64_t n_symbols,
+                           int64_t rows, int64_t m, int64_t lanes, uint64_t *states,
+                           uint32_t *lengths, uint32_t *words) nogil
+
+#: Interface version checked by permcodec.kernels.load.
+API = 1
+
+
+def decode(states, lengths, words, table_of, freqs, int64_t m):
+    """(status, symbols (R, m) uint16, escapes per lane int64) of a checked stream."""
+    cdef const uint64_t[::1] st = np.ascontiguousarray(states, dtype=np.uint64)
+    cdef const uint32_t[::1] ln = np.ascontiguousarray(lengths, dtype=np.uint32)
+    cdef const uint32_t[::1] wd = np.ascontiguousarray(words, dtype=np.uint32)
+    cdef const uint8_t[::1] tb = np.ascontiguousarray(table_of, dtype=np.uint8)
+    cdef const uint16_t[:, ::1] fq = np.ascontiguousarray(freqs, dtype=np.uint16)
+    cdef int64_t rows = tb.shape[0], lanes = st.shape[0]
+    out = np.empty((rows, m), dtype=np.uint16)
+    esc = np.zeros(lanes, dtype=np.int64)
+    cdef uint16_t[:, ::1] o = out
+    cdef int64_t[::1] e = esc
+    cdef int status
+    cdef const uint32_t *wp = &wd[0] if wd.shape[0] else NULL
+    cdef uint16_t *op = &o[0, 0] if rows * m else NULL
+    with nogil:
+        status = pc_grid_decode(&st[0], &ln[0], wp, &tb[0] if rows else NULL, &fq[0, 0],
+                                fq.shape[0], fq.shape[1], rows, m, lanes, op, &e[0])
+    if status == PC_GRID_NO_MEMORY:
+        raise MemoryError("grid-rans decoder tables")
+    return status, out, esc
+
+
+def encode(symbols, table_of, freqs, int64_t lanes):
+    """(states, segment lengths, words) of rows of symbols, as the reference gives them."""
+    cdef const uint16_t[:, ::1] sy = np.ascontiguousarray(symbols, dtype=np.uint16)
+    cdef const uint8_t[::1] tb = np.ascontiguousarray(table_of, dtype=np.uint8)
+    cdef const uint16_t[:, ::1] fq = np.ascontiguousarray(freqs, dtype=np.uint16)
+    cdef int64_t rows = sy.shape[0], m = sy.shape[1]
+    states = np.empty(lanes, dtype=np.uint64)
+    lengths = np.empty(lanes, dtype=np.uint32)
+    words = np.empty(max(rows * m, 1), dtype=np.uint32)
+    cdef uint64_t[::1] st = states
+    cdef uint32_t[::1] ln = lengths
+    cdef uint32_t[::1] wd = words
+    cdef int64_t n
+    with nogil:
+        n = pc_grid_encode(&sy[0, 0] if rows * m else NULL, &tb[0] if rows else NULL,
+                           &fq[0, 0], fq.shape[0], fq.shape[1], rows, m, lanes, &st[0],
+                           &ln[0], &wd[0])
+    if n < 0:
+        raise MemoryError("grid-rans encoder tables")
+    return states, lengths, words[:n].copy()
