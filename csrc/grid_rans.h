@@ -1,7 +1,8 @@
 /* Static-table interleaved rANS of the `grid-rans` coding (docs/FORMAT.md 4.6).
  *
  * Lane l codes rows [b[l], b[l+1]) with b[l] = floor(l * rows / lanes), each row's m
- * symbols in order, with the frequency table the row names; tables sum to 2**15.
+ * symbols in order. Symbol j of row r is coded with table group[r] * contexts + c, where
+ * c is ctx_of[symbol j - 1 of the row] (0 for the first); tables sum to 2**15.
  * States live in [2**31, 2**63) and take one 32-bit word when they fall below 2**31.
  * Bit-identical to the numpy reference in permcodec/coding/static_rans.py.
  */
@@ -21,24 +22,32 @@
 #define PC_GRID_NO_MEMORY 4
 
 /* Decode the symbols of every lane. `freqs` holds n_tables tables of n_symbols u16
- * frequencies, each summing to 2**15 (the caller checks); `table_of[r]` < n_tables and
- * every state in [2**31, 2**63) (checked by the caller too). Lane l reads words
+ * frequencies, each summing to 2**15 (the caller checks); group[r] * contexts + ctx_of[s]
+ * < n_tables for every row and symbol, and every state in [2**31, 2**63) (checked by
+ * the caller too). Lane l reads words
  * [start_l, start_l + lengths[l]) of `words`, start_l the sum of earlier lengths.
  * Writes rows * m symbols to `out` (C order) and each lane's count of symbol
  * n_symbols - 1 (the escape) to `escapes`. Returns PC_GRID_ENDS_EARLY if a lane needs a
  * word past its segment, else PC_GRID_INCONSISTENT if a lane does not end with its
  * segment used up and its state at 2**31, else PC_GRID_OK. */
 int pc_grid_decode(const uint64_t *states, const uint32_t *lengths, const uint32_t *words,
-                   const uint8_t *table_of, const uint16_t *freqs, int64_t n_tables,
-                   int64_t n_symbols, int64_t rows, int64_t m, int64_t lanes, uint16_t *out,
-                   int64_t *escapes);
+                   const uint8_t *group, const uint16_t *freqs, const uint8_t *ctx_of,
+                   int64_t contexts, int64_t n_tables, int64_t n_symbols, int64_t rows,
+                   int64_t m, int64_t lanes, uint16_t *out, int64_t *escapes);
 
-/* Encode `symbols` (rows x m, C order; each with a nonzero frequency in its row's table,
+/* Encode `symbols` (rows x m, C order; each with a nonzero frequency in its table,
  * checked by the caller) into lanes. Writes each lane's final state and segment length,
  * and the words of lane 0, lane 1, ... in decoding order to `words` (room for rows * m
  * words); returns the number of words, or -1 if memory ran out. */
-int64_t pc_grid_encode(const uint16_t *symbols, const uint8_t *table_of, const uint16_t *freqs,
-                       int64_t n_tables, int64_t n_symbols, int64_t rows, int64_t m,
-                       int64_t lanes, uint64_t *states, uint32_t *lengths, uint32_t *words);
+int64_t pc_grid_encode(const uint16_t *symbols, const uint8_t *group, const uint16_t *freqs,
+                       const uint8_t *ctx_of, int64_t contexts, int64_t n_tables,
+                       int64_t n_symbols, int64_t rows, int64_t m, int64_t lanes,
+                       uint64_t *states, uint32_t *lengths, uint32_t *words);
+
+/* The float32 values of decoded symbols: (float)((double)(q_lo + s) * row_steps[r]) for
+ * each symbol s of row r (one exact binary64 product, one rounding), 0 for the escape
+ * symbol (the caller puts the outliers there). */
+void pc_grid_values(const uint16_t *symbols, int64_t rows, int64_t m, const double *row_steps,
+                    int64_t q_lo, int64_t escape, float *out);
 
 #endif

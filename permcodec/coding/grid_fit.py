@@ -1,9 +1,11 @@
 """Putting a trained tensor on a grid: the encoder side of ``grid-rans``.
 
-Given the step each row should have (the allocator's choice, :mod:`permcodec.coding.fit`),
-:func:`fit_grid` snaps the steps to a few distinct values, rounds every value to its
-row's grid, escapes the few values too far out for the alphabet (kept exactly), and
-groups the rows into the static tables that code their symbols in the fewest bits.
+Given the step each row should have (the allocator's choice,
+:mod:`permcodec.coding.grid_rate`), :func:`fit_grid` snaps the steps to a few distinct
+values, rounds every value to its row's grid (feeding each rounding error back onto the
+values not yet rounded, when the second moments of the matrix's inputs are known),
+escapes the few values too far out for the alphabet (kept exactly), and groups the rows
+into the static tables that code their symbols in the fewest bits.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import math
 import numpy as np
 import zstandard
 
-from ..core.dtypes import as_float64
+from ..core.dtypes import as_float64, from_float32
 from . import static_rans
 from .grid_rans import MAX_INDEX, Grid, grid_rows, grid_values
 from .raw import ZSTD_LEVEL
@@ -24,8 +26,10 @@ STEPS_PER_OCTAVE = 8
 #: Grid symbols of a tensor at most (the escape comes on top): indices beyond the most
 #: populated window of this width are outliers.
 MAX_GRID_SYMBOLS = 2048
-#: Tables a tensor may use at most, tried in these numbers (cheapest total wins).
+#: Row groups of tables a tensor may use, tried in these numbers (cheapest total wins).
 TABLE_CHOICES = (1, 2, 4, 8, 16)
+#: Tables per row group (contexts set by the previous symbol's size), tried likewise.
+CONTEXT_CHOICES = (1, 3, 5)
 
 
 def snap_steps(desired: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -60,63 +64,141 @@ def alphabet(q: np.ndarray, width: int = MAX_GRID_SYMBOLS) -> tuple[int, int]:
 
 
 def fit_grid(
-    array: np.ndarray, dtype: str, desired_steps: np.ndarray, max_tables: int = 16
+    array: np.ndarray,
+    dtype: str,
+    desired_steps: np.ndarray,
+    max_tables: int = 16,
+    factors: Hessian | None = None,
 ) -> Grid:
     """``array`` (storage values of a float dtype) on the grid of ``desired_steps`` (one
-    per row, :func:`grid_rows`), with its tables chosen (:func:`choose_tables`)."""
+    per row, :func:`grid_rows`), with its tables chosen (:func:`choose_tables`). Without
+    ``factors`` every value is rounded to its nearest grid point; with those of the
+    second moments of the inputs the matrix multiplies (:func:`feedback_factors`), each
+    rounding error is pushed onto the values not yet rounded (:func:`feedback_round`).
+    Escaped values keep their input (storage) value, or, with error feedback, their grid
+    value."""
     rows, m = grid_rows(tuple(array.shape))
     values = as_float64(array, dtype).reshape(rows, m)
     steps, step_of = snap_steps(desired_steps)
     row_steps = steps.astype(np.float64)[step_of]
-    q = grid_indices(values, row_steps)
+    if factors is None:
+        q = grid_indices(values, row_steps)
+    else:
+        q = feedback_round(values, row_steps, factors)
     q_lo, a = alphabet(q)
     escaped = (q < q_lo) | (q >= q_lo + a)
     symbols = np.where(escaped, a, q - q_lo).astype(np.uint16)
-    table_of, freqs = choose_tables(symbols, a + 1, max_tables)
-    outliers = np.ascontiguousarray(array).reshape(rows, m)[escaped]
+    tables = choose_tables(symbols, q_lo, a + 1, max_tables)
+    if factors is None:
+        outliers = np.ascontiguousarray(array).reshape(rows, m)[escaped]
+    else:  # the grid value, as an outlier
+        on_grid = (q * row_steps[:, None]).astype(np.float32)
+        outliers = from_float32(on_grid[escaped], dtype)
     decoded = grid_values(symbols, row_steps, q_lo, a, dtype)
     decoded[escaped] = outliers
-    return Grid(
-        symbols,
-        step_of,
-        table_of,
-        steps,
-        freqs,
-        q_lo,
-        outliers,
-        decoded.reshape(array.shape),
-    )
+    return Grid(symbols, step_of, steps, tables, q_lo, outliers, decoded.reshape(array.shape))
+
+
+#: Second moments of a matrix's inputs, as diagonal blocks: (first column, block).
+Hessian = list[tuple[int, np.ndarray]]
+#: Dampening of a Hessian block: this share of its mean diagonal is added to the diagonal.
+DAMPING = 0.01
+#: Columns rounded between two updates of the columns after them (GPTQ's lazy batches).
+FEEDBACK_BATCH = 128
+
+
+def feedback_factors(hessian: Hessian) -> Hessian:
+    """The upper Cholesky factor of the inverse of each (damped) block of ``hessian``:
+    what :func:`feedback_round` needs, the same at every step size (so computed once).
+    Inputs that never moved (a zero on the diagonal) count as unit inputs; a block that
+    is not positive definite even damped is left out (its columns rounded to nearest)."""
+    out = []
+    for start, block in hessian:
+        h = np.array(block, dtype=np.float64)
+        n = h.shape[0]
+        diag = np.diag(h).copy()
+        dead = diag <= 0
+        h[dead, dead] = 1.0
+        h[np.diag_indices(n)] += DAMPING * float(diag[~dead].mean() if (~dead).any() else 1.0)
+        try:
+            out.append((start, np.linalg.cholesky(np.linalg.inv(h)).T))
+        except np.linalg.LinAlgError:
+            continue
+    return out
+
+
+def feedback_round(values: np.ndarray, row_steps: np.ndarray, factors: Hessian) -> np.ndarray:
+    """Grid indices (R, m) of ``values`` rounded one column at a time, each column's
+    rounding error pushed onto the columns after it in its block, through the factors
+    of the inverse of the inputs' second moments (:func:`feedback_factors`; the optimal
+    brain surgeon update of OBQ and GPTQ), so that the matrix's outputs on those inputs
+    move as little as they can. Columns outside every block are rounded to nearest."""
+    w = values.copy()
+    q = grid_indices(values, row_steps)
+    for start, u in factors:
+        n = u.shape[0]
+        wb = w[:, start : start + n]
+        for j0 in range(0, n, FEEDBACK_BATCH):
+            j1 = min(j0 + FEEDBACK_BATCH, n)
+            err = np.empty((w.shape[0], j1 - j0))
+            for j in range(j0, j1):
+                qj = np.clip(np.rint(wb[:, j] / row_steps), -(MAX_INDEX - 1), MAX_INDEX - 1)
+                q[:, start + j] = qj
+                e = (wb[:, j] - qj * row_steps) / u[j, j]
+                wb[:, j:j1] -= np.outer(e, u[j, j:j1])
+                err[:, j - j0] = e
+            wb[:, j1:] -= err @ u[j0:j1, j1:]
+    return q
 
 
 def choose_tables(
-    symbols: np.ndarray, n_symbols: int, max_tables: int = 16
-) -> tuple[np.ndarray, np.ndarray]:
-    """(table of each row, frequency tables): rows ranked by their spread (mean distance
-    of their symbols from the most common one) and cut into 1, 2, 4, 8 or 16 groups of
-    equal size (at most ``max_tables``, at most one per row), each group coded with the
-    table of its own counts; the number whose symbols, tables and row indices cost the
-    fewest bits wins."""
+    symbols: np.ndarray, q_lo: int, n_symbols: int, max_tables: int = 16
+) -> static_rans.Tables:
+    """The tables that code ``symbols`` (R, m; n_symbols with the escape) in the fewest
+    bits, tables and row groups included: rows ranked by their spread (mean distance of
+    their symbols from the most common one) and cut into 1, 2, 4, 8 or 16 groups of equal
+    size (at most ``max_tables``, at most one per row), each group with 1, 3 or 5 tables
+    chosen by the size of the previous symbol's grid index (:data:`CONTEXT_CHOICES`),
+    each table from its own counts."""
     rows = symbols.shape[0]
     finest = max(c for c in TABLE_CHOICES if c <= max(1, min(max_tables, rows)))
+    most = max(CONTEXT_CHOICES)
     center = int(np.argmax(np.bincount(symbols.reshape(-1), minlength=n_symbols)))
     spread = np.abs(symbols.astype(np.int32) - center).mean(axis=1)
     order = np.argsort(spread, kind="stable")
     group = np.empty(rows, dtype=np.int64)
     group[order] = (np.arange(rows) * finest) // max(rows, 1)
-    counts = np.stack(
-        [np.bincount(symbols[group == g].reshape(-1), minlength=n_symbols) for g in range(finest)]
-    )
-    best: tuple[float, int] | None = None
-    for c in (c for c in TABLE_CHOICES if c <= finest):
-        sums = counts.reshape(c, finest // c, n_symbols).sum(axis=1)
-        total = _entropy_bits(sums) + table_bits(static_rans.normalize(sums))
-        total += rows * math.log2(c)
-        if best is None or total < best[0]:
-            best = (total, c)
+    ctx = np.zeros(symbols.shape, dtype=np.int64)
+    context_of = static_rans.symbol_contexts(q_lo, n_symbols - 1, most).astype(np.int64)
+    ctx[:, 1:] = context_of[symbols[:, :-1]]
+    key = ((group[:, None] * most + ctx) * n_symbols + symbols).reshape(-1)
+    counts = np.bincount(key, minlength=finest * most * n_symbols)
+    counts = counts.reshape(finest, most, n_symbols)
+    best: tuple[float, int, int] | None = None
+    for k in CONTEXT_CHOICES:
+        merged = _merge_contexts(counts, k)
+        for c in (c for c in TABLE_CHOICES if c <= finest and c * k <= 256):
+            sums = merged.reshape(c, finest // c, k, n_symbols).sum(axis=1).reshape(c * k, -1)
+            total = _entropy_bits(sums) + table_bits(static_rans.normalize(sums))
+            total += rows * math.log2(c)
+            if best is None or total < best[0]:
+                best = (total, c, k)
     assert best is not None
-    c = best[1]
-    sums = counts.reshape(c, finest // c, n_symbols).sum(axis=1)
-    return (group // (finest // c)).astype(np.uint8), static_rans.normalize(sums)
+    _, c, k = best
+    sums = _merge_contexts(counts, k).reshape(c, finest // c, k, n_symbols).sum(axis=1)
+    return static_rans.Tables(
+        static_rans.normalize(sums.reshape(c * k, -1)),
+        (group // (finest // c)).astype(np.uint8),
+        static_rans.symbol_contexts(q_lo, n_symbols - 1, k),
+        k,
+    )
+
+
+def _merge_contexts(counts: np.ndarray, k: int) -> np.ndarray:
+    """Counts by (group, context, symbol) of the largest context choice, merged into
+    ``k`` contexts (the contexts from k - 1 on are one)."""
+    tail = counts[:, k - 1 :].sum(axis=1, keepdims=True)
+    return np.concatenate([counts[:, : k - 1], tail], axis=1)
 
 
 def _entropy_bits(counts: np.ndarray) -> float:

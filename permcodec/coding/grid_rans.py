@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import zstandard
 
+from .. import kernels
 from ..core.checks import is_int
 from ..core.dtypes import FLOAT_DTYPES, from_float32, storage_dtype
 from ..errors import FormatError
@@ -27,8 +28,10 @@ from .row_rans import split_segments
 
 #: Most distinct steps a tensor may have (row step indices are u16).
 MAX_STEPS = 1 << 16
-#: Most frequency tables a tensor may have (row table indices are u8).
+#: Most frequency tables a tensor may have, all groups and contexts (row groups are u8).
 MAX_TABLES = 256
+#: Most tables per row group (contexts set by the previous symbol's size).
+MAX_CONTEXTS = 8
 #: Grid indices stay below 2**24 in magnitude: exact in binary32, and a product with a
 #: binary32 step is exact in binary64, so the value is one rounding of the exact product.
 MAX_INDEX = 1 << 24
@@ -43,7 +46,8 @@ class GridParams(Params):
     steps: int  # S: distinct steps, listed in the side frame
     q_lo: int  # the grid index of symbol 0
     symbols: int  # A: grid symbols 0..A-1; symbol A escapes to an outlier
-    tables: int  # C
+    tables: int  # C: row groups of tables
+    contexts: int  # tables per group
     outliers: int  # K
     lanes: int
     side: int  # bytes of the side frame at the start of the payload
@@ -57,7 +61,7 @@ class GridParams(Params):
         """Bytes the side frame declares: steps, row steps, row tables, tables, escapes
         per lane (when there are outliers) and the outliers."""
         size = 4 * self.steps + self.rows * (self.step_bytes + 1)
-        size += self.tables * (self.symbols + 1) * 2
+        size += self.tables * self.contexts * (self.symbols + 1) * 2
         if self.outliers:
             size += 4 * self.lanes + self.outliers * storage_dtype(self.meta.dtype).itemsize
         return size
@@ -91,8 +95,13 @@ class GridRans(Coding):
         if not (q_lo > -MAX_INDEX and q_lo + symbols - 1 < MAX_INDEX):
             raise FormatError(f"tensor {name!r}: grid indices beyond 2**24")
         tables, outliers, side = (fields.get(k) for k in ("tables", "outliers", "side"))
+        contexts = fields.get("contexts")
         if not (is_int(tables) and 1 <= tables <= min(MAX_TABLES, max(rows, 1))):
             raise FormatError(f"tensor {name!r}: {tables!r} tables for {rows} rows")
+        if not (is_int(contexts) and 1 <= contexts <= MAX_CONTEXTS):
+            raise FormatError(f"tensor {name!r}: {contexts!r} contexts out of range")
+        if tables * contexts > MAX_TABLES:
+            raise FormatError(f"tensor {name!r}: more than {MAX_TABLES} tables")
         if not (is_int(outliers) and 0 <= outliers <= rows * m):
             raise FormatError(f"tensor {name!r}: {outliers!r} outliers out of range")
         if not (is_int(side) and side >= 0):
@@ -106,6 +115,7 @@ class GridRans(Coding):
             int(q_lo),
             int(symbols),
             int(tables),
+            int(contexts),
             int(outliers),
             lanes,
             side,
@@ -113,17 +123,15 @@ class GridRans(Coding):
 
     def working_bytes(self, params: GridParams) -> int:
         """The symbols (u16 per value), the side arrays and one lookup table per table."""
-        return (
-            2 * params.rows * params.m
-            + params.side_size
-            + params.tables * 2 * (static_rans.TABLE_ONE)
-        )
+        tables = params.tables * params.contexts
+        return 2 * params.rows * params.m + params.side_size + tables * 2 * static_rans.TABLE_ONE
 
     def describe(self, params: GridParams) -> dict[str, Any]:
         return {
             "lanes": params.lanes,
             "steps": params.steps,
             "tables": params.tables,
+            "contexts": params.contexts,
             "outliers": params.outliers,
         }
 
@@ -143,9 +151,9 @@ class GridRans(Coding):
         )
         if params.rows * params.m == 0:
             return np.empty(meta.shape, dtype=storage_dtype(meta.dtype))
-        sym, escapes = static_rans.decode(
-            states, lengths, words, table_of, freqs, params.m, meta.name
-        )
+        ctx_of = static_rans.symbol_contexts(params.q_lo, params.symbols, params.contexts)
+        tables = static_rans.Tables(freqs, table_of, ctx_of, params.contexts)
+        sym, escapes = static_rans.decode(states, lengths, words, tables, params.m, meta.name)
         if (params.outliers and (escapes != esc).any()) or (not params.outliers and escapes.any()):
             raise FormatError(f"tensor {meta.name!r}: escapes do not match the outliers")
         values = grid_values(
@@ -161,6 +169,9 @@ def grid_values(
 ) -> np.ndarray:
     """Storage values of grid symbols (R, m): RN32((q_lo + s) * step of the row), cast to
     ``dtype`` (FORMAT 4.6.3); escaped positions hold 0 for the caller to fill."""
+    k = kernels.load("grid_c")
+    if k is not None:
+        return from_float32(k.values(symbols, row_steps, q_lo, escape), dtype)
     q = symbols.astype(np.float64) + float(q_lo)
     q[symbols == escape] = 0.0
     return from_float32((q * row_steps[:, None]).astype(np.float32), dtype)
@@ -169,8 +180,8 @@ def grid_values(
 def _split_side(
     side: bytes, p: GridParams
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(steps, row steps, row tables, frequency tables (C, A + 1), escapes per lane,
-    outliers)."""
+    """(steps, row steps, row groups, frequency tables (C * contexts, A + 1), escapes
+    per lane, outliers)."""
     at = 0
 
     def take(dtype: str, count: int) -> np.ndarray:
@@ -182,7 +193,8 @@ def _split_side(
     steps = take("<f4", p.steps)
     step_of = take("u1" if p.step_bytes == 1 else "<u2", p.rows)
     table_of = take("u1", p.rows)
-    freqs = take("<u2", p.tables * (p.symbols + 1)).reshape(p.tables, p.symbols + 1)
+    n_tables = p.tables * p.contexts
+    freqs = take("<u2", n_tables * (p.symbols + 1)).reshape(n_tables, p.symbols + 1)
     esc = take("<u4", p.lanes if p.outliers else 0)
     outliers = take(storage_dtype(p.meta.dtype).str, p.outliers if p.outliers else 0)
     return steps, step_of, table_of, freqs, esc, outliers
@@ -191,15 +203,14 @@ def _split_side(
 @dataclass(frozen=True)
 class Grid:
     """A tensor placed on a grid, ready to code: symbols (R, m; the last symbol of the
-    tables escapes), each row's step index and table, the steps, the tables, the
-    outliers (storage values of the escaped positions, in C order) and the tensor a
+    tables escapes), each row's step index, the steps, the tables that code the symbols,
+    the outliers (storage values of the escaped positions, in C order) and the tensor a
     decoder will rebuild (storage values, the input's shape)."""
 
     symbols: np.ndarray
     step_of: np.ndarray
-    table_of: np.ndarray
     steps: np.ndarray  # float32
-    freqs: np.ndarray
+    tables: static_rans.Tables
     q_lo: int
     outliers: np.ndarray
     decoded: np.ndarray
@@ -208,13 +219,14 @@ class Grid:
 def encode(grid: Grid, lanes: int) -> tuple[dict[str, Any], bytes]:
     """Entry fields and payload of a tensor on a grid."""
     rows = grid.symbols.shape[0]
-    a = grid.freqs.shape[1] - 1
-    states, lengths, words = static_rans.encode(grid.symbols, grid.table_of, grid.freqs, lanes)
+    tables = grid.tables
+    a = tables.freqs.shape[1] - 1
+    states, lengths, words = static_rans.encode(grid.symbols, tables, lanes)
     parts = [
         grid.steps.astype("<f4").tobytes(),
         grid.step_of.astype("u1" if len(grid.steps) <= 256 else "<u2").tobytes(),
-        grid.table_of.astype("u1").tobytes(),
-        grid.freqs.astype("<u2").tobytes(),
+        tables.table_of.astype("u1").tobytes(),
+        tables.freqs.astype("<u2").tobytes(),
     ]
     if len(grid.outliers):
         bounds = static_rans.lane_bounds(rows, lanes)
@@ -229,7 +241,8 @@ def encode(grid: Grid, lanes: int) -> tuple[dict[str, Any], bytes]:
         "steps": len(grid.steps),
         "q_lo": int(grid.q_lo),
         "symbols": int(a),
-        "tables": int(grid.freqs.shape[0]),
+        "tables": int(tables.freqs.shape[0] // tables.contexts),
+        "contexts": int(tables.contexts),
         "outliers": len(grid.outliers),
         "lanes": int(lanes),
         "side": len(side),

@@ -33,19 +33,24 @@ MAX_FITS = 6
 
 @dataclass
 class Matrix:
-    """A weight matrix to put on a grid: its values (storage, and float64 rows) and the
-    importance of each row: what a unit of squared error in the row costs the model."""
+    """A weight matrix to put on a grid: its values (storage, and float64 rows), the
+    importance of each row (what a unit of squared error in the row costs the model),
+    and, when calibration measured them, the second moments of its inputs (the rounding
+    errors are then fed back, :func:`grid_fit.feedback_round`)."""
 
     name: str
     array: np.ndarray
     dtype: str
     importance: np.ndarray
+    hessian: grid_fit.Hessian | None = None
     values: np.ndarray = field(init=False)
+    factors: grid_fit.Hessian | None = field(init=False)
 
     def __post_init__(self) -> None:
         rows, m = grid_rows(tuple(self.array.shape))
         self.values = as_float64(self.array, self.dtype).reshape(rows, m)
         self.importance = np.asarray(self.importance, dtype=np.float64).reshape(rows)
+        self.factors = None if self.hessian is None else grid_fit.feedback_factors(self.hessian)
 
     @property
     def numel(self) -> int:
@@ -139,7 +144,7 @@ def _solve(matrices: list[Matrix], bits: float, lo: float, hi: float) -> float:
 
 def fit(mat: Matrix, slope: float) -> Grid:
     """The grid of one matrix at ``slope``."""
-    return grid_fit.fit_grid(mat.array, mat.dtype, mat.steps(slope))
+    return grid_fit.fit_grid(mat.array, mat.dtype, mat.steps(slope), factors=mat.factors)
 
 
 def relative_error(mat: Matrix, grid: Grid) -> float:

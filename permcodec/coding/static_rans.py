@@ -1,7 +1,9 @@
 """Interleaved rANS with static frequency tables: the reference coder of ``grid-rans``.
 
-Each row's symbols are coded with one of a few fixed tables (frequencies summing to
-2**15, FORMAT 4.6), so a decoding step is a table lookup, a multiply and a refill, and
+Each symbol is coded with one of a few fixed tables (frequencies summing to 2**15,
+FORMAT 4.6): its row's group of tables, and in it the table of the context the previous
+symbol of the row set (the size of its grid index: neighbouring taps of a convolution
+kernel have alike sizes). A decoding step is a table lookup, a multiply and a refill, and
 its cost does not depend on how many symbols the alphabet has. Rows are spread over lanes
 as in ``row-rans`` (lane l codes rows [b[l], b[l+1]) into its own word segment,
 :func:`permcodec.kernels.contract.lane_bounds`), so lanes decode independently.
@@ -11,6 +13,8 @@ run the compiled twins of ``permcodec.kernels.load("grid_c")`` where they are bu
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -74,22 +78,53 @@ def check_tables(freqs: np.ndarray, name: str) -> None:
         )
 
 
+@dataclass(frozen=True)
+class Tables:
+    """What the symbols of a tensor are coded with: ``groups`` x ``contexts`` tables of
+    ``A + 1`` frequencies (table ``g * contexts + c`` for row group g and context c), the
+    group of each row, and the context each symbol sets for the next one in its row (the
+    first of a row has context 0)."""
+
+    freqs: np.ndarray  # (groups * contexts, A + 1) uint16
+    table_of: np.ndarray  # (R,) uint8: each row's group
+    ctx_of: np.ndarray  # (A + 1,) uint8
+    contexts: int = 1
+
+    def of_symbols(self, symbols: np.ndarray) -> np.ndarray:
+        """(R, m) int64: the table every symbol is coded with."""
+        ctx = np.zeros(symbols.shape, dtype=np.int64)
+        ctx[:, 1:] = self.ctx_of.astype(np.int64)[symbols[:, :-1]]
+        return self.table_of.astype(np.int64)[:, None] * self.contexts + ctx
+
+
+def symbol_contexts(q_lo: int, symbols: int, contexts: int) -> np.ndarray:
+    """(A + 1,) uint8: the context a symbol sets for the next, by the size of its grid
+    index q = q_lo + s: min(contexts - 1, bit length of |q|) (0 for q = 0, 1 for |q| =
+    1, 2 for 2..3, 3 for 4..7, ...); the escape (s = A) sets the last."""
+    q = np.abs(np.arange(symbols, dtype=np.int64) + q_lo)
+    bits = np.zeros(symbols, dtype=np.int64)
+    nz = q > 0
+    bits[nz] = np.floor(np.log2(q[nz])).astype(np.int64) + 1
+    return np.append(np.minimum(bits, contexts - 1), contexts - 1).astype(np.uint8)
+
+
 def encode(
-    symbols: np.ndarray, table_of: np.ndarray, freqs: np.ndarray, lanes: int
+    symbols: np.ndarray, tables: Tables, lanes: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Code ``symbols`` (R, m) with the table ``table_of[r]`` of ``freqs`` (C, A + 1) for
-    row r, lane l coding rows [b[l], b[l+1]) into its own segment. Returns (states,
-    segment lengths, words of lane 0, lane 1, ... each in decoding order)."""
-    _check_codable(symbols, table_of, freqs)
+    """Code ``symbols`` (R, m), each with its table (:meth:`Tables.of_symbols`), lane l
+    coding rows [b[l], b[l+1]) into its own segment. Returns (states, segment lengths,
+    words of lane 0, lane 1, ... each in decoding order)."""
+    _check_codable(symbols, tables)
     k = kernels.load("grid_c")
     if k is not None:
-        return k.encode(symbols, table_of, freqs, lanes)
-    return encode_ref(symbols, table_of, freqs, lanes)
+        return k.encode(symbols, tables.table_of, tables.freqs, tables.ctx_of, tables.contexts,
+                        lanes)  # fmt: skip
+    return encode_ref(symbols, tables, lanes)
 
 
-def _check_codable(symbols: np.ndarray, table_of: np.ndarray, freqs: np.ndarray) -> None:
-    """Every symbol has a nonzero frequency in its row's table."""
-    if symbols.size and (freqs[table_of.astype(np.int64)[:, None], symbols] == 0).any():
+def _check_codable(symbols: np.ndarray, tables: Tables) -> None:
+    """Every symbol has a nonzero frequency in its table."""
+    if symbols.size and (tables.freqs[tables.of_symbols(symbols), symbols] == 0).any():
         raise ValueError("a symbol to code has frequency 0 in its table")
 
 
@@ -97,18 +132,18 @@ def decode(
     states: np.ndarray,
     lengths: np.ndarray,
     words: np.ndarray,
-    table_of: np.ndarray,
-    freqs: np.ndarray,
+    tables: Tables,
     m: int,
     name: str = "?",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Inverse of :func:`encode`: the symbols (R, m) as uint16, and how many of each
     lane's symbols are ``escape`` (the last symbol of the tables)."""
-    _check_stream(states, freqs, name)
+    _check_stream(states, tables.freqs, name)
     k = kernels.load("grid_c")
     if k is None:
-        return decode_ref(states, lengths, words, table_of, freqs, m, name)
-    status, out, escapes = k.decode(states, lengths, words, table_of, freqs, m)
+        return decode_ref(states, lengths, words, tables, m, name)
+    status, out, escapes = k.decode(states, lengths, words, tables.table_of, tables.freqs,
+                                    tables.ctx_of, tables.contexts, m)  # fmt: skip
     if status:
         raise stream_error(status, name)
     return out, escapes
@@ -129,15 +164,15 @@ def _schedule(bounds: np.ndarray, t: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def encode_ref(
-    symbols: np.ndarray, table_of: np.ndarray, freqs: np.ndarray, lanes: int
+    symbols: np.ndarray, tables: Tables, lanes: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The reference behind :func:`encode`: each symbol's interval in its row's table,
-    coded by the lane-segment encoder of ``row-rans`` on a total of 2**15."""
-    _check_codable(symbols, table_of, freqs)
-    tab = table_of.astype(np.int64)[:, None]
+    """The reference behind :func:`encode`: each symbol's interval in its table, coded
+    by the lane-segment encoder of ``row-rans`` on a total of 2**15."""
+    _check_codable(symbols, tables)
+    tab = tables.of_symbols(symbols)
     sym = symbols.astype(np.int64)
-    return encode_segments(cumulative(freqs)[tab, sym], freqs.astype(np.int64)[tab, sym],
-                           lanes, TABLE_BITS)  # fmt: skip
+    start = cumulative(tables.freqs)[tab, sym]
+    return encode_segments(start, tables.freqs.astype(np.int64)[tab, sym], lanes, TABLE_BITS)
 
 
 def lookup(freqs: np.ndarray) -> np.ndarray:
@@ -151,37 +186,37 @@ def decode_ref(
     states: np.ndarray,
     lengths: np.ndarray,
     words: np.ndarray,
-    table_of: np.ndarray,
-    freqs: np.ndarray,
+    tables: Tables,
     m: int,
     name: str = "?",
 ) -> tuple[np.ndarray, np.ndarray]:
     """The reference behind :func:`decode`: all lanes step together, each reading its
     own segment; a lane must end with its segment used up and its state at 2**31."""
-    rows = table_of.shape[0]
+    rows = tables.table_of.shape[0]
     lanes = states.shape[0]
-    _check_stream(states, freqs, name)
+    _check_stream(states, tables.freqs, name)
     bounds = lane_bounds(rows, lanes)
     ends = np.cumsum(lengths.astype(np.int64))
     ptr = ends - lengths.astype(np.int64)
     stream = words.astype(np.int64)
-    lut = lookup(freqs)
-    f_all = freqs.astype(np.int64)
-    c_all = cumulative(freqs)
-    escape = freqs.shape[1] - 1
-    tab = table_of.astype(np.int64)
+    lut = lookup(tables.freqs)
+    f_all = tables.freqs.astype(np.int64)
+    c_all = cumulative(tables.freqs)
+    ctx_of = tables.ctx_of.astype(np.int64)
+    escape = tables.freqs.shape[1] - 1
+    base = tables.table_of.astype(np.int64) * tables.contexts
     x = states.astype(np.int64)
     out = np.zeros((rows, m), dtype=np.uint16)
     escapes = np.zeros(lanes, dtype=np.int64)
     rounds = int((bounds[1:] - bounds[:-1]).max()) if rows else 0
     for t in range(rounds):
         row, live = _schedule(bounds, t)
+        ctx = np.zeros(lanes, dtype=np.int64)  # a row starts in context 0
         for j in range(m):
+            tab = base[row] + ctx
             slot = x & (TABLE_ONE - 1)
-            s = lut[tab[row], slot].astype(np.int64)
-            f = f_all[tab[row], s]
-            c = c_all[tab[row], s]
-            x = np.where(live, f * (x >> TABLE_BITS) + slot - c, x)
+            s = lut[tab, slot].astype(np.int64)
+            x = np.where(live, f_all[tab, s] * (x >> TABLE_BITS) + slot - c_all[tab, s], x)
             need = live & (x < STATE_LOW)
             if need.any():
                 if (ptr[need] >= ends[need]).any():
@@ -190,6 +225,7 @@ def decode_ref(
                 ptr[need] += 1
             out[row[live], j] = s[live]
             escapes += live & (s == escape)
+            ctx = ctx_of[s]
     if (ptr != ends).any() or (x != STATE_LOW).any():
         raise stream_error(INCONSISTENT, name)
     return out, escapes

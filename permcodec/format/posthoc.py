@@ -22,6 +22,7 @@ import numpy as np
 
 from ..coding import grid_rans, grid_rate
 from ..coding.encoder import encode_tensor, grid_lanes
+from ..coding.grid_fit import Hessian
 from ..coding.grid_rans import Grid
 from ..coding.rate import CONTAINER_BYTES
 from ..core.dtypes import FLOAT_DTYPES, TensorItem, as_float64
@@ -71,13 +72,15 @@ def matrices(
     items: Sequence[TensorItem],
     names: Sequence[str],
     importance: Mapping[str, np.ndarray] | None = None,
+    hessians: Mapping[str, Hessian] | None = None,
 ) -> list[grid_rate.Matrix]:
     """The :class:`grid_rate.Matrix` of each named item: its rows as important as
     ``importance`` says (measured), else every weight alike (the split of bits that
     loses the least squared error over all weights: one step for every row of every
     matrix; measured on the benchmark's models, it beat weighing each matrix by its
     relative error). A measured matrix whose importance is not finite (a gradient
-    through sqrt(0), say) is weighed like the others, by their median."""
+    through sqrt(0), say) is weighed like the others, by their median. A matrix with
+    ``hessians`` (its inputs' second moments) has its rounding errors fed back."""
     by_name = {n: (a, dt) for n, a, dt in items}
     imp = dict(importance or {})
     ok = [float(np.mean(imp[n])) for n in names if n in imp and np.isfinite(imp[n]).all()]
@@ -88,7 +91,7 @@ def matrices(
         row_imp = imp.get(n)
         if row_imp is None or not np.isfinite(row_imp).all():
             row_imp = np.full(rows, typical)
-        out.append(grid_rate.Matrix(n, *by_name[n], row_imp))
+        out.append(grid_rate.Matrix(n, *by_name[n], row_imp, (hessians or {}).get(n)))
     return out
 
 
@@ -111,6 +114,7 @@ def grids_for_rate(
     items: Sequence[TensorItem],
     bpw: float,
     importance: Mapping[str, np.ndarray] | None = None,
+    hessians: Mapping[str, Hessian] | None = None,
 ) -> dict[str, Grid]:
     """Grids of the weight matrices of ``items`` that keep all weight matrices (those on
     grids and those stored exactly), container included, within ``bpw`` bits per weight."""
@@ -128,7 +132,7 @@ def grids_for_rate(
     def measure(grids: Mapping[str, Grid]) -> float:
         return sum(entry_bits(n, *by_name[n], g) for n, g in grids.items())
 
-    mats = matrices(items, names, importance)
+    mats = matrices(items, names, importance, hessians)
     try:
         return grid_rate.fit_to_rate(mats, budget, measure)
     except ValueError:
@@ -144,15 +148,15 @@ def grids_for_error(
     items: Sequence[TensorItem],
     max_error: float,
     importance: Mapping[str, np.ndarray] | None = None,
+    hessians: Mapping[str, Hessian] | None = None,
 ) -> dict[str, Grid]:
     """The coarsest grid of each weight matrix of ``items`` whose relative L2 error is at
     most ``max_error``."""
     if not 0 < max_error < 1:
         raise PermcodecError(f"the relative error must be in (0, 1), got {max_error!r}")
     names = grid_candidates(items)
-    return {
-        m.name: grid_rate.fit_to_error(m, max_error) for m in matrices(items, names, importance)
-    }
+    mats = matrices(items, names, importance, hessians)
+    return {m.name: grid_rate.fit_to_error(m, max_error) for m in mats}
 
 
 def choose_grids(
@@ -161,6 +165,7 @@ def choose_grids(
     max_error: float | None = None,
     lossless: bool = False,
     importance: Mapping[str, np.ndarray] | None = None,
+    hessians: Mapping[str, Hessian] | None = None,
 ) -> dict[str, Grid]:
     """The grids of a model trained without permutation: within ``bpw`` bits per weight,
     each matrix within ``max_error``, none with ``lossless``, else each matrix within
@@ -170,8 +175,9 @@ def choose_grids(
     if lossless:
         return {}
     if bpw is not None:
-        return grids_for_rate(items, bpw, importance)
-    return grids_for_error(items, DEFAULT_MAX_ERROR if max_error is None else max_error, importance)
+        return grids_for_rate(items, bpw, importance, hessians)
+    error = DEFAULT_MAX_ERROR if max_error is None else max_error
+    return grids_for_error(items, error, importance, hessians)
 
 
 def write_trained(
@@ -182,11 +188,23 @@ def write_trained(
     max_error: float | None = None,
     lossless: bool = False,
     importance: Mapping[str, np.ndarray] | None = None,
+    hessians: Mapping[str, Hessian] | None = None,
 ) -> dict[str, float]:
     """Write a model trained without permutation (see :func:`choose_grids`); returns the
     relative L2 error of every tensor that is not stored exactly."""
-    grids = choose_grids(items, bpw, max_error, lossless, importance)
+    grids = choose_grids(items, bpw, max_error, lossless, importance, hessians)
+    return write_grids(path, items, metadata, grids)
+
+
+def write_grids(
+    path: str | os.PathLike[str] | BinaryIO,
+    items: Sequence[TensorItem],
+    metadata: Mapping[str, str] | None,
+    grids: Mapping[str, Grid],
+) -> dict[str, float]:
+    """Write ``items`` with the tensors of ``grids`` on them, the rest exact; returns
+    the relative L2 error of every tensor that is not stored exactly."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", LossyWarning)  # asked for: reported as the result
-        header = write_file(path, items, None, dict(metadata or {}), grids=grids)
+        header = write_file(path, items, None, dict(metadata or {}), grids=dict(grids))
     return {e["name"]: float(e["rel_error"]) for e in header["tensors"] if "rel_error" in e}

@@ -11,25 +11,30 @@ cdef extern from "grid_rans.h":
     int PC_GRID_OK
     int PC_GRID_NO_MEMORY
     int pc_grid_decode(const uint64_t *states, const uint32_t *lengths, const uint32_t *words,
-                       const uint8_t *table_of, const uint16_t *freqs, int64_t n_tables,
-                       int64_t n_symbols, int64_t rows, int64_t m, int64_t lanes, uint16_t *out,
-                       int64_t *escapes) nogil
-    int64_t pc_grid_encode(const uint16_t *symbols, const uint8_t *table_of,
-                           const uint16_t *freqs, int64_t n_tables, int64_t n_symbols,
-                           int64_t rows, int64_t m, int64_t lanes, uint64_t *states,
-                           uint32_t *lengths, uint32_t *words) nogil
+                       const uint8_t *group, const uint16_t *freqs, const uint8_t *ctx_of,
+                       int64_t contexts, int64_t n_tables, int64_t n_symbols, int64_t rows,
+                       int64_t m, int64_t lanes, uint16_t *out, int64_t *escapes) nogil
+    int64_t pc_grid_encode(const uint16_t *symbols, const uint8_t *group,
+                           const uint16_t *freqs, const uint8_t *ctx_of, int64_t contexts,
+                           int64_t n_tables, int64_t n_symbols, int64_t rows, int64_t m,
+                           int64_t lanes, uint64_t *states, uint32_t *lengths,
+                           uint32_t *words) nogil
+    void pc_grid_values(const uint16_t *symbols, int64_t rows, int64_t m,
+                        const double *row_steps, int64_t q_lo, int64_t escape,
+                        float *out) nogil
 
 #: Interface version checked by permcodec.kernels.load.
 API = 1
 
 
-def decode(states, lengths, words, table_of, freqs, int64_t m):
+def decode(states, lengths, words, table_of, freqs, ctx_of, int64_t contexts, int64_t m):
     """(status, symbols (R, m) uint16, escapes per lane int64) of a checked stream."""
     cdef const uint64_t[::1] st = np.ascontiguousarray(states, dtype=np.uint64)
     cdef const uint32_t[::1] ln = np.ascontiguousarray(lengths, dtype=np.uint32)
     cdef const uint32_t[::1] wd = np.ascontiguousarray(words, dtype=np.uint32)
     cdef const uint8_t[::1] tb = np.ascontiguousarray(table_of, dtype=np.uint8)
     cdef const uint16_t[:, ::1] fq = np.ascontiguousarray(freqs, dtype=np.uint16)
+    cdef const uint8_t[::1] cx = np.ascontiguousarray(ctx_of, dtype=np.uint8)
     cdef int64_t rows = tb.shape[0], lanes = st.shape[0]
     out = np.empty((rows, m), dtype=np.uint16)
     esc = np.zeros(lanes, dtype=np.int64)
@@ -40,17 +45,19 @@ def decode(states, lengths, words, table_of, freqs, int64_t m):
     cdef uint16_t *op = &o[0, 0] if rows * m else NULL
     with nogil:
         status = pc_grid_decode(&st[0], &ln[0], wp, &tb[0] if rows else NULL, &fq[0, 0],
-                                fq.shape[0], fq.shape[1], rows, m, lanes, op, &e[0])
+                                &cx[0], contexts, fq.shape[0], fq.shape[1], rows, m, lanes, op,
+                                &e[0])
     if status == PC_GRID_NO_MEMORY:
         raise MemoryError("grid-rans decoder tables")
     return status, out, esc
 
 
-def encode(symbols, table_of, freqs, int64_t lanes):
+def encode(symbols, table_of, freqs, ctx_of, int64_t contexts, int64_t lanes):
     """(states, segment lengths, words) of rows of symbols, as the reference gives them."""
     cdef const uint16_t[:, ::1] sy = np.ascontiguousarray(symbols, dtype=np.uint16)
     cdef const uint8_t[::1] tb = np.ascontiguousarray(table_of, dtype=np.uint8)
     cdef const uint16_t[:, ::1] fq = np.ascontiguousarray(freqs, dtype=np.uint16)
+    cdef const uint8_t[::1] cx = np.ascontiguousarray(ctx_of, dtype=np.uint8)
     cdef int64_t rows = sy.shape[0], m = sy.shape[1]
     states = np.empty(lanes, dtype=np.uint64)
     lengths = np.empty(lanes, dtype=np.uint32)
@@ -61,8 +68,21 @@ def encode(symbols, table_of, freqs, int64_t lanes):
     cdef int64_t n
     with nogil:
         n = pc_grid_encode(&sy[0, 0] if rows * m else NULL, &tb[0] if rows else NULL,
-                           &fq[0, 0], fq.shape[0], fq.shape[1], rows, m, lanes, &st[0],
-                           &ln[0], &wd[0])
+                           &fq[0, 0], &cx[0], contexts, fq.shape[0], fq.shape[1], rows, m,
+                           lanes, &st[0], &ln[0], &wd[0])
     if n < 0:
         raise MemoryError("grid-rans encoder tables")
     return states, lengths, words[:n].copy()
+
+
+def values(symbols, row_steps, int64_t q_lo, int64_t escape):
+    """float32 values of symbols (R, m) on their rows' steps; 0 at escapes."""
+    cdef const uint16_t[:, ::1] sy = np.ascontiguousarray(symbols, dtype=np.uint16)
+    cdef const double[::1] rs = np.ascontiguousarray(row_steps, dtype=np.float64)
+    cdef int64_t rows = sy.shape[0], m = sy.shape[1]
+    out = np.empty((rows, m), dtype=np.float32)
+    cdef float[:, ::1] o = out
+    if rows * m:
+        with nogil:
+            pc_grid_values(&sy[0, 0], rows, m, &rs[0], q_lo, escape, &o[0, 0])
+    return out

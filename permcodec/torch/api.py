@@ -34,7 +34,13 @@ from ..format.reader import ALIASES_KEY, PermFile, Source
 from ..format.recode import bucket_depths, plan_depths
 from ..format.writer import write_file
 from . import device_decode
-from .calibrate import holding, loss_increase, row_importance
+from .calibrate import (
+    grids_for_output_error,
+    holding,
+    input_hessians,
+    loss_increase,
+    row_importance,
+)
 from .ops import device_of, generate_torch, to_numpy, to_torch
 
 PLAN_ATTR = "permcodec_plan"
@@ -372,10 +378,14 @@ def save(
     values (``grid-rans``), the rest stays exact. ``bpw=R`` keeps the weight matrices
     within R bits per weight, ``max_error=E`` each matrix within relative L2 error E,
     ``lossless=True`` stores everything exactly; one of them must be given (so nothing
-    is lost that was not asked for). ``calibration`` (a few batches of the
+    is lost that was not asked for). With ``calibration`` (next), ``max_error=E`` bounds
+    the relative L2 error of the model's outputs on the calibration data instead. ``calibration`` (a few batches of the
     model's inputs; a batch is passed as ``model(batch)``, ``model(*batch)`` for a tuple
     or ``model(**batch)`` for a dict, or as ``forward(model, batch)``) measures how much
-    each row of each matrix moves the model's outputs, and the steps follow that.
+    each row of each matrix moves the model's outputs, and the steps follow that; the
+    second moments of the inputs each Linear, Conv1d, Conv2d or LSTM cell weight
+    multiplies are measured too, and each rounding error is pushed onto the weights not
+    yet rounded where those inputs hide it best (the error feedback of OBQ and GPTQ).
     """
     if approximate is not None:
         raise PlanError(RETIRED_APPROXIMATE)
@@ -411,13 +421,19 @@ def save(
             "init a fresh model with the same seed before loading its weights, or save "
             "its state dict, which carries the plan"
         )
-    importance = None
-    if calibration is not None:
-        if not isinstance(model_or_state_dict, nn.Module):
-            raise PlanError("calibration= runs the model; pass the model, not its state dict")
-        names = posthoc.grid_candidates(items)
-        importance = row_importance(unwrap(model_or_state_dict), calibration, names, forward)
-    return posthoc.write_trained(path, items, meta, bpw, max_error, lossless, importance)
+    if calibration is None or lossless:
+        return posthoc.write_trained(path, items, meta, bpw, max_error, lossless)
+    if not isinstance(model_or_state_dict, nn.Module):
+        raise PlanError("calibration= runs the model; pass the model, not its state dict")
+    model, batches = unwrap(model_or_state_dict), list(calibration)
+    names = posthoc.grid_candidates(items)
+    importance = row_importance(model, batches, names, forward)
+    hessians = input_hessians(model, batches, names, forward)
+    if max_error is None:
+        return posthoc.write_trained(path, items, meta, bpw, None, False, importance, hessians)
+    mats = posthoc.matrices(items, names, importance, hessians)
+    grids = grids_for_output_error(model, batches, mats, max_error, forward)
+    return posthoc.write_grids(path, items, meta, grids)
 
 
 def _numpy_of(name: str, t: Any) -> tuple[np.ndarray, str]:

@@ -10,6 +10,7 @@ relative error.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
@@ -17,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from ..errors import PermcodecError
 from .ops import to_torch
@@ -167,3 +169,181 @@ def row_importance(
         rows = rows.cpu().numpy() * scale
         out[n] = np.maximum(rows, IMPORTANCE_FLOOR * rows.mean())
     return out
+
+
+#: Columns of a diagonal block of an input Hessian (the second moments of a matrix's
+#: inputs are kept in blocks of this many columns: error feedback works inside a block).
+HESSIAN_BLOCK = 2048
+
+
+class _Capture(TorchFunctionMode):
+    """Within the block, the inputs every named weight matrix multiplies (in F.linear,
+    the 1-D and 2-D convolutions without groups, LSTM cells and single-direction LSTMs)
+    are added up as the second moments of its ``flatten(1)`` columns."""
+
+    def __init__(self, params: Mapping[int, str]) -> None:
+        super().__init__()
+        self.by_ptr = params  # data_ptr of a parameter -> its name
+        self.sums: dict[str, dict[int, torch.Tensor]] = {}
+        self.count: dict[str, int] = {}
+
+    def name_of(self, w: Any) -> str | None:
+        return self.by_ptr.get(w.data_ptr()) if isinstance(w, torch.Tensor) else None
+
+    def add(self, name: str, cols: Callable[[int, int], torch.Tensor], m: int, n: int) -> None:
+        """Add n samples of columns [a, b) of the inputs, ``cols(a, b)``, block by block."""
+        blocks = self.sums.setdefault(name, {})
+        for a in range(0, m, HESSIAN_BLOCK):
+            x = cols(a, min(a + HESSIAN_BLOCK, m)).double()
+            blocks[a] = blocks.get(a, 0) + x.T @ x
+        self.count[name] = self.count.get(name, 0) + n
+
+    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        with torch.no_grad():  # the mode is off inside its own handler
+            self._seen(func, args, kwargs)
+        return out
+
+    def _seen(self, func: Any, args: tuple, kwargs: dict) -> None:
+        if func is F.linear:
+            name = self.name_of(args[1] if len(args) > 1 else kwargs.get("weight"))
+            if name is not None:
+                x = args[0].reshape(-1, args[0].shape[-1])
+                self.add(name, lambda a, b: x[:, a:b], x.shape[1], x.shape[0])
+        elif func in (F.conv1d, F.conv2d, torch.conv1d, torch.conv2d):
+            self._conv(func, args, kwargs)
+        elif func is torch.lstm_cell:
+            x, hx, w_ih, w_hh = args[0], args[1], args[2], args[3]
+            for w, inp in ((w_ih, x), (w_hh, hx[0])):
+                name = self.name_of(w)
+                if name is not None:
+                    v = inp.reshape(-1, inp.shape[-1])
+                    self.add(name, lambda a, b, v=v: v[:, a:b], v.shape[1], v.shape[0])
+
+    def _conv(self, func: Any, args: tuple, kwargs: dict) -> None:
+        names = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
+        given = {**dict(zip(names, args, strict=False)), **kwargs}
+        name = self.name_of(given.get("weight"))
+        if name is None or given.get("groups", 1) != 1:
+            return
+        x, w = given["input"], given["weight"]
+        dims = w.ndim - 2
+        if x.ndim != dims + 2:
+            return  # unbatched input
+        pad = given.get("padding", 0)
+        if isinstance(pad, str):
+            if pad != "valid":
+                return  # "same": rare; rounded to nearest
+            pad = 0
+        pad, stride, dil = (_pair(given.get(k, d), dims) for k, d in (
+            ("padding", pad), ("stride", 1), ("dilation", 1)))  # fmt: skip
+        pad = _pair(pad, dims)
+        if dims == 1:
+            x = F.pad(x, (pad[0], pad[0]))
+            span = dil[0] * (w.shape[-1] - 1) + 1
+            patches = x.unfold(2, span, stride[0])[..., :: dil[0]]  # (B, C, L, k)
+            n = patches.shape[0] * patches.shape[2]
+            k = w.shape[-1]
+
+            def cols(a: int, b: int) -> torch.Tensor:
+                c0, c1 = a // k, -(-b // k)
+                p = patches[:, c0:c1].permute(0, 2, 1, 3).reshape(n, -1)
+                return p[:, a - c0 * k : b - c0 * k]
+
+            self.add(name, cols, w[0].numel(), n)
+        else:
+            k = w.shape[-2] * w.shape[-1]
+            patches = F.unfold(x, w.shape[-2:], dilation=dil, padding=pad, stride=stride)
+            n = patches.shape[0] * patches.shape[2]
+            flat = patches.transpose(1, 2).reshape(n, -1)
+            self.add(name, lambda a, b: flat[:, a:b], w[0].numel(), n)
+
+
+def _pair(v: Any, dims: int) -> tuple[int, ...]:
+    return tuple(v) if isinstance(v, (tuple, list)) else (int(v),) * dims
+
+
+def input_hessians(
+    model: nn.Module, batches: Iterable[Any], names: Iterable[str], forward: Forward | None = None
+) -> dict[str, list[tuple[int, np.ndarray]]]:
+    """For every named parameter the model multiplies its inputs by (Linear, Conv1d and
+    Conv2d weights, LSTM cell weights; called directly or through torch.nn.functional):
+    the mean outer product of those inputs over the calibration ``batches``, in diagonal
+    blocks of :data:`HESSIAN_BLOCK` columns (first column, block), in the column order of
+    ``weight.flatten(1)``. Parameters used otherwise (embeddings, fused multi-layer LSTMs)
+    are left out: their rounding errors are not fed back."""
+    params = dict(model.named_parameters())
+    capture = _Capture({params[n].data_ptr(): n for n in names if n in params})
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), capture:
+            for batch in batches:
+                run_model(model, batch, forward)
+    finally:
+        model.train(was_training)
+    out = {}
+    for name, blocks in capture.sums.items():
+        rows = params[name].shape[0] if params[name].ndim else 1
+        if params[name].numel() // max(rows, 1) != sum(b.shape[0] for b in blocks.values()):
+            continue  # the inputs seen do not cover the weight's columns
+        n = max(capture.count[name], 1)
+        out[name] = [(a, (b / n).cpu().numpy()) for a, b in sorted(blocks.items())]
+    return out
+
+
+def grids_for_output_error(
+    model: nn.Module,
+    batches: Iterable[Any],
+    mats: list[Any],
+    max_error: float,
+    forward: Forward | None = None,
+) -> dict[str, Any]:
+    """The coarsest grids (one slope for every row, :mod:`permcodec.coding.grid_rate`)
+    whose model's outputs on the calibration ``batches`` stay within relative L2 error
+    ``max_error`` of the outputs it gives now (bisection on the slope, from where the
+    measured importances put it; at most :data:`OUTPUT_SEARCH_FITS` fits)."""
+    from ..coding import grid_rate
+
+    data = list(batches)
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        ref = [run_model(model, b, forward).double() for b in data]
+    norm = float(sum((r**2).sum() for r in ref)) ** 0.5
+
+    def error(slope: float) -> tuple[float, dict[str, Any]]:
+        grids = {m.name: grid_rate.fit(m, 2.0**slope) for m in mats}
+        values = {
+            n: to_torch(g.decoded, m.dtype).reshape(params[n].shape).to(params[n].device)
+            for (n, g), m in zip(grids.items(), mats, strict=True)
+        }
+        with torch.no_grad(), holding(model, values):
+            diff = sum(
+                float(((run_model(model, b, forward).double() - r) ** 2).sum())
+                for b, r in zip(data, ref, strict=True)
+            )
+        return (diff**0.5) / norm if norm else 0.0, grids
+
+    # the importances are per unit of output energy: a slope s costs about s^2 N / 12
+    numel = sum(m.numel for m in mats)
+    lo = math.log2(max_error * math.sqrt(12.0 / max(numel, 1)))  # meets it, or about
+    hi = lo + 6.0
+    err, best = error(lo)
+    while err > max_error and lo > -60.0:
+        hi, lo = lo, lo - 2.0
+        err, best = error(lo)
+    for _ in range(OUTPUT_SEARCH_FITS):
+        if hi - lo < 0.05:
+            break
+        mid = (lo + hi) / 2
+        err, grids = error(mid)
+        if err <= max_error:
+            lo, best = mid, grids
+        else:
+            hi = mid
+    return best
+
+
+#: Fits the output-error search makes after it has a slope that meets the error.
+OUTPUT_SEARCH_FITS = 7
