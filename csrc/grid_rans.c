@@ -158,6 +158,10 @@ int64_t pc_grid_encode(const uint16_t *symbols, const uint8_t *group, const uint
                 const int64_t t = base + (j ? ctx_of[sym[j - 1]] : 0);
                 const int64_t ts = t * n_symbols + sym[j];
                 const uint64_t f = freqs[ts];
+                if (f == 0) {
+                    free(cum);
+                    return -2;
+                }
                 if ((x >> (63 - PC_GRID_TABLE_BITS)) >= f) {
                     *--w = (uint32_t)x;
                     x >>= 32;

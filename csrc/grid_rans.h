@@ -35,10 +35,10 @@ int pc_grid_decode(const uint64_t *states, const uint32_t *lengths, const uint32
                    int64_t contexts, int64_t n_tables, int64_t n_symbols, int64_t rows,
                    int64_t m, int64_t lanes, uint16_t *out, int64_t *escapes);
 
-/* Encode `symbols` (rows x m, C order; each with a nonzero frequency in its table,
- * checked by the caller) into lanes. Writes each lane's final state and segment length,
- * and the words of lane 0, lane 1, ... in decoding order to `words` (room for rows * m
- * words); returns the number of words, or -1 if memory ran out. */
+/* Encode `symbols` (rows x m, C order) into lanes. Writes each lane's final state and
+ * segment length, and the words of lane 0, lane 1, ... in decoding order to `words`
+ * (room for rows * m words); returns the number of words, -1 if memory ran out, or -2
+ * if a symbol has frequency 0 in its table. */
 int64_t pc_grid_encode(const uint16_t *symbols, const uint8_t *group, const uint16_t *freqs,
                        const uint8_t *ctx_of, int64_t contexts, int64_t n_tables,
                        int64_t n_symbols, int64_t rows, int64_t m, int64_t lanes,

@@ -69,6 +69,7 @@ def fit_grid(
     desired_steps: np.ndarray,
     max_tables: int = 16,
     factors: Hessian | None = None,
+    values: np.ndarray | None = None,
 ) -> Grid:
     """``array`` (storage values of a float dtype) on the grid of ``desired_steps`` (one
     per row, :func:`grid_rows`), with its tables chosen (:func:`choose_tables`). Without
@@ -76,9 +77,10 @@ def fit_grid(
     second moments of the inputs the matrix multiplies (:func:`feedback_factors`), each
     rounding error is pushed onto the values not yet rounded (:func:`feedback_round`).
     Escaped values keep their input (storage) value, or, with error feedback, their grid
-    value."""
+    value. ``values``: the array as float64 rows, when the caller has them already."""
     rows, m = grid_rows(tuple(array.shape))
-    values = as_float64(array, dtype).reshape(rows, m)
+    if values is None:
+        values = as_float64(array, dtype).reshape(rows, m)
     steps, step_of = snap_steps(desired_steps)
     row_steps = steps.astype(np.float64)[step_of]
     if factors is None:

@@ -14,7 +14,7 @@ while searching, then measured on the real coded tensors.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -45,12 +45,23 @@ class Matrix:
     hessian: grid_fit.Hessian | None = None
     values: np.ndarray = field(init=False)
     factors: grid_fit.Hessian | None = field(init=False)
+    _bounds: tuple[np.ndarray, np.ndarray, np.ndarray] = field(init=False, repr=False)
+    _sample: tuple[np.ndarray, np.ndarray] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         rows, m = grid_rows(tuple(self.array.shape))
         self.values = as_float64(self.array, self.dtype).reshape(rows, m)
         self.importance = np.asarray(self.importance, dtype=np.float64).reshape(rows)
         self.factors = None if self.hessian is None else grid_fit.feedback_factors(self.hessian)
+        peak = np.abs(self.values).max(axis=1) if self.values.size else np.zeros(rows)
+        with np.errstate(divide="ignore"):
+            inv = 1.0 / np.sqrt(self.importance)
+        lo = np.where(peak > 0, peak * 2.0**-20, 1.0)
+        hi = np.where(peak > 0, peak * 4.0, 1.0)
+        self._bounds = (np.nan_to_num(inv, nan=np.inf, posinf=np.inf), lo, hi)
+        take = max(1, min(rows, SAMPLE_VALUES // max(m, 1)))
+        sample = np.unique(np.linspace(0, max(rows - 1, 0), take).round().astype(np.int64))
+        self._sample = (sample, self.values[sample])
 
     @property
     def numel(self) -> int:
@@ -60,29 +71,28 @@ class Matrix:
         """The step of every row at ``slope``: slope / sqrt(importance), kept where the
         grid holds the row (at least a 2**-20 part of its largest value, at most four
         times it, so an unimportant row rounds to zeros)."""
-        peak = np.abs(self.values).max(axis=1) if self.values.size else np.zeros(0)
-        imp = self.importance
-        with np.errstate(divide="ignore"):
-            step = slope / np.sqrt(imp)
-        lo = np.where(peak > 0, peak * 2.0**-20, 1.0)
-        hi = np.where(peak > 0, peak * 4.0, 1.0)
+        inv, lo, hi = self._bounds
+        with np.errstate(invalid="ignore"):
+            step = slope * inv
         return np.clip(np.nan_to_num(step, nan=1.0, posinf=np.inf), lo, hi)
 
-    def sample_rows(self) -> np.ndarray:
-        """Rows spread evenly over the matrix, about :data:`SAMPLE_VALUES` values."""
-        rows, m = self.values.shape
-        take = max(1, min(rows, SAMPLE_VALUES // max(m, 1)))
-        return np.unique(np.linspace(0, rows - 1, take).round().astype(np.int64))
+    def sample(self) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, their values): rows spread evenly over the matrix, about
+        :data:`SAMPLE_VALUES` values."""
+        return self._sample
 
 
 def estimate_bits(mat: Matrix, slope: float) -> float:
     """Entropy of the grid symbols of a sample of rows, scaled to the matrix, plus a
     few bits per row for its step and table."""
-    rows = mat.sample_rows()
-    vals = mat.values[rows]
-    steps, step_of = grid_fit.snap_steps(mat.steps(slope)[rows])
+    rows, vals = mat.sample()
+    inv, lo, hi = mat._bounds
+    with np.errstate(invalid="ignore"):
+        desired = np.clip(np.nan_to_num(slope * inv[rows], nan=1.0), lo[rows], hi[rows])
+    steps, step_of = grid_fit.snap_steps(desired)
     q = grid_fit.grid_indices(vals, steps.astype(np.float64)[step_of])
-    _, counts = np.unique(q, return_counts=True)
+    counts = np.bincount((q - q.min(initial=0)).reshape(-1))
+    counts = counts[counts > 0]
     p = counts / counts.sum()
     per_value = float(-(p * np.log2(p)).sum())
     return per_value * mat.numel + 4.0 * mat.values.shape[0] + 64.0 * len(counts)
@@ -91,51 +101,57 @@ def estimate_bits(mat: Matrix, slope: float) -> float:
 def fit_to_rate(
     matrices: list[Matrix],
     budget_bits: float,
-    measure: Callable[[Mapping[str, Grid]], float],
+    measure: Callable[[str, Grid], float],
 ) -> dict[str, Grid]:
-    """Grids of ``matrices`` whose coded size, as ``measure`` (grids -> bits) gives it,
-    is within ``budget_bits`` and close below it. The slope is solved on the estimates
-    (:func:`estimate_bits`) plus the offset the last measured fit showed, and kept
-    inside the bracket of measured fits under and over the budget (at most
-    :data:`MAX_FITS` fits). Raises ValueError when no grid fits."""
+    """Grids of ``matrices`` whose coded sizes, as ``measure`` (name, grid -> bits) gives
+    them, add up to at most ``budget_bits`` and close below it. The slope is solved on
+    the estimates (:func:`estimate_bits`), each matrix's scaled by what its last fit
+    measured against its estimate, and kept inside the bracket of measured fits under and
+    over the budget (at most :data:`MAX_FITS` fits). Raises ValueError when no grid fits."""
     if not matrices:
         return {}
     target = budget_bits * (1.0 - FILL / 2)
-    under: tuple[float, dict[str, Grid]] | None = None  # (log2 slope, grids)
-    lo, hi = SLOPE_RANGE  # the bracket: hi is known to fit (or is the coarsest)
-    offset = 0.0
+    under: dict[str, Grid] | None = None
+    lo, hi = SLOPE_RANGE  # log2 of the slope; hi is known to fit (or is the coarsest)
+    scale = {m.name: 1.0 for m in matrices}
+
+    def estimate(slope: float) -> float:
+        return sum(scale[m.name] * estimate_bits(m, 2.0**slope) for m in matrices)
+
     for _ in range(MAX_FITS):
-        slope = _solve(matrices, target - offset, lo, hi)
+        slope = _solve(estimate, target, lo, hi)
         grids = {m.name: fit(m, 2.0**slope) for m in matrices}
-        spent = measure(grids)
+        bits = {n: measure(n, g) for n, g in grids.items()}
+        spent = sum(bits.values())
         if spent <= budget_bits:
-            under, hi = (slope, grids), slope
+            under, hi = grids, slope
             if spent >= (1.0 - FILL) * budget_bits:
                 break
         else:
             lo = slope
         if hi - lo < SEARCH_TOLERANCE:
             break
-        offset = spent - sum(estimate_bits(m, 2.0**slope) for m in matrices)
+        for m in matrices:
+            scale[m.name] = bits[m.name] / max(estimate_bits(m, 2.0**slope), 1.0)
     if under is None:
         raise ValueError("no grid fits the budget")
-    return under[1]
+    return under
 
 
 #: The range of log2(slope) the rate search looks in.
 SLOPE_RANGE = (-60.0, 40.0)
 #: How close below the budget the rate search tries to land (a fraction of it).
-FILL = 0.01
+FILL = 0.02
 
 
-def _solve(matrices: list[Matrix], bits: float, lo: float, hi: float) -> float:
-    """The log2(slope) in [lo, hi] at which the estimated bits are ``bits`` (bisection;
-    inside the bracket by a margin, so each fit narrows it)."""
-    margin = (hi - lo) * 0.02
+def _solve(estimate: Callable[[float], float], bits: float, lo: float, hi: float) -> float:
+    """The log2(slope) in [lo, hi] at which ``estimate`` is ``bits`` (bisection; inside
+    the bracket, so each fit narrows it)."""
+    margin = min((hi - lo) * 0.02, SEARCH_TOLERANCE)
     a, b = lo + margin, hi - margin
     while b - a > SEARCH_TOLERANCE:
         mid = (a + b) / 2
-        if sum(estimate_bits(m, 2.0**mid) for m in matrices) > bits:
+        if estimate(mid) > bits:
             a = mid
         else:
             b = mid
@@ -144,7 +160,9 @@ def _solve(matrices: list[Matrix], bits: float, lo: float, hi: float) -> float:
 
 def fit(mat: Matrix, slope: float) -> Grid:
     """The grid of one matrix at ``slope``."""
-    return grid_fit.fit_grid(mat.array, mat.dtype, mat.steps(slope), factors=mat.factors)
+    return grid_fit.fit_grid(
+        mat.array, mat.dtype, mat.steps(slope), factors=mat.factors, values=mat.values
+    )
 
 
 def relative_error(mat: Matrix, grid: Grid) -> float:

@@ -34,32 +34,27 @@ MAX_SYMBOLS = TABLE_ONE
 def normalize(counts: np.ndarray) -> np.ndarray:
     """Frequencies (u16, summing to :data:`TABLE_ONE` per row of ``counts``) that keep
     every symbol with a count >= 1 at a frequency >= 1, close to proportional: each
-    symbol gets its rounded share, then the largest absorbs the difference (symbols
-    that rounding pushed the other way give back first where the largest cannot)."""
+    symbol gets its rounded share, then the largest absorbs the difference (or, where it
+    cannot without falling below 1, the symbols in order of size give back in turn).
+    An unused table (no counts) gives all to symbol 0."""
     counts = np.atleast_2d(np.asarray(counts, dtype=np.int64))
-    out = np.zeros(counts.shape, dtype=np.int64)
-    for t, c in enumerate(counts):
-        total = int(c.sum())
-        if total == 0:
-            out[t, 0] = TABLE_ONE  # an unused table: any valid one
-            continue
-        f = np.where(c > 0, np.maximum(1, np.rint(c * (TABLE_ONE / total))), 0).astype(np.int64)
-        diff = TABLE_ONE - int(f.sum())
-        while diff:
-            # take from (or give to) the symbols in order of size, never below 1
-            order = np.argsort(-f, kind="stable")
-            for s in order:
-                if diff == 0:
-                    break
-                if diff > 0:
-                    f[s] += diff
-                    diff = 0
-                elif f[s] > 1:
-                    take = min(-diff, int(f[s]) - 1)
-                    f[s] -= take
-                    diff += take
-        out[t] = f
-    return out.astype(np.uint16)
+    total = counts.sum(axis=1, keepdims=True)
+    share = counts * (TABLE_ONE / np.maximum(total, 1))
+    f = np.where(counts > 0, np.maximum(1, np.rint(share)), 0).astype(np.int64)
+    f[total[:, 0] == 0, 0] = TABLE_ONE
+    diff = TABLE_ONE - f.sum(axis=1)
+    top = np.argmax(f, axis=1)
+    easy = f[np.arange(len(f)), top] + diff >= 1
+    f[np.arange(len(f))[easy], top[easy]] += diff[easy]
+    for t in np.nonzero(~easy)[0]:  # rare: many symbols rounded up to 1
+        d = int(diff[t])
+        for s in np.argsort(-f[t], kind="stable"):
+            take = min(-d, int(f[t, s]) - 1)
+            f[t, s] -= take
+            d += take
+            if d == 0:
+                break
+    return f.astype(np.uint16)
 
 
 def cumulative(freqs: np.ndarray) -> np.ndarray:
@@ -114,9 +109,8 @@ def encode(
     """Code ``symbols`` (R, m), each with its table (:meth:`Tables.of_symbols`), lane l
     coding rows [b[l], b[l+1]) into its own segment. Returns (states, segment lengths,
     words of lane 0, lane 1, ... each in decoding order)."""
-    _check_codable(symbols, tables)
     k = kernels.load("grid_c")
-    if k is not None:
+    if k is not None:  # refuses a symbol of frequency 0 itself
         return k.encode(symbols, tables.table_of, tables.freqs, tables.ctx_of, tables.contexts,
                         lanes)  # fmt: skip
     return encode_ref(symbols, tables, lanes)

@@ -129,8 +129,8 @@ def grids_for_rate(
     budget = bpw * numel - fixed
     by_name = {n: (a, dt) for n, a, dt in items}
 
-    def measure(grids: Mapping[str, Grid]) -> float:
-        return sum(entry_bits(n, *by_name[n], g) for n, g in grids.items())
+    def measure(name: str, grid: Grid) -> float:
+        return entry_bits(name, *by_name[name], grid)
 
     mats = matrices(items, names, importance, hessians)
     try:

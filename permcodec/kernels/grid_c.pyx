@@ -70,6 +70,8 @@ def encode(symbols, table_of, freqs, ctx_of, int64_t contexts, int64_t lanes):
         n = pc_grid_encode(&sy[0, 0] if rows * m else NULL, &tb[0] if rows else NULL,
                            &fq[0, 0], &cx[0], contexts, fq.shape[0], fq.shape[1], rows, m,
                            lanes, &st[0], &ln[0], &wd[0])
+    if n == -2:
+        raise ValueError("a symbol to code has frequency 0 in its table")
     if n < 0:
         raise MemoryError("grid-rans encoder tables")
     return states, lengths, words[:n].copy()

@@ -215,11 +215,34 @@ class _Capture(TorchFunctionMode):
             self._conv(func, args, kwargs)
         elif func is torch.lstm_cell:
             x, hx, w_ih, w_hh = args[0], args[1], args[2], args[3]
-            for w, inp in ((w_ih, x), (w_hh, hx[0])):
-                name = self.name_of(w)
-                if name is not None:
-                    v = inp.reshape(-1, inp.shape[-1])
-                    self.add(name, lambda a, b, v=v: v[:, a:b], v.shape[1], v.shape[0])
+            self._pairs(((w_ih, x), (w_hh, hx[0])))
+        elif func is torch.lstm and len(args) == 9 and not args[7]:
+            self._lstm(*args)
+
+    def _pairs(self, pairs: Iterable[tuple[Any, torch.Tensor]]) -> None:
+        """Add each (weight, the vectors it multiplies) pair of a named weight."""
+        for w, inp in pairs:
+            name = self.name_of(w)
+            if name is not None:
+                v = inp.reshape(-1, inp.shape[-1])
+                self.add(name, lambda a, b, v=v: v[:, a:b], v.shape[1], v.shape[0])
+
+    def _lstm(self, x: Any, hx: Any, params: Any, biases: bool, layers: int, dropout: float,
+              train: bool, bidirectional: bool, batch_first: bool) -> None:  # fmt: skip
+        """A single-direction (multi-layer) LSTM: each layer run alone again, to see what
+        its input weights (the layer's input) and hidden weights (the previous hidden
+        states) multiply."""
+        per = 4 if biases else 2
+        time_dim = 1 if batch_first else 0
+        h0, c0 = hx
+        for layer in range(layers):
+            p = list(params[layer * per : (layer + 1) * per])
+            state = (h0[layer : layer + 1], c0[layer : layer + 1])
+            out, _, _ = torch.lstm(x, state, p, biases, 1, 0.0, False, False, batch_first)
+            first = h0[layer].unsqueeze(time_dim)  # (B, H) -> the state before step 0
+            prev = torch.cat([first, out.narrow(time_dim, 0, out.shape[time_dim] - 1)], time_dim)
+            self._pairs(((p[0], x), (p[1], prev)))
+            x = out
 
     def _conv(self, func: Any, args: tuple, kwargs: dict) -> None:
         names = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
