@@ -1,9 +1,9 @@
 """Golden files: `.perm` files written by an earlier release decode bit for bit, and the
 current writer gives the same bytes for the same inputs.
 
-tests/golden holds files of formats 1 to 4 written by permcodec 0.4.0 and one of format 5
-(``levels`` rows, permcodec 0.5; see tests/golden/make_golden.py): every coding, dtype
-and initializer kind. A change that
+tests/golden holds files of formats 1 to 4 written by permcodec 0.4.0, one of format 5
+(``levels`` rows, permcodec 0.5) and one of format 6 (``grid-rans``, permcodec 0.6; see
+tests/golden/make_golden.py): every coding, dtype and initializer kind. A change that
 alters what an old file decodes to, or what the writer produces, fails here.
 """
 
@@ -38,9 +38,9 @@ def _bits_of(a: np.ndarray) -> bytes:
 def test_the_golden_set_covers_every_coding_dtype_and_version():
     codings = {t["coding"] for f in FILES for t in MANIFEST[f]["tensors"].values()}
     dtypes = {t["dtype"] for f in FILES for t in MANIFEST[f]["tensors"].values()}
-    assert codings == {"perm-rans", "row-rans", "bucket-rans", "raw", "raw-zstd"}
+    assert codings == {"perm-rans", "row-rans", "bucket-rans", "grid-rans", "raw", "raw-zstd"}
     assert {"float32", "float16", "bfloat16", "float64", "int64", "bool", "uint8"} <= dtypes
-    assert {int(f[1]) for f in FILES} == {1, 2, 3, 4, 5}
+    assert {int(f[1]) for f in FILES} == {1, 2, 3, 4, 5, 6}
     kinds = {
         t["spec"]["kind"]
         for f in FILES
@@ -98,3 +98,24 @@ def test_the_writer_gives_the_golden_bytes_for_the_same_inputs(name, tmp_path):
             bits=case.get("tensor_bits"),
         )
     assert out.read_bytes() == (GOLDEN / name).read_bytes()
+
+
+def test_the_writer_gives_the_golden_bytes_for_the_same_grids(tmp_path):
+    """The grid-rans writer (container, side frame, static rANS) pinned: the grids' parts
+    as make_golden.py fitted them give the file's bytes again."""
+    from permcodec.coding import static_rans
+    from permcodec.coding.grid_rans import Grid
+    from permcodec.format.posthoc import write_grids
+
+    case = MANIFEST["v6_grid.perm"]
+    with np.load(GOLDEN / "inputs_grid.npz") as z:
+        parts = {k: z[k] for k in z.files}
+    items = [(n, parts[f"{n}/array"], dt) for n, dt in case["items"]]
+    grids = {}
+    for name in {k.split("/")[0] for k in parts if k.endswith("/symbols")}:
+        p = {k.split("/")[1]: v for k, v in parts.items() if k.startswith(name + "/")}
+        tables = static_rans.Tables(p["freqs"], p["table_of"], p["ctx_of"], int(p["contexts"]))
+        grids[name] = Grid(p["symbols"], p["step_of"], p["steps"], tables, int(p["q_lo"]),
+                           p["outliers"], p["decoded"])  # fmt: skip
+    write_grids(tmp_path / "g.perm", items, case["metadata"], grids)
+    assert (tmp_path / "g.perm").read_bytes() == (GOLDEN / "v6_grid.perm").read_bytes()

@@ -380,3 +380,15 @@ def test_min_row_leaves_short_rowed_layers_unseeded() -> None:
     assert torch.equal(model[0].weight, before)
     plan = permcodec.init(model, 0, min_row=32, overrides={"0.weight": "he_uniform"})
     assert set(plan.tensors) == {"0.weight", "2.weight"}  # an override always seeds
+
+
+def test_loading_into_a_torchscript_module_or_a_wrong_shape(tmp_path):
+    model = mlp()
+    permcodec.init(model, 2)
+    permcodec.save(model, tmp_path / "m.perm")
+    scripted = torch.jit.script(mlp())
+    permcodec.load(tmp_path / "m.perm", model=scripted)  # no plan recorded, no error
+    _state_equal(scripted.state_dict(), model.state_dict())
+    wrong = nn.Sequential(nn.Linear(20, 8), nn.ReLU(), nn.Linear(8, 4))
+    with pytest.raises(permcodec.PermcodecError, match=r"'0.weight' has shape \[16, 20\]"):
+        permcodec.load(tmp_path / "m.perm", model=wrong)

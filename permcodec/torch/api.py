@@ -531,9 +531,19 @@ def load_model(
 
 
 def _into(model: nn.Module, sd: dict[str, torch.Tensor], plan: Plan | None, strict: bool) -> Any:
+    """``load_state_dict`` of the decoded tensors, a shape that differs named in one
+    :class:`PermcodecError`; the plan recorded on the module (not on a TorchScript
+    module, which takes no new attributes or hooks: it trains by no plan)."""
     base = unwrap(model)
+    own = base.state_dict()
+    for name, t in sd.items():
+        if name in own and tuple(own[name].shape) != tuple(t.shape):
+            raise PermcodecError(
+                f"tensor {name!r} has shape {list(t.shape)} in the file and "
+                f"{list(own[name].shape)} in the model"
+            )
     result = base.load_state_dict(sd, strict=strict)
-    if plan is not None:
+    if plan is not None and not isinstance(base, torch.jit.ScriptModule):
         _attach(base, plan)
     return result
 

@@ -1,7 +1,9 @@
 """Write the golden `.perm` files of tests/golden (run once per format release).
 
 The format 1-4 files were written by permcodec 0.4.0 before the package was reshaped
-(issue 12), ``v5_levels.perm`` by permcodec 0.5 (the ``levels`` rows of rate control); tests/test_golden.py decodes each of them bit for bit and checks that the
+(issue 12), ``v5_levels.perm`` by permcodec 0.5 (the ``levels`` rows of rate control),
+``v6_grid.perm`` by permcodec 0.6 (``grid-rans``: ``python make_golden.py v6`` writes
+only it); tests/test_golden.py decodes each of them bit for bit and checks that the
 current writer gives the same bytes for the same inputs. Running this script again
 overwrites them with what the *current* code writes, which is only right when a new
 format version is released on purpose.
@@ -247,5 +249,92 @@ def _decode_all(raw: bytes) -> dict[str, np.ndarray]:
 # the SPEC_CASES entries seeded as bfloat16 (every fourth, from the third)
 _BF16_NAMES = {case[0] for i, case in enumerate(SPEC_CASES) if i % 4 == 2} | {"bfraw"}
 
+GRID_FIELDS = ("symbols", "step_of", "steps", "q_lo", "outliers", "decoded")
+TABLE_FIELDS = ("freqs", "table_of", "ctx_of", "contexts")
+
+
+def grid_case() -> tuple[list[tuple[str, np.ndarray, str]], dict[str, Any]]:
+    """Format 6: weight matrices of a model trained without LaPerm on grids (every float
+    dtype, several steps, row groups and contexts of tables, escaped outliers), beside
+    tensors stored exactly."""
+    from permcodec.coding import grid_fit
+
+    rng = np.random.default_rng(SEED + 3)
+    smooth = np.cumsum(rng.standard_normal((12, 3, 9)), axis=2) * 0.05  # conv-like rows
+    cases = [
+        ("conv.weight", smooth.reshape(12, 3, 9, 1), "float32", rng.uniform(0.005, 0.05, 12)),
+        ("fc.weight", rng.standard_normal((20, 48)) * 0.1, "float16", np.full(20, 0.02)),
+        ("emb.weight", rng.standard_normal((40, 16)) * 0.3, "bfloat16", np.full(40, 0.1)),
+        ("proj.weight", rng.laplace(size=(6, 64)) * 0.05, "float64", np.full(6, 0.004)),
+    ]
+    items, grids = [], {}
+    for i, (name, values, dtype, steps) in enumerate(cases):
+        values = values.astype(np.float32)
+        values.flat[7 * (i + 1)] = 40.0  # an outlier to escape
+        array = from_float32(values, dtype)
+        items.append((name, array, dtype))
+        grids[name] = grid_fit.fit_grid(array, dtype, steps, max_tables=4)
+    grids["conv.weight"] = _forced_tables(grids["conv.weight"], groups=2, contexts=3)
+    grids["fc.weight"] = _forced_tables(grids["fc.weight"], groups=4, contexts=5)
+    items.append(("fc.bias", np.linspace(-1, 1, 20, dtype=np.float32), "float32"))
+    items.append(("steps", np.arange(3, dtype=np.int64), "int64"))
+    return items, grids
+
+
+def _forced_tables(grid: Any, groups: int, contexts: int) -> Any:
+    """``grid`` coded with ``groups`` row groups of ``contexts`` tables each (tables this
+    small a tensor would not pay for, so that the golden file has them)."""
+    import dataclasses
+
+    from permcodec.coding import static_rans
+
+    rows, n = grid.symbols.shape[0], grid.tables.freqs.shape[1]
+    ctx_of = static_rans.symbol_contexts(grid.q_lo, n - 1, contexts)
+    table_of = (np.arange(rows) * groups // rows).astype(np.uint8)
+    probe = static_rans.Tables(np.zeros((groups * contexts, n), np.uint16), table_of, ctx_of,
+                               contexts)  # fmt: skip
+    which = probe.of_symbols(grid.symbols)
+    counts = np.zeros((groups * contexts, n), dtype=np.int64)
+    np.add.at(counts, (which, grid.symbols.astype(np.int64)), 1)
+    tables = static_rans.Tables(static_rans.normalize(counts), table_of, ctx_of, contexts)
+    return dataclasses.replace(grid, tables=tables)
+
+
+def write_grid_golden() -> None:
+    """Write v6_grid.perm, the inputs the writer takes (the grids' parts) and the
+    decoded tensors, and add them to the manifest (the older files stay as they are)."""
+    from permcodec.format.posthoc import write_grids
+
+    items, grids = grid_case()
+    path = HERE / "v6_grid.perm"
+    write_grids(path, items, {"note": "golden grids"}, grids)
+    parts = {}
+    for name, g in grids.items():
+        for f in GRID_FIELDS:
+            parts[f"{name}/{f}"] = np.asarray(getattr(g, f))
+        for f in TABLE_FIELDS:
+            parts[f"{name}/{f}"] = np.asarray(getattr(g.tables, f))
+    for name, array, _ in items:
+        parts[f"{name}/array"] = array
+    np.savez(HERE / "inputs_grid.npz", **parts)
+    decoded = _decode_all(path.read_bytes())
+    np.savez(HERE / "decoded_grid.npz", **decoded)
+    manifest = json.loads((HERE / "manifest.json").read_text())
+    manifest["v6_grid.perm"] = {
+        "metadata": {"note": "golden grids"},
+        "inputs": "grid",
+        "items": [[n, dt] for n, _, dt in items],
+        "expected": "decoded_grid.npz",
+        "tensors": {
+            t["name"]: {"coding": t["coding"], "dtype": t["dtype"]}
+            for t in split(path.read_bytes())[0]["tensors"]
+        },
+    }
+    (HERE / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+
+
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:] == ["v6"]:
+        write_grid_golden()
+    else:
+        main()
