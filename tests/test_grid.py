@@ -365,3 +365,31 @@ def test_error_feedback_moves_the_outputs_less_than_rounding_to_nearest():
     assert out_err(fed) < 0.7 * out_err(plain)
     fields, payload = grid_rans.encode(fed, 4)
     assert _decode(fields, payload, w.shape, "float32").tobytes() == fed.decoded.tobytes()
+
+
+def test_the_format_appendix_example_decodes_as_written():
+    """FORMAT.md B.4: the side frame, the state and the values of the worked example."""
+    sym = np.array([[2, 3, 1, 2], [2, 4, 2, 5]], dtype=np.uint16)
+    ctx_of = static_rans.symbol_contexts(-2, 5, 3)
+    assert ctx_of.tolist() == [2, 1, 0, 1, 2, 2]
+    freqs = np.array(
+        [[0, 0, 13106, 6554, 6554, 6554], [0, 16384, 16384, 0, 0, 0], [0, 0, 32768, 0, 0, 0]],
+        dtype=np.uint16,
+    )
+    tables = static_rans.Tables(freqs, np.zeros(2, np.uint8), ctx_of, 3)
+    states, lengths, words = static_rans.encode(sym, tables, 1)
+    assert states.tolist() == [6710904950224] and lengths.tolist() == [0] and words.size == 0
+    steps = np.array([0.25, 0.5], np.float32)
+    values = grid_rans.grid_values(sym, steps.astype(np.float64)[[0, 1]], -2, 5, "float32")
+    values[sym == 5] = np.float32(3.14159)
+    bits = ["00000000", "3e800000", "be800000", "00000000"]
+    bits += ["00000000", "3f800000", "00000000", "40490fd0"]
+    assert [f"{b:08x}" for b in values.view(np.uint32).ravel()] == bits
+    grid = grid_rans.Grid(sym, np.array([0, 1]), steps, tables, -2, values[sym == 5], values)
+    fields, payload = grid_rans.encode(grid, 1)
+    side = "0000803e0000003f000100000000000032339a199a199a190000004000400000000000000000"
+    side += "0000008000000000000001000000d00f4940"
+    import zstandard
+
+    assert zstandard.ZstdDecompressor().decompress(payload[: fields["side"]]).hex() == side
+    assert _decode(fields, payload, (2, 4), "float32").tobytes() == values.tobytes()
