@@ -30,6 +30,7 @@ from permcodec.core.plan import Plan
 from permcodec.errors import IntegrityError, LossyWarning, PermcodecError
 from permcodec.format import container
 from permcodec.format.entry import parse_entry
+from permcodec.format.posthoc import write_trained
 from permcodec.format.reader import decode_tensor
 from permcodec.format.writer import write_file
 from permcodec.numpy import load as load_numpy
@@ -163,9 +164,25 @@ def valid_files() -> dict[str, bytes]:
         out["exact"] = path.read_bytes()
         write_file(path, items[:3], plan, {}, tensor_bits={"fc.weight": 2, "sparse.weight": 1})
         out["lossy"] = path.read_bytes()
+        write_trained(path, grid_items(), {"note": "grids"}, max_error=0.001)
+        out["grid"] = path.read_bytes()
     codings = {t["coding"] for raw in out.values() for t in split(raw)[0]["tensors"]}
-    assert codings == {"row-rans", "bucket-rans", "raw", "raw-zstd"}, codings
+    assert codings == {"row-rans", "bucket-rans", "grid-rans", "raw", "raw-zstd"}, codings
     return out
+
+
+def grid_items() -> list[tuple[str, np.ndarray, str]]:
+    """Weight matrices of a model trained without permutation (grid-rans: outliers,
+    several steps, tables and contexts), beside exact tensors."""
+    rng = np.random.default_rng(7)
+    conv = np.cumsum(rng.standard_normal((16, 4, 12)), axis=2).astype(np.float32) * 0.05
+    conv[0, 0, 0] = 8.0
+    fc = (rng.standard_normal((12, 64)) * rng.uniform(0.01, 1.0, (12, 1))).astype(np.float16)
+    return [
+        ("conv.weight", conv, "float32"),
+        ("fc.weight", fc, "float16"),
+        ("fc.bias", np.linspace(-1, 1, 12, dtype=np.float32), "float32"),
+    ]
 
 
 @functools.lru_cache(maxsize=1)
@@ -184,12 +201,14 @@ def original_tensors() -> frozenset[bytes]:
 EXTREMES = [
     0, 1, -1, 2, 7, 2**31 - 1, 2**31, 2**32, 2**39, 2**40 - 1, 2**40, 2**62, 2**63 - 1,
     2**64 - 1, -(2**63), True, False, 0.5, float("nan"), float("inf"), "", "x", "float32",
-    "bfloat16", "int8", "row-rans", "perm-rans", "bucket-rans", "raw", "raw-zstd", None,
+    "bfloat16", "int8", "row-rans", "perm-rans", "bucket-rans", "grid-rans", "raw", "raw-zstd",
+    None,
     [], [0], [1, 1], [2**20, 2**20], [2**39, 2**39], [-1, 2], {}, b"", b"\0" * 16,
 ]  # fmt: skip
 ENTRY_KEYS = [
     "name", "shape", "dtype", "coding", "offset", "length", "digest", "payload_digest",
     "spec", "key", "lanes", "words", "bits", "exact", "weights", "refine_lanes",
+    "steps", "q_lo", "symbols", "tables", "contexts", "outliers", "side",
 ]  # fmt: skip
 SPEC_KEYS = ["kind", "version", "density", "granularity", "fan_in", "fan_out", "gain", "std"]
 BYTE_DAMAGE = ("flip", "truncate", "insert", "overwrite")
