@@ -399,6 +399,8 @@ def info(src: Path, as_json: bool) -> None:
     for t in data["tensors"]:
         shape = "x".join(map(str, t["shape"])) or "scalar"
         spec = _spec_text(t["spec"]) if "spec" in t else "-"
+        if t["coding"] == "grid-rans":
+            spec = f"grid, err {t.get('rel_error', 0.0):.1e}"
         bound = f"{t['bound_bits_per_weight']:.3f}" if "bound_bits_per_weight" in t else "-"
         ratio = f"{t['ratio_to_bound']:.4f}" if t.get("ratio_to_bound") else "-"
         click.echo(
