@@ -171,6 +171,9 @@ def row_importance(
     return out
 
 
+#: Rows (input vectors) of one call a Hessian takes at most: a convolution over a long
+#: signal sees many thousands of positions; evenly spaced ones estimate the same moments.
+HESSIAN_SAMPLES = 8192
 #: Columns of a diagonal block of an input Hessian (the second moments of a matrix's
 #: inputs are kept in blocks of this many columns: error feedback works inside a block).
 HESSIAN_BLOCK = 2048
@@ -191,12 +194,15 @@ class _Capture(TorchFunctionMode):
         return self.by_ptr.get(w.data_ptr()) if isinstance(w, torch.Tensor) else None
 
     def add(self, name: str, cols: Callable[[int, int], torch.Tensor], m: int, n: int) -> None:
-        """Add n samples of columns [a, b) of the inputs, ``cols(a, b)``, block by block."""
+        """Add the samples of columns [a, b) of the inputs, ``cols(a, b)`` (n rows),
+        block by block: at most :data:`HESSIAN_SAMPLES` rows of a call, evenly spaced
+        (products in float32, sums in float64)."""
         blocks = self.sums.setdefault(name, {})
+        every = -(-n // HESSIAN_SAMPLES)
         for a in range(0, m, HESSIAN_BLOCK):
-            x = cols(a, min(a + HESSIAN_BLOCK, m)).double()
-            blocks[a] = blocks.get(a, 0) + x.T @ x
-        self.count[name] = self.count.get(name, 0) + n
+            x = cols(a, min(a + HESSIAN_BLOCK, m))[::every].float()
+            blocks[a] = blocks.get(a, 0) + (x.T @ x).double()
+        self.count[name] = self.count.get(name, 0) + -(-n // every)
 
     def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
