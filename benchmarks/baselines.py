@@ -136,6 +136,30 @@ def _int8_decode(blob: bytes, shape: tuple[int, ...]) -> np.ndarray:
     return (codes.astype(np.float32) * scale.astype(np.float32)[:, None]).reshape(shape)
 
 
+def _int4_encode(w: np.ndarray) -> bytes:
+    """Layout: ``C*K`` 4-bit codes in [-7, 7] (offset by 8, two per byte, the first in the
+    low nibble; an odd count padded with a zero nibble) then ``C`` float32 scales."""
+    rows = w.reshape(w.shape[0], -1)
+    scale = (np.abs(rows).max(axis=1) / np.float32(7.0)).astype(np.float32)
+    scale[scale == 0] = np.float32(1.0)
+    codes = (np.clip(np.rint(rows / scale[:, None]), -7, 7) + 8).astype(np.uint8).reshape(-1)
+    if codes.size % 2:
+        codes = np.append(codes, np.uint8(0))
+    packed = (codes[0::2] | (codes[1::2] << 4)).astype(np.uint8)
+    return packed.tobytes() + scale.astype("<f4").tobytes()
+
+
+def _int4_decode(blob: bytes, shape: tuple[int, ...]) -> np.ndarray:
+    """Inverse of ``_int4_encode``: ``(code - 8) * scale`` in float32."""
+    channels, numel = shape[0], int(np.prod(shape))
+    packed = np.frombuffer(blob, dtype=np.uint8, count=(numel + 1) // 2)
+    codes = np.empty(2 * packed.size, dtype=np.int16)
+    codes[0::2], codes[1::2] = packed & 0x0F, packed >> 4
+    scale = np.frombuffer(blob, dtype="<f4", count=channels, offset=packed.size)
+    values = (codes[:numel] - 8).astype(np.float32).reshape(channels, -1)
+    return (values * scale.astype(np.float32)[:, None]).reshape(shape)
+
+
 # ---------------------------------------------------------------------------------------------
 # 4-bit, per-tensor codebook at the 16 quantiles (k + 0.5) / 16
 
@@ -373,6 +397,7 @@ BASELINES: dict[str, Codec] = {
     "float16": _per_tensor_codec(_f16_encode, _f16_decode),
     "int8": _per_tensor_codec(_int8_encode, _int8_decode),
     "int8+zstd": _with_zstd(_int8_encode, _int8_decode),
+    "int4+zstd": _with_zstd(_int4_encode, _int4_decode),
     "4bit-quantile": _per_tensor_codec(_quantile_encode, _quantile_decode),
     "4bit-quantile+zstd": _with_zstd(_quantile_encode, _quantile_decode),
     **{f"nncodec qp={qp}": nncodec_at(qp) for qp in NNCODEC_QPS},
