@@ -61,7 +61,7 @@ from permcodec.torch.ops import to_numpy  # noqa: E402
 RESULTS = HERE / "results"
 JSONL = RESULTS / "pretrained.jsonl"
 DOC = HERE.parent / "docs" / "pretrained.md"
-RATES = (1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 6.0, 8.0)
+RATES = (0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 6.0, 8.0)
 QPS = tuple(range(-46, -11, 2))
 THRESHOLDS = (0.999, 0.9999)
 FAMILIES = ("permcodec", "permcodec calibrated", "nncodec", "int8+zstd", "int4+zstd")

@@ -28,8 +28,9 @@ STEPS_PER_OCTAVE = 8
 MAX_GRID_SYMBOLS = 2048
 #: Row groups of tables a tensor may use, tried in these numbers (cheapest total wins).
 TABLE_CHOICES = (1, 2, 4, 8, 16)
-#: Tables per row group (contexts set by the previous symbol's size), tried likewise.
-CONTEXT_CHOICES = (1, 3, 5)
+#: Tables per row group (contexts set by the previous symbol's sign and size), tried
+#: likewise; each is a merge of the largest (see :func:`_merge_contexts`).
+CONTEXT_CHOICES = (1, 3, 5, 9)
 
 
 def snap_steps(desired: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -159,9 +160,9 @@ def choose_tables(
     """The tables that code ``symbols`` (R, m; n_symbols with the escape) in the fewest
     bits, tables and row groups included: rows ranked by their spread (mean distance of
     their symbols from the most common one) and cut into 1, 2, 4, 8 or 16 groups of equal
-    size (at most ``max_tables``, at most one per row), each group with 1, 3 or 5 tables
-    chosen by the size of the previous symbol's grid index (:data:`CONTEXT_CHOICES`),
-    each table from its own counts."""
+    size (at most ``max_tables``, at most one per row), each group with 1, 3, 5 or 9
+    tables chosen by the sign and size of the previous symbol's grid index
+    (:data:`CONTEXT_CHOICES`), each table from its own counts."""
     rows = symbols.shape[0]
     finest = max(c for c in TABLE_CHOICES if c <= max(1, min(max_tables, rows)))
     most = max(CONTEXT_CHOICES)
@@ -198,9 +199,18 @@ def choose_tables(
 
 def _merge_contexts(counts: np.ndarray, k: int) -> np.ndarray:
     """Counts by (group, context, symbol) of the largest context choice, merged into
-    ``k`` contexts (the contexts from k - 1 on are one)."""
-    tail = counts[:, k - 1 :].sum(axis=1, keepdims=True)
-    return np.concatenate([counts[:, : k - 1], tail], axis=1)
+    ``k`` contexts: context c of the largest (half-width H) is context h + sign(c - H) *
+    min(h, |c - H|) of k (half-width h), as :func:`static_rans.symbol_contexts` would
+    give it; the escape's (the last) stays the last."""
+    most = counts.shape[1]
+    big, half = (most - 1) // 2, (k - 1) // 2
+    c = np.arange(most) - big
+    into = half + np.sign(c) * np.minimum(np.abs(c), half)
+    into[-1] = k - 1
+    out = np.zeros((counts.shape[0], k, counts.shape[2]), dtype=counts.dtype)
+    for src, dst in enumerate(into):
+        out[:, dst] += counts[:, src]
+    return out
 
 
 def _entropy_bits(counts: np.ndarray) -> float:

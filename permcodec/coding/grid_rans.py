@@ -30,8 +30,9 @@ from .row_rans import split_segments
 MAX_STEPS = 1 << 16
 #: Most frequency tables a tensor may have, all groups and contexts (row groups are u8).
 MAX_TABLES = 256
-#: Most tables per row group (contexts set by the previous symbol's size).
-MAX_CONTEXTS = 8
+#: Most tables per row group (contexts set by the previous symbol's sign and size); an
+#: odd number.
+MAX_CONTEXTS = 9
 #: Grid indices stay below 2**24 in magnitude: exact in binary32, and a product with a
 #: binary32 step is exact in binary64, so the value is one rounding of the exact product.
 MAX_INDEX = 1 << 24
@@ -98,7 +99,7 @@ class GridRans(Coding):
         contexts = fields.get("contexts")
         if not (is_int(tables) and 1 <= tables <= min(MAX_TABLES, max(rows, 1))):
             raise FormatError(f"tensor {name!r}: {tables!r} tables for {rows} rows")
-        if not (is_int(contexts) and 1 <= contexts <= MAX_CONTEXTS):
+        if not (is_int(contexts) and 1 <= contexts <= MAX_CONTEXTS and contexts % 2):
             raise FormatError(f"tensor {name!r}: {contexts!r} contexts out of range")
         if tables * contexts > MAX_TABLES:
             raise FormatError(f"tensor {name!r}: more than {MAX_TABLES} tables")

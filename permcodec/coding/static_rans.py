@@ -2,8 +2,8 @@
 
 Each symbol is coded with one of a few fixed tables (frequencies summing to 2**15,
 FORMAT 4.6): its row's group of tables, and in it the table of the context the previous
-symbol of the row set (the size of its grid index: neighbouring taps of a convolution
-kernel have alike sizes). A decoding step is a table lookup, a multiply and a refill, and
+symbol of the row set (the sign and size of its grid index: neighbouring taps of a
+convolution kernel have alike ones). A decoding step is a table lookup, a multiply and a refill, and
 its cost does not depend on how many symbols the alphabet has. Rows are spread over lanes
 as in ``row-rans`` (lane l codes rows [b[l], b[l+1]) into its own word segment,
 :func:`permcodec.kernels.contract.lane_bounds`), so lanes decode independently.
@@ -93,14 +93,17 @@ class Tables:
 
 
 def symbol_contexts(q_lo: int, symbols: int, contexts: int) -> np.ndarray:
-    """(A + 1,) uint8: the context a symbol sets for the next, by the size of its grid
-    index q = q_lo + s: min(contexts - 1, bit length of |q|) (0 for q = 0, 1 for |q| =
-    1, 2 for 2..3, 3 for 4..7, ...); the escape (s = A) sets the last."""
-    q = np.abs(np.arange(symbols, dtype=np.int64) + q_lo)
-    bits = np.zeros(symbols, dtype=np.int64)
-    nz = q > 0
-    bits[nz] = np.floor(np.log2(q[nz])).astype(np.int64) + 1
-    return np.append(np.minimum(bits, contexts - 1), contexts - 1).astype(np.uint8)
+    """(A + 1,) uint8: the context a symbol sets for the next, by the sign and size of
+    its grid index q = q_lo + s: h + sign(q) * min(h, bit length of |q|) with h =
+    (contexts - 1) // 2 (so h for q = 0, h +- 1 for |q| = 1, h +- 2 for 2..3, h +- 3
+    for 4..7, ...); the escape (s = A) sets the last, contexts - 1. Neighbouring taps of
+    a convolution kernel share sign and size."""
+    half = (contexts - 1) // 2
+    q = np.arange(symbols, dtype=np.int64) + q_lo
+    size = np.zeros(symbols, dtype=np.int64)
+    nz = q != 0
+    size[nz] = np.floor(np.log2(np.abs(q[nz]))).astype(np.int64) + 1
+    return np.append(half + np.sign(q) * np.minimum(size, half), contexts - 1).astype(np.uint8)
 
 
 def encode(
