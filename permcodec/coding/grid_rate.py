@@ -133,9 +133,34 @@ def fit_to_rate(
             break
         for m in matrices:
             scale[m.name] = bits[m.name] / max(estimate_bits(m, 2.0**slope), 1.0)
-    if under is None:
-        raise ValueError("no grid fits the budget")
+    if under is None:  # the estimates misled (error feedback at very low rates): bisect
+        under = _bisect_measured(matrices, budget_bits, measure, lo)
     return under
+
+
+def _bisect_measured(
+    matrices: list[Matrix],
+    budget_bits: float,
+    measure: Callable[[str, Grid], float],
+    lo: float,
+) -> dict[str, Grid]:
+    """Bisection on measured fits between ``lo`` (a log2 slope known to be over the
+    budget) and the coarsest grids; ValueError when even those do not fit."""
+    hi = SLOPE_RANGE[1]
+    best = {m.name: fit(m, 2.0**hi) for m in matrices}
+    if sum(measure(n, g) for n, g in best.items()) > budget_bits:
+        raise ValueError("no grid fits the budget")
+    for _ in range(2 * MAX_FITS):
+        mid = (lo + hi) / 2
+        grids = {m.name: fit(m, 2.0**mid) for m in matrices}
+        spent = sum(measure(n, g) for n, g in grids.items())
+        if spent <= budget_bits:
+            best, hi = grids, mid
+            if spent >= (1.0 - FILL) * budget_bits:
+                break
+        else:
+            lo = mid
+    return best
 
 
 #: The range of log2(slope) the rate search looks in.
