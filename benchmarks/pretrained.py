@@ -286,13 +286,10 @@ def run_speed(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     models, at the settings of their smallest files with cosine >= 0.999 (medians of 3)."""
     rows = []
     for name in SPEED_MODELS:
-        mine = [r for r in records if r["model"] == name and r["setting"].startswith("bpw=")]
-        perm = (
-            summary_of([r for r in mine if r["family"] == "permcodec"])
-            .get(0.999, {})
-            .get("permcodec")
-        )
-        nnc = summary_of([r for r in records if r["model"] == name]).get(0.999, {}).get("nncodec")
+        own = [r for r in records if r["model"] == name]
+        by_rate = [r for r in own if r["family"] == "permcodec" and r["setting"].startswith("bpw=")]
+        perm = summary_of(by_rate).get(0.999, {}).get("permcodec")
+        nnc = summary_of(own).get(0.999, {}).get("nncodec")
         if not perm or not nnc:
             continue
         z = zoo.load(name)
