@@ -1,20 +1,23 @@
 /* Static-table interleaved rANS of the `grid-rans` coding: see grid_rans.h. */
 #include "grid_rans.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* Start of every symbol's interval in each table (n_tables x n_symbols). */
+/* Start of every symbol's interval in each table (n_tables x (n_symbols + 1)), each
+ * table's row closed by 2**15. */
 static uint32_t *cumulative(const uint16_t *freqs, int64_t n_tables, int64_t n_symbols) {
-    uint32_t *cum = malloc(sizeof(uint32_t) * (size_t)(n_tables * n_symbols));
+    uint32_t *cum = malloc(sizeof(uint32_t) * (size_t)(n_tables * (n_symbols + 1)));
     if (cum == NULL)
         return NULL;
     for (int64_t t = 0; t < n_tables; t++) {
         uint32_t acc = 0;
         for (int64_t s = 0; s < n_symbols; s++) {
-            cum[t * n_symbols + s] = acc;
+            cum[t * (n_symbols + 1) + s] = acc;
             acc += freqs[t * n_symbols + s];
         }
+        cum[t * (n_symbols + 1) + n_symbols] = acc;
     }
     return cum;
 }
@@ -28,31 +31,64 @@ typedef struct {
     uint64_t x;
     const uint32_t *p, *end;
     int64_t r, r_end, j; /* row, end row, position in the row */
-    int64_t base, t;     /* the row's first table, the current symbol's table */
+    int64_t base, t;     /* offsets in `blk` of the row's first table and the current one */
     int64_t esc;
     int status;
+    int extra_escapes;               /* more escapes than outliers (values mode) */
+    double step;                     /* the row's step (values mode) */
+    const float *next_out, *out_end; /* the lane's outliers not yet placed (values mode) */
 } lane_state;
 
+/* The decoder's view of the tables: for each table, a block of PC_BUCKETS entries, the
+ * entry of the symbol whose interval holds the first slot of each bucket of
+ * PC_BUCKET_SLOTS slots, then one entry per symbol; an entry packs the symbol (bits
+ * 0-15), the start of its interval (16-31) and its frequency (32-47). A slot's symbol is
+ * its bucket's, or found from it by a short forward scan, with one load per step:
+ * a small index that stays in cache however many tables there are. */
+#define PC_BUCKET_BITS 5
+#define PC_BUCKET_SLOTS ((uint32_t)1 << PC_BUCKET_BITS)
+#define PC_BUCKETS (PC_GRID_TABLE_ONE >> PC_BUCKET_BITS)
+
 typedef struct {
-    const uint16_t *lut, *freqs;
-    const uint32_t *cum;
-    const uint8_t *group, *ctx_of;
-    int64_t contexts, n_symbols, m;
-    uint16_t *out;
+    const uint16_t *freqs;   /* the tables as given */
+    const uint8_t *ctx_of;   /* each symbol's context */
+    int64_t contexts;        /* tables per row group */
+    const uint64_t *blk;     /* the tables' blocks */
+    const int64_t *next;     /* offset of the table each symbol selects, from a row's first */
+    const uint8_t *group;
+    int64_t stride, m;       /* entries per table; symbols per row */
+    int64_t escape;          /* the escape symbol */
+    uint16_t *out;           /* symbols mode: the symbols */
+    float *values;           /* values mode: the float32 values */
+    const double *row_steps; /* values mode: each row's step */
+    int64_t q_lo;
+    int64_t row_base;        /* entries from one row group's tables to the next's */
 } grid_model;
 
 static void lane_row(lane_state *s, const grid_model *g) {
     s->j = 0;
-    s->base = g->group[s->r] * g->contexts;
+    s->base = g->group[s->r] * g->row_base;
     s->t = s->base;
+    if (g->row_steps != NULL)
+        s->step = g->row_steps[s->r];
 }
 
-/* Decode one symbol of a lane that has one left; false when its stream ends early. */
-static inline int lane_step(lane_state *s, const grid_model *g) {
+/* Decode one symbol of a lane that has one left; false when its stream ends early. With `values` the symbol's
+ * float32 value is written (an escape takes the lane's next outlier), else the symbol. */
+#if defined(__GNUC__)
+#define PC_INLINE static inline __attribute__((always_inline))
+#else
+#define PC_INLINE static inline
+#endif
+
+PC_INLINE int lane_step(lane_state *s, const grid_model *g, const int values) {
     const uint64_t slot = s->x & (PC_GRID_TABLE_ONE - 1);
-    const uint16_t sym = g->lut[s->t * PC_GRID_TABLE_ONE + slot];
-    const int64_t ts = s->t * g->n_symbols + sym;
-    uint64_t x = (uint64_t)g->freqs[ts] * (s->x >> PC_GRID_TABLE_BITS) + slot - g->cum[ts];
+    const uint64_t *tb = g->blk + s->t;
+    uint64_t e = tb[slot >> PC_BUCKET_BITS];
+    while (slot - ((e >> 16) & 0xFFFF) >= (e >> 32))
+        e = tb[PC_BUCKETS + (e & 0xFFFF) + 1];
+    const uint16_t sym = (uint16_t)(e & 0xFFFF);
+    uint64_t x = (e >> 32) * (s->x >> PC_GRID_TABLE_BITS) + slot - ((e >> 16) & 0xFFFF);
     if (x < PC_GRID_STATE_LOW) {
         if (s->p == s->end) {
             s->status = PC_GRID_ENDS_EARLY;
@@ -61,9 +97,27 @@ static inline int lane_step(lane_state *s, const grid_model *g) {
         x = (x << 32) | *s->p++;
     }
     s->x = x;
-    g->out[s->r * g->m + s->j] = sym;
-    s->esc += sym == g->n_symbols - 1;
-    s->t = s->base + g->ctx_of[sym];
+    const int escape = sym == g->escape;
+    if (values) {
+        float v;
+        if (escape) {
+            /* past its outliers the lane goes on (its stream may still fail, and that
+               error comes first), its escapes flagged as not matching */
+            if (s->next_out == s->out_end) {
+                s->extra_escapes = 1;
+                v = 0.0f;
+            } else {
+                v = *s->next_out++;
+            }
+        } else {
+            v = (float)((double)(g->q_lo + sym) * s->step);
+        }
+        g->values[s->r * g->m + s->j] = v;
+    } else {
+        g->out[s->r * g->m + s->j] = sym;
+    }
+    s->esc += escape;
+    s->t = s->base + g->next[sym];
     if (++s->j == g->m && ++s->r < s->r_end)
         lane_row(s, g);
     return 1;
@@ -73,38 +127,131 @@ static int64_t lane_left(const lane_state *s, int64_t m) {
     return s->status ? 0 : (s->r_end - s->r) * m - s->j;
 }
 
-int pc_grid_decode(const uint64_t *states, const uint32_t *lengths, const uint32_t *words,
-                   const uint8_t *group, const uint16_t *freqs, const uint8_t *ctx_of,
-                   int64_t contexts, int64_t n_tables, int64_t n_symbols, int64_t rows,
-                   int64_t m, int64_t lanes, uint16_t *out, int64_t *escapes) {
-    /* lut[t][slot]: the symbol of table t whose interval holds slot */
-    uint16_t *lut = malloc(sizeof(uint16_t) * (size_t)(n_tables * PC_GRID_TABLE_ONE));
-    uint32_t *cum = cumulative(freqs, n_tables, n_symbols);
-    int early = 0, inconsistent = 0;
-    if (lut == NULL || cum == NULL) {
-        free(lut);
-        free(cum);
+/* `run` symbols of each of four lanes, none of which ends a row or needs a word past
+ * its segment in them (the caller checks both): the lanes' states in registers, no
+ * bounds checks. */
+PC_INLINE void run4(lane_state *s, const grid_model *g, int64_t run, const int values) {
+    const uint64_t *blk = g->blk;
+    const int64_t *next = g->next;
+    const int64_t escape = g->escape;
+#define PC_LANE_LOCALS(k)                                                                  \
+    uint64_t x##k = s[k].x;                                                                \
+    const uint32_t *p##k = s[k].p;                                                         \
+    int64_t t##k = s[k].t, esc##k = s[k].esc;                                              \
+    const int64_t base##k = s[k].base;                                                     \
+    const double step##k = s[k].step;                                                      \
+    const float *o##k = s[k].next_out;                                                     \
+    float *v##k = values ? g->values + s[k].r * g->m + s[k].j : NULL;                      \
+    uint16_t *u##k = values ? NULL : g->out + s[k].r * g->m + s[k].j;
+#define PC_LANE_STEP(k)                                                                    \
+    {                                                                                      \
+        const uint64_t slot = x##k & (PC_GRID_TABLE_ONE - 1);                              \
+        const uint64_t *tb = blk + t##k;                                                   \
+        uint64_t e = tb[slot >> PC_BUCKET_BITS];                                           \
+        while (slot - ((e >> 16) & 0xFFFF) >= (e >> 32))                                   \
+            e = tb[PC_BUCKETS + (e & 0xFFFF) + 1];                                         \
+        const int64_t sym = (int64_t)(e & 0xFFFF);                                         \
+        x##k = (e >> 32) * (x##k >> PC_GRID_TABLE_BITS) + slot - ((e >> 16) & 0xFFFF);     \
+        if (x##k < PC_GRID_STATE_LOW)                                                      \
+            x##k = (x##k << 32) | *p##k++;                                                 \
+        t##k = base##k + next[sym];                                                        \
+        if (values) {                                                                      \
+            if (sym == escape) {                                                           \
+                esc##k++;                                                                  \
+                v##k[i] = o##k != s[k].out_end ? *o##k++ : (s[k].extra_escapes = 1, 0.0f); \
+            } else {                                                                       \
+                v##k[i] = (float)((double)(g->q_lo + sym) * step##k);                      \
+            }                                                                              \
+        } else {                                                                           \
+            esc##k += sym == escape;                                                       \
+            u##k[i] = (uint16_t)sym;                                                       \
+        }                                                                                  \
+    }
+#define PC_LANE_STORE(k)                                                                   \
+    s[k].x = x##k;                                                                         \
+    s[k].p = p##k;                                                                         \
+    s[k].t = t##k;                                                                         \
+    s[k].esc = esc##k;                                                                     \
+    s[k].next_out = o##k;                                                                  \
+    s[k].j += run;                                                                         \
+    if (s[k].j == g->m && ++s[k].r < s[k].r_end)                                           \
+        lane_row(&s[k], g);
+    PC_LANE_LOCALS(0)
+    PC_LANE_LOCALS(1)
+    PC_LANE_LOCALS(2)
+    PC_LANE_LOCALS(3)
+    for (int64_t i = 0; i < run; i++) {
+        PC_LANE_STEP(0)
+        PC_LANE_STEP(1)
+        PC_LANE_STEP(2)
+        PC_LANE_STEP(3)
+    }
+    PC_LANE_STORE(0)
+    PC_LANE_STORE(1)
+    PC_LANE_STORE(2)
+    PC_LANE_STORE(3)
+#undef PC_LANE_LOCALS
+#undef PC_LANE_STEP
+#undef PC_LANE_STORE
+}
+
+/* Symbols below which a run of four lanes is not worth setting up. */
+#define PC_MIN_RUN 16
+
+/* The decoder of both modes (see grid_rans.h); `lane_outliers` (values mode) holds each
+ * lane's count of outliers, which follow each other in `outliers`. */
+PC_INLINE int decode_lanes(const uint64_t *states, const uint32_t *lengths,
+                               const uint32_t *words, const grid_model *model,
+                               int64_t n_tables, int64_t rows, int64_t lanes,
+                               const float *outliers, const uint32_t *lane_outliers,
+                               int64_t *escapes, const int values) {
+    const int64_t n_symbols = model->escape + 1, m = model->m;
+    const int64_t stride = PC_BUCKETS + n_symbols;
+    uint64_t *blk = malloc(sizeof(uint64_t) * (size_t)(n_tables * stride));
+    int64_t *next = malloc(sizeof(int64_t) * (size_t)n_symbols);
+    int early = 0, inconsistent = 0, bad_escapes = 0;
+    if (blk == NULL || next == NULL) {
+        free(blk);
+        free(next);
         return PC_GRID_NO_MEMORY;
     }
     for (int64_t t = 0; t < n_tables; t++) {
-        uint16_t *row = lut + t * PC_GRID_TABLE_ONE;
-        for (int64_t s = 0; s < n_symbols; s++) {
-            uint32_t c = cum[t * n_symbols + s], f = freqs[t * n_symbols + s];
-            for (uint32_t k = 0; k < f; k++)
-                row[c + k] = (uint16_t)s;
+        uint64_t *b = blk + t * stride, *entry = b + PC_BUCKETS;
+        uint32_t acc = 0;
+        for (int64_t sym = 0; sym < n_symbols; sym++) {
+            const uint64_t f = model->freqs[t * n_symbols + sym];
+            entry[sym] = (uint64_t)sym | (uint64_t)acc << 16 | f << 32;
+            acc += (uint32_t)f;
+        }
+        int64_t sym = 0;
+        uint32_t end = (uint32_t)(entry[0] >> 32);
+        for (uint32_t k = 0; k < PC_BUCKETS; k++) {
+            while (end <= k * PC_BUCKET_SLOTS)
+                end += (uint32_t)(entry[++sym] >> 32);
+            b[k] = entry[sym];
         }
     }
-    const grid_model g = {lut, freqs, cum, group, ctx_of, contexts, n_symbols, m, out};
+    for (int64_t sym = 0; sym < n_symbols; sym++)
+        next[sym] = model->ctx_of[sym] * stride;
+    grid_model g = *model;
+    g.blk = blk;
+    g.next = next;
+    g.stride = stride;
+    g.row_base = model->contexts * stride;
     const uint32_t *seg = words;
+    const float *next_out = outliers;
     /* four lanes at a time: their state chains overlap in the pipeline */
     for (int64_t l0 = 0; l0 < lanes; l0 += 4) {
-        lane_state s[4];
+        lane_state s[4] = {{0}};
         const int64_t n = lanes - l0 < 4 ? lanes - l0 : 4;
         for (int64_t k = 0; k < n; k++) {
             const int64_t l = l0 + k;
+            const int64_t own = values ? lane_outliers[l] : 0;
             s[k] = (lane_state){states[l], seg, seg + lengths[l], lane_start(l, rows, lanes),
-                                lane_start(l + 1, rows, lanes), 0, 0, 0, 0, PC_GRID_OK};
+                                lane_start(l + 1, rows, lanes), 0, 0, 0, 0, PC_GRID_OK,
+                                0, 1.0, next_out, next_out + own};
             seg += lengths[l];
+            next_out += own;
             if (s[k].r < s[k].r_end && m > 0)
                 lane_row(&s[k], &g);
         }
@@ -112,28 +259,68 @@ int pc_grid_decode(const uint64_t *states, const uint32_t *lengths, const uint32
         for (int64_t k = 1; k < n; k++)
             common = lane_left(&s[k], m) < common ? lane_left(&s[k], m) : common;
         if (n == 4) {
-            for (int64_t i = 0; i < common; i++) {
-                int ok = lane_step(&s[0], &g);
-                ok &= lane_step(&s[1], &g);
-                ok &= lane_step(&s[2], &g);
-                ok &= lane_step(&s[3], &g);
+            for (int64_t i = 0; i < common;) {
+                int64_t run = common - i;
+                for (int k = 0; k < 4; k++) {
+                    const int64_t row_left = m - s[k].j, words_left = s[k].end - s[k].p;
+                    run = row_left < run ? row_left : run;
+                    run = words_left < run ? words_left : run;
+                }
+                if (run >= PC_MIN_RUN) {
+                    run4(s, &g, run, values);
+                    i += run;
+                    continue;
+                }
+                i++;
+                int ok = lane_step(&s[0], &g, values);
+                ok &= lane_step(&s[1], &g, values);
+                ok &= lane_step(&s[2], &g, values);
+                ok &= lane_step(&s[3], &g, values);
                 if (!ok)
                     break; /* a lane ended early: finish the others one by one */
             }
         }
         for (int64_t k = 0; k < n; k++) {
-            while (lane_left(&s[k], m) > 0 && lane_step(&s[k], &g))
+            while (lane_left(&s[k], m) > 0 && lane_step(&s[k], &g, values))
                 ;
             if (s[k].status == PC_GRID_ENDS_EARLY)
                 early = 1;
             else if (s[k].p != s[k].end || s[k].x != PC_GRID_STATE_LOW)
                 inconsistent = 1;
+            if (s[k].extra_escapes || s[k].next_out != s[k].out_end)
+                bad_escapes = 1;
             escapes[l0 + k] = s[k].esc;
         }
     }
-    free(lut);
-    free(cum);
-    return early ? PC_GRID_ENDS_EARLY : inconsistent ? PC_GRID_INCONSISTENT : PC_GRID_OK;
+    free(blk);
+    free(next);
+    return early         ? PC_GRID_ENDS_EARLY
+           : inconsistent ? PC_GRID_INCONSISTENT
+           : bad_escapes  ? PC_GRID_BAD_ESCAPES
+                          : PC_GRID_OK;
+}
+
+int pc_grid_decode(const uint64_t *states, const uint32_t *lengths, const uint32_t *words,
+                   const uint8_t *group, const uint16_t *freqs, const uint8_t *ctx_of,
+                   int64_t contexts, int64_t n_tables, int64_t n_symbols, int64_t rows,
+                   int64_t m, int64_t lanes, uint16_t *out, int64_t *escapes) {
+    const grid_model g = {.freqs = freqs, .ctx_of = ctx_of, .contexts = contexts,
+                          .group = group, .m = m, .escape = n_symbols - 1, .out = out};
+    return decode_lanes(states, lengths, words, &g, n_tables, rows, lanes, NULL, NULL, escapes,
+                        0);
+}
+
+int pc_grid_decode_values(const uint64_t *states, const uint32_t *lengths,
+                          const uint32_t *words, const uint8_t *group, const uint16_t *freqs,
+                          const uint8_t *ctx_of, int64_t contexts, int64_t n_tables,
+                          int64_t n_symbols, int64_t rows, int64_t m, int64_t lanes,
+                          const double *row_steps, int64_t q_lo, const float *outliers,
+                          const uint32_t *lane_outliers, float *values, int64_t *escapes) {
+    const grid_model g = {.freqs = freqs,         .ctx_of = ctx_of, .contexts = contexts,
+                          .group = group,         .m = m,           .escape = n_symbols - 1,
+                          .values = values,       .row_steps = row_steps, .q_lo = q_lo};
+    return decode_lanes(states, lengths, words, &g, n_tables, rows, lanes, outliers,
+                        lane_outliers, escapes, 1);
 }
 
 int64_t pc_grid_encode(const uint16_t *symbols, const uint8_t *group, const uint16_t *freqs,
@@ -166,7 +353,7 @@ int64_t pc_grid_encode(const uint16_t *symbols, const uint8_t *group, const uint
                     *--w = (uint32_t)x;
                     x >>= 32;
                 }
-                x = ((x / f) << PC_GRID_TABLE_BITS) + x % f + cum[ts];
+                x = ((x / f) << PC_GRID_TABLE_BITS) + x % f + cum[ts + t];
             }
         }
         const int64_t n = top - w;
@@ -188,4 +375,44 @@ void pc_grid_values(const uint16_t *symbols, int64_t rows, int64_t m, const doub
         for (int64_t j = 0; j < m; j++)
             o[j] = sym[j] == escape ? 0.0f : (float)((double)(q_lo + sym[j]) * step);
     }
+}
+
+void pc_grid_round(const double *values, const double *row_steps, int64_t rows, int64_t m,
+                   int64_t limit, int64_t *q) {
+    const double lim = (double)limit;
+    for (int64_t r = 0; r < rows; r++) {
+        const double step = row_steps[r];
+        const double *v = values + r * m;
+        int64_t *o = q + r * m;
+        for (int64_t j = 0; j < m; j++) {
+            double k = nearbyint(v[j] / step);
+            k = k > lim ? lim : k;
+            k = k < -lim ? -lim : k;
+            o[j] = (int64_t)k;
+        }
+    }
+}
+
+void pc_grid_count(const uint16_t *symbols, int64_t rows, int64_t m, const int64_t *group,
+                   const uint8_t *ctx_of, int64_t contexts, int64_t n_symbols, int64_t *counts) {
+    for (int64_t r = 0; r < rows; r++) {
+        const uint16_t *sym = symbols + r * m;
+        int64_t *c = counts + group[r] * contexts * n_symbols;
+        if (m > 0)
+            c[sym[0]]++;
+        for (int64_t j = 1; j < m; j++)
+            c[ctx_of[sym[j - 1]] * n_symbols + sym[j]]++;
+    }
+}
+
+int64_t pc_grid_symbols(const int64_t *q, int64_t n, int64_t q_lo, int64_t width,
+                        uint16_t *symbols) {
+    int64_t escaped = 0;
+    for (int64_t i = 0; i < n; i++) {
+        const int64_t s = q[i] - q_lo;
+        const int out = s < 0 || s >= width;
+        escaped += out;
+        symbols[i] = (uint16_t)(out ? width : s);
+    }
+    return escaped;
 }

@@ -20,6 +20,7 @@
 #define PC_GRID_INCONSISTENT 1
 #define PC_GRID_ENDS_EARLY 2
 #define PC_GRID_NO_MEMORY 4
+#define PC_GRID_BAD_ESCAPES 8
 
 /* Decode the symbols of every lane. `freqs` holds n_tables tables of n_symbols u16
  * frequencies, each summing to 2**15 (the caller checks); group[r] * contexts + ctx_of[s]
@@ -35,6 +36,18 @@ int pc_grid_decode(const uint64_t *states, const uint32_t *lengths, const uint32
                    int64_t contexts, int64_t n_tables, int64_t n_symbols, int64_t rows,
                    int64_t m, int64_t lanes, uint16_t *out, int64_t *escapes);
 
+/* pc_grid_decode fused with pc_grid_values: writes each symbol's float32 value to
+ * `values` (rows x m) instead of the symbol, an escape taking its lane's next outlier:
+ * lane l's are the lane_outliers[l] floats of `outliers` after the earlier lanes'.
+ * Returns the statuses of pc_grid_decode, or else PC_GRID_BAD_ESCAPES when a lane's
+ * escapes are not exactly its count of outliers. */
+int pc_grid_decode_values(const uint64_t *states, const uint32_t *lengths,
+                          const uint32_t *words, const uint8_t *group, const uint16_t *freqs,
+                          const uint8_t *ctx_of, int64_t contexts, int64_t n_tables,
+                          int64_t n_symbols, int64_t rows, int64_t m, int64_t lanes,
+                          const double *row_steps, int64_t q_lo, const float *outliers,
+                          const uint32_t *lane_outliers, float *values, int64_t *escapes);
+
 /* Encode `symbols` (rows x m, C order) into lanes. Writes each lane's final state and
  * segment length, and the words of lane 0, lane 1, ... in decoding order to `words`
  * (room for rows * m words); returns the number of words, -1 if memory ran out, or -2
@@ -49,5 +62,21 @@ int64_t pc_grid_encode(const uint16_t *symbols, const uint8_t *group, const uint
  * symbol (the caller puts the outliers there). */
 void pc_grid_values(const uint16_t *symbols, int64_t rows, int64_t m, const double *row_steps,
                     int64_t q_lo, int64_t escape, float *out);
+
+/* Encoder side. Each value divided by its row's step, rounded to the nearest integer
+ * (ties to even, the default rounding mode) and clipped to [-limit, limit]: numpy's
+ * clip(rint(values / row_steps[:, None]), -limit, limit) for finite values, as int64. */
+void pc_grid_round(const double *values, const double *row_steps, int64_t rows, int64_t m,
+                   int64_t limit, int64_t *q);
+
+/* The symbol of each grid index: q - q_lo, or `width` (the escape) outside
+ * [q_lo, q_lo + width); width < 2**16. Returns the number of escapes. */
+int64_t pc_grid_symbols(const int64_t *q, int64_t n, int64_t q_lo, int64_t width,
+                        uint16_t *symbols);
+
+/* Adds to counts[group[r]][c][s] (groups x contexts x n_symbols, C order) one for each
+ * symbol s of row r, c = ctx_of[the symbol before it in the row], 0 for the first. */
+void pc_grid_count(const uint16_t *symbols, int64_t rows, int64_t m, const int64_t *group,
+                   const uint8_t *ctx_of, int64_t contexts, int64_t n_symbols, int64_t *counts);
 
 #endif

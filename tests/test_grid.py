@@ -9,6 +9,7 @@ import warnings
 
 import numpy as np
 import pytest
+import zstandard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -133,6 +134,39 @@ def test_damaged_grid_payloads_are_refused_not_crashed_on():
                 {"contexts": 2}):  # fmt: skip
         with pytest.raises(FormatError):
             _decode({**fields, **bad}, payload, w.shape, "float32")
+
+
+def _with_lane_escapes(fields: dict, payload: bytes, counts: list[int]) -> tuple[bytes, int]:
+    """(``payload`` with its side frame's per-lane escape counts replaced by ``counts``,
+    the new side frame's length)."""
+    side = zstandard.ZstdDecompressor().decompress(payload[: fields["side"]])
+    n_esc = 4 * len(counts)
+    at = len(side) - 4 * fields["outliers"] - n_esc  # the escapes sit before the outliers
+    edited = side[:at] + np.asarray(counts, "<u4").tobytes() + side[at + n_esc :]
+    frame = zstandard.ZstdCompressor().compress(edited)
+    return frame + payload[fields["side"] :], len(frame)
+
+
+@pytest.mark.parametrize("pure", ["0", "1"])
+def test_escape_counts_that_do_not_match_the_outliers_are_refused(pure, monkeypatch):
+    monkeypatch.setenv("PERMCODEC_PURE_NUMPY", pure)
+    rng = np.random.default_rng(3)
+    w = _matrix(rng, 6, 40, "float32")
+    w[0, 3], w[4, 7] = 1e4, -1e4  # beyond the alphabet: outliers
+    grid = grid_fit.fit_grid(w, "float32", np.full(6, 0.05), max_tables=4)
+    fields, payload = grid_rans.encode(grid, 3)
+    np.testing.assert_array_equal(_decode(fields, payload, w.shape, "float32"), grid.decoded)
+    lane_of = np.repeat(np.arange(3), 2)  # 6 rows in 3 lanes
+    true = np.bincount(lane_of[np.nonzero(grid.symbols == grid.symbols.max())[0]], minlength=3)
+    assert true.sum() == fields["outliers"] >= 2
+    first = int(np.argmax(true > 0))
+    moved = true.copy()
+    moved[first] -= 1
+    moved[(first + 1) % 3] += 1
+    for counts in (moved, true + np.array([1, 0, 0]), np.zeros(3, int)):  # moved; not the total
+        bad, side = _with_lane_escapes(fields, payload, list(counts))
+        with pytest.raises(FormatError, match="escapes do not match the outliers"):
+            _decode({**fields, "side": side}, bad, w.shape, "float32")
 
 
 @settings(
@@ -346,6 +380,28 @@ def test_the_values_kernel_is_the_reference(data, monkeypatch):
     got = grid_rans.grid_values(sym, steps, q_lo, a, dtype)
     monkeypatch.setenv("PERMCODEC_PURE_NUMPY", "1")
     assert got.tobytes() == grid_rans.grid_values(sym, steps, q_lo, a, dtype).tobytes()
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.data())
+def test_the_compiled_encoder_writes_the_reference_bytes(data, monkeypatch):
+    rows, m = data.draw(st.integers(1, 24)), data.draw(st.integers(1, 60))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    dtype = data.draw(st.sampled_from(DTYPES))
+    w = _matrix(rng, rows, m, dtype)
+    steps = np.exp2(rng.uniform(-9, 2, rows))  # from escapes to all-zero rows
+    if data.draw(st.booleans()):
+        w.reshape(rows, m)[0, 0] = from_float32(np.float32(0.5) * np.float32(steps[0]), dtype)
+    tables, lanes = data.draw(st.integers(1, 16)), data.draw(st.integers(1, rows))
+    coded = []
+    for pure in ("0", "1"):
+        monkeypatch.setenv("PERMCODEC_PURE_NUMPY", pure)
+        grid = grid_fit.fit_grid(w, dtype, steps, max_tables=tables)
+        fields, payload = grid_rans.encode(grid, lanes)
+        coded.append((fields, payload, grid.decoded.tobytes(), grid.outliers.tobytes()))
+    assert coded[0] == coded[1]
 
 
 def test_error_feedback_moves_the_outputs_less_than_rounding_to_nearest():

@@ -15,6 +15,7 @@ import math
 import numpy as np
 import zstandard
 
+from .. import kernels
 from ..core.dtypes import as_float64, from_float32
 from . import static_rans
 from .grid_rans import MAX_INDEX, Grid, grid_rows, grid_values
@@ -46,6 +47,9 @@ def snap_steps(desired: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def grid_indices(values: np.ndarray, row_steps: np.ndarray) -> np.ndarray:
     """Each value rounded to the nearest multiple of its row's step (ties to even),
     clipped to the format's index range."""
+    k = kernels.load("grid_c")
+    if k is not None and values.ndim == 2:
+        return k.round_to_grid(values, row_steps, MAX_INDEX - 1)
     q = np.rint(values / row_steps[:, None])
     return np.clip(q, -(MAX_INDEX - 1), MAX_INDEX - 1).astype(np.int64)
 
@@ -89,16 +93,18 @@ def fit_grid(
     else:
         q = feedback_round(values, row_steps, factors)
     q_lo, a = alphabet(q)
-    escaped = (q < q_lo) | (q >= q_lo + a)
-    symbols = np.where(escaped, a, q - q_lo).astype(np.uint16)
+    symbols, escaped = _symbols(q, q_lo, a)
     tables = choose_tables(symbols, q_lo, a + 1, max_tables)
-    if factors is None:
+    if escaped is None:
+        outliers = np.empty(0, dtype=np.asarray(array).dtype)
+    elif factors is None:
         outliers = np.ascontiguousarray(array).reshape(rows, m)[escaped]
     else:  # the grid value, as an outlier
         on_grid = (q * row_steps[:, None]).astype(np.float32)
         outliers = from_float32(on_grid[escaped], dtype)
     decoded = grid_values(symbols, row_steps, q_lo, a, dtype)
-    decoded[escaped] = outliers
+    if escaped is not None:
+        decoded[escaped] = outliers
     return Grid(symbols, step_of, steps, tables, q_lo, outliers, decoded.reshape(array.shape))
 
 
@@ -171,12 +177,8 @@ def choose_tables(
     order = np.argsort(spread, kind="stable")
     group = np.empty(rows, dtype=np.int64)
     group[order] = (np.arange(rows) * finest) // max(rows, 1)
-    ctx = np.zeros(symbols.shape, dtype=np.int64)
-    context_of = static_rans.symbol_contexts(q_lo, n_symbols - 1, most).astype(np.int64)
-    ctx[:, 1:] = context_of[symbols[:, :-1]]
-    key = ((group[:, None] * most + ctx) * n_symbols + symbols).reshape(-1)
-    counts = np.bincount(key, minlength=finest * most * n_symbols)
-    counts = counts.reshape(finest, most, n_symbols)
+    counts = _counts(symbols, group, static_rans.symbol_contexts(q_lo, n_symbols - 1, most),
+                     most, finest)  # fmt: skip
     best: tuple[float, int, int] | None = None
     for k in CONTEXT_CHOICES:
         merged = _merge_contexts(counts, k)
@@ -194,6 +196,35 @@ def choose_tables(
         (group // (finest // c)).astype(np.uint8),
         static_rans.symbol_contexts(q_lo, n_symbols - 1, k),
         k,
+    )
+
+
+def _symbols(q: np.ndarray, q_lo: int, width: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """(uint16 symbols of grid indices: q - q_lo, or ``width``, the escape, outside the
+    alphabet; the mask of escaped positions, None when there are none)."""
+    k = kernels.load("grid_c")
+    if k is not None:
+        symbols, n_escaped = k.symbols_of(q, q_lo, width)
+        return symbols, (symbols == width) if n_escaped else None
+    escaped = (q < q_lo) | (q >= q_lo + width)
+    symbols = np.where(escaped, width, q - q_lo).astype(np.uint16)
+    return symbols, escaped if escaped.any() else None
+
+
+def _counts(
+    symbols: np.ndarray, group: np.ndarray, context_of: np.ndarray, contexts: int, groups: int
+) -> np.ndarray:
+    """Counts (groups, contexts, symbols) of each row's symbols by its group and the
+    context of the symbol before (0 for the first of a row)."""
+    k = kernels.load("grid_c")
+    if k is not None:
+        return k.count(symbols, group, context_of, contexts, groups)
+    n_symbols = context_of.shape[0]
+    ctx = np.zeros(symbols.shape, dtype=np.int64)
+    ctx[:, 1:] = context_of.astype(np.int64)[symbols[:, :-1]]
+    key = ((group[:, None] * contexts + ctx) * n_symbols + symbols).reshape(-1)
+    return np.bincount(key, minlength=groups * contexts * n_symbols).reshape(
+        groups, contexts, n_symbols
     )
 
 

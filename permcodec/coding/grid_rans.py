@@ -21,6 +21,7 @@ from .. import kernels
 from ..core.checks import is_int
 from ..core.dtypes import FLOAT_DTYPES, from_float32, storage_dtype
 from ..errors import FormatError
+from ..kernels.contract import stream_error
 from . import static_rans
 from .base import Coding, Meta, Params, parse_lanes
 from .raw import ZSTD_LEVEL, _unzstd
@@ -142,6 +143,8 @@ class GridRans(Coding):
             raise FormatError(f"tensor {meta.name!r}: side frame longer than the payload")
         side = _unzstd(payload[: params.side], params.side_size, meta.name)
         steps, step_of, table_of, freqs, esc, outliers = _split_side(side, params)
+        if params.outliers and int(esc.sum(dtype=np.int64)) != params.outliers:
+            raise _bad_escapes(meta.name)
         static_rans.check_tables(freqs, meta.name)
         if not (np.isfinite(steps) & (steps > 0)).all():
             raise FormatError(f"tensor {meta.name!r}: grid steps must be finite and positive")
@@ -154,15 +157,48 @@ class GridRans(Coding):
             return np.empty(meta.shape, dtype=storage_dtype(meta.dtype))
         ctx_of = static_rans.symbol_contexts(params.q_lo, params.symbols, params.contexts)
         tables = static_rans.Tables(freqs, table_of, ctx_of, params.contexts)
+        row_steps = steps.astype(np.float64)[step_of]
+        k = kernels.load("grid_c")
+        if k is not None and storage_dtype(meta.dtype) == np.float32:
+            return _decode_values(k, states, lengths, words, tables, params, row_steps, esc,
+                                  outliers)  # fmt: skip
         sym, escapes = static_rans.decode(states, lengths, words, tables, params.m, meta.name)
         if (params.outliers and (escapes != esc).any()) or (not params.outliers and escapes.any()):
-            raise FormatError(f"tensor {meta.name!r}: escapes do not match the outliers")
-        values = grid_values(
-            sym, steps.astype(np.float64)[step_of], params.q_lo, params.symbols, meta.dtype
-        )
+            raise _bad_escapes(meta.name)
+        values = grid_values(sym, row_steps, params.q_lo, params.symbols, meta.dtype)
         if params.outliers:
             values[sym == params.symbols] = outliers
         return values.reshape(meta.shape)
+
+
+def _decode_values(
+    k: Any,
+    states: np.ndarray,
+    lengths: np.ndarray,
+    words: np.ndarray,
+    tables: static_rans.Tables,
+    params: GridParams,
+    row_steps: np.ndarray,
+    esc: np.ndarray,
+    outliers: np.ndarray,
+) -> np.ndarray:
+    """The float32 values of a stream in one compiled pass (symbols and values fused,
+    nothing but the values kept); the same checks and errors as the reference."""
+    name = params.meta.name
+    static_rans.check_stream(states, tables.freqs, name)
+    lane_outliers = esc if params.outliers else np.zeros(params.lanes, dtype=np.uint32)
+    status, values = k.decode_values(states, lengths, words, tables.table_of, tables.freqs,
+                                     tables.ctx_of, tables.contexts, params.m, row_steps,
+                                     params.q_lo, outliers, lane_outliers)  # fmt: skip
+    if status == k.BAD_ESCAPES:
+        raise _bad_escapes(name)
+    if status:
+        raise stream_error(status, name)
+    return values.reshape(params.meta.shape)
+
+
+def _bad_escapes(name: str) -> FormatError:
+    return FormatError(f"tensor {name!r}: escapes do not match the outliers")
 
 
 def grid_values(

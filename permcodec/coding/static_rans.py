@@ -135,7 +135,7 @@ def decode(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Inverse of :func:`encode`: the symbols (R, m) as uint16, and how many of each
     lane's symbols are ``escape`` (the last symbol of the tables)."""
-    _check_stream(states, tables.freqs, name)
+    check_stream(states, tables.freqs, name)
     k = kernels.load("grid_c")
     if k is None:
         return decode_ref(states, lengths, words, tables, m, name)
@@ -146,7 +146,7 @@ def decode(
     return out, escapes
 
 
-def _check_stream(states: np.ndarray, freqs: np.ndarray, name: str) -> None:
+def check_stream(states: np.ndarray, freqs: np.ndarray, name: str) -> None:
     """What a decoder checks before it runs: tables that sum to 2**15, states in range."""
     check_tables(freqs, name)
     if ((states < STATE_LOW) | (states >= np.uint64(1 << 63))).any():
@@ -191,7 +191,7 @@ def decode_ref(
     own segment; a lane must end with its segment used up and its state at 2**31."""
     rows = tables.table_of.shape[0]
     lanes = states.shape[0]
-    _check_stream(states, tables.freqs, name)
+    check_stream(states, tables.freqs, name)
     bounds = lane_bounds(rows, lanes)
     ends = np.cumsum(lengths.astype(np.int64))
     ptr = ends - lengths.astype(np.int64)

@@ -46,7 +46,7 @@ COMPILERS = ("numba", "llvmlite", "triton")
 EXTENSIONS = ("rans_c", "philox_c", "grid_c")
 #: The interface version the extensions must report (their ``API``): an extension built
 #: from older sources (a stale in-place build) is refused with a warning.
-EXTENSION_API = 1
+EXTENSION_API = 2
 _loaded: dict[str, ModuleType | None] = {}
 _hosts: dict[str, Any] = {}
 

@@ -27,7 +27,7 @@ cdef extern from *:
 
 
 #: The kernel's interface version (see rans_c.API).
-API = 1
+API = 2
 
 
 cdef inline void _block(uint64_t block, uint64_t purpose, uint64_t k0, uint64_t k1,

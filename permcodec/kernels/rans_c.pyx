@@ -216,7 +216,7 @@ cdef extern from *:
 
 #: The kernels' interface version: kernels.load refuses an extension built from another
 #: (a stale in-place build), which would fail only when called.
-API = 1
+API = 2
 
 #: Trees at least this deep are descended without branches (see _multiset_step).
 cdef int BRANCHLESS_LEVELS = 5
