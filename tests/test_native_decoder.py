@@ -1,0 +1,192 @@
+"""The native decoder (native/, ``permcodec-decode``): built here with its Makefile, it
+must write what the Python decoder returns, bit for bit, and refuse what it refuses, in
+one line with the right exit code; built with AddressSanitizer and UBSan it must
+survive hostile files. Skipped where no C compiler or libzstd headers are found (never
+under CI, whose set-up installs them)."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import subprocess
+import warnings
+from pathlib import Path
+
+import hostile_files as hf
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+import permcodec
+from permcodec import LossyWarning, PermcodecError
+from permcodec.format.posthoc import write_trained
+
+ROOT = Path(__file__).resolve().parent.parent
+NATIVE = ROOT / "native"
+GOLDEN = Path(__file__).parent / "golden"
+HOSTILE = Path(__file__).parent / "data" / "hostile"
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_DAMAGED, EXIT_LIMIT = 0, 1, 2, 3, 4
+SANITIZER_MARKS = ("Sanitizer", "runtime error:")
+
+
+def _build(target: str) -> Path:
+    if shutil.which(os.environ.get("CC", "cc")) is None:
+        pytest.skip("no C compiler")
+    done = subprocess.run(["make", "-C", str(NATIVE), target], capture_output=True, text=True)
+    if done.returncode != 0:
+        if os.environ.get("CI"):
+            pytest.fail(f"the native decoder does not build:\n{done.stderr}")
+        pytest.skip(f"the native decoder does not build here: {done.stderr.strip()[-200:]}")
+    return NATIVE / target
+
+
+@pytest.fixture(scope="session")
+def decoder() -> Path:
+    return _build("permcodec-decode")
+
+
+@pytest.fixture(scope="session")
+def asan_decoder() -> Path:
+    return _build("permcodec-decode-asan")
+
+
+def run(binary: Path, *args: str | Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0"}
+    done = subprocess.run([str(binary), *map(str, args)], capture_output=True, text=True,
+                          env=env, timeout=60)  # fmt: skip
+    assert not any(mark in done.stderr for mark in SANITIZER_MARKS), done.stderr
+    return done
+
+
+def as_bytes(a: np.ndarray) -> bytes:
+    return (a.view(np.uint16) if a.dtype.name == "bfloat16" else a).tobytes()
+
+
+def assert_same_as_python(decoder: Path, path: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out.safetensors"
+    done = run(decoder, path, "-o", out, "--force")
+    assert done.returncode == EXIT_OK, done.stderr
+    theirs, mine = permcodec.load_numpy(path), load_file(str(out))
+    assert list(mine) == list(theirs)
+    for name, a in theirs.items():
+        b = mine[name]
+        assert b.shape == a.shape, name
+        assert as_bytes(b) == as_bytes(a), name
+
+
+def _posthoc_file(tmp_path: Path, seed: int, **rate) -> Path:
+    rng = np.random.default_rng(seed)
+    conv = (np.cumsum(rng.standard_normal((24, 8, 9)), axis=2) * 0.05).astype(np.float32)
+    conv[3, 2, 1] = 40.0  # an outlier
+    items = [
+        ("conv.weight", conv, "float32"),
+        ("fc.weight", (rng.standard_normal((300, 96)) * 0.1).astype(np.float16), "float16"),
+        ("emb.weight", rng.standard_normal((50, 32)).astype(np.float32).view(np.uint16)[:, 1::2]
+         .copy(), "bfloat16"),
+        ("head.weight", rng.standard_normal((10, 96)), "float64"),
+        ("fc.bias", rng.standard_normal(300).astype(np.float32), "float32"),
+        ("steps", np.arange(7, dtype=np.int64), "int64"),
+        ("mask", rng.random(13) < 0.5, "bool"),
+    ]  # fmt: skip
+    path = tmp_path / f"m{seed}.perm"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", LossyWarning)
+        write_trained(path, items, {"seed": str(seed)}, **rate)
+    return path
+
+
+def test_golden_grid_file_decodes_bit_for_bit(decoder, tmp_path):
+    assert_same_as_python(decoder, GOLDEN / "v6_grid.perm", tmp_path)
+
+
+@pytest.mark.parametrize("rate", [{"bpw": 1.0}, {"bpw": 3.0}, {"max_error": 1e-3}])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_models_encoded_post_hoc_decode_bit_for_bit(decoder, tmp_path, rate, seed):
+    assert_same_as_python(decoder, _posthoc_file(tmp_path, seed, **rate), tmp_path)
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in GOLDEN.glob("*.perm")))
+def test_every_golden_file_is_listed_and_its_plain_tensors_decode(decoder, tmp_path, name):
+    path = GOLDEN / name
+    listed = run(decoder, path, "--list")
+    assert listed.returncode == EXIT_OK, listed.stderr
+    theirs = permcodec.load_numpy(path)
+    rows = [line.split("\t") for line in listed.stdout.splitlines()[1:]]
+    assert [r[0] for r in rows] == list(theirs)
+    for tensor, _, _, coding in rows:
+        out = tmp_path / f"{len(tensor)}.bin"
+        done = run(decoder, path, "--tensor", tensor, "-o", out, "--force")
+        if coding in ("raw", "raw-zstd", "grid-rans"):
+            assert done.returncode == EXIT_OK, done.stderr
+            assert out.read_bytes() == as_bytes(theirs[tensor])
+        else:  # seeded tensors: refused in one line, nothing written
+            assert done.returncode == EXIT_FAILED
+            assert "not in this decoder yet" in done.stderr
+            assert len(done.stderr.strip().splitlines()) == 1
+            assert not out.exists()
+
+
+def test_the_command_line_refuses_in_one_line_with_its_exit_codes(decoder, tmp_path):
+    path = _posthoc_file(tmp_path, 3, bpw=2.0)
+    out = tmp_path / "m.safetensors"
+    assert run(decoder, path, "-o", out).returncode == EXIT_OK
+    cases = {
+        "output exists": ([path, "-o", out], EXIT_USAGE),
+        "unknown tensor": ([path, "--tensor", "nope", "-o", tmp_path / "x.bin"], EXIT_USAGE),
+        "raw needs one tensor": ([path, "-o", tmp_path / "x.bin"], EXIT_USAGE),
+        "unknown option": ([path, "--frobnicate"], EXIT_USAGE),
+        "missing file": ([tmp_path / "absent.perm", "-o", tmp_path / "y.safetensors"], EXIT_FAILED),
+        "not a perm file": ([ROOT / "README.md", "-o", tmp_path / "z.safetensors"], EXIT_DAMAGED),
+        "over the limit": ([path, "--max-bytes", "1K", "-o", tmp_path / "w.safetensors"],
+                           EXIT_LIMIT),
+    }  # fmt: skip
+    for what, (args, code) in cases.items():
+        done = run(decoder, *args)
+        assert done.returncode == code, (what, done.stderr)
+        assert len(done.stderr.strip().splitlines()) == 1, (what, done.stderr)
+        assert done.stderr.startswith("permcodec-decode: error: "), what
+    assert not list(tmp_path.glob("*.partial"))
+    assert "usage: permcodec-decode" in run(decoder, "--help").stdout
+
+
+def _python_outcome(path: Path) -> dict[str, np.ndarray] | None:
+    try:
+        return permcodec.load_numpy(path, max_bytes=hf.FUZZ_MAX_BYTES)
+    except PermcodecError:
+        return None
+
+
+@pytest.mark.parametrize("family", ["bytes", "header", "payload"])
+def test_mutated_files_are_refused_or_decoded_as_python_does(asan_decoder, tmp_path, family):
+    """Hostile edits of a grid file (checksums resealed for header and payload edits), under
+    ASan and UBSan: no crash and no report; the decoder accepts exactly what the Python
+    reader accepts, and then writes the same bytes."""
+    raw = hf.valid_files()["grid"]
+    rng = random.Random(f"native-{family}")
+    path, out = tmp_path / "case.perm", tmp_path / "case.safetensors"
+    outcomes = {}
+    for _ in range(80):
+        bad = hf.mutate(raw, rng, family)
+        if bad is None:
+            continue
+        path.write_bytes(bad)
+        done = run(asan_decoder, path, "-o", out, "--force", "--max-bytes", "256M")
+        theirs = _python_outcome(path)
+        assert done.returncode in (EXIT_OK, EXIT_FAILED, EXIT_DAMAGED, EXIT_LIMIT), done.stderr
+        assert (done.returncode == EXIT_OK) == (theirs is not None), done.stderr
+        if theirs is not None:
+            mine = load_file(str(out))
+            assert {k: as_bytes(v) for k, v in mine.items()} == {
+                k: as_bytes(v) for k, v in theirs.items()
+            }
+        outcomes[done.returncode] = outcomes.get(done.returncode, 0) + 1
+    assert outcomes.get(EXIT_DAMAGED, 0) > 0  # the mutations reached the checks
+
+
+def test_the_hostile_corpus_is_refused_without_a_crash(asan_decoder, tmp_path):
+    for path in sorted(HOSTILE.glob("*.perm")):
+        done = run(asan_decoder, path, "-o", tmp_path / "h.safetensors", "--force",
+                   "--max-bytes", "256M")  # fmt: skip
+        assert done.returncode in (EXIT_FAILED, EXIT_DAMAGED, EXIT_LIMIT), (path.name, done.stderr)
+        assert len(done.stderr.strip().splitlines()) == 1, path.name
