@@ -31,7 +31,7 @@ from .arrangement import log2_factorials
 from .rans import LANE_BUDGET, SEGMENT_LANE_BITS
 
 #: Rows shorter than this are left unseeded: a 1x3x3 or 1x5x5 first conv has too few
-#: arrangements to learn by permutation (the README's LeNet-5 and Conv-2 runs).
+#: arrangements to learn by permutation (the LeNet-5 and Conv-2 runs of docs/experiments.md).
 MIN_ROW = 32
 #: The levels forms, cheapest first: ternary rows {-a, 0, +a} at a growing density,
 #: then four levels with fewer zeros, then dense rows of 4 to 64 levels.

@@ -43,7 +43,7 @@ CLIP = 1.0
 
 #: Defaults of each task for the fields a config leaves at None. Language models: AdamW
 #: at 6e-3 with decay 0.1 under a warmup-and-cosine schedule, gradients clipped at 1,
-#: Xavier-normal inits and k = 50 (the transformer experiments' choice, see README).
+#: Xavier-normal inits and k = 50 (the transformer experiments' choice, docs/experiments.md).
 TASK_DEFAULTS: dict[str, dict[str, Any]] = {
     "image": dict(dataset="digits", batch_size=128, optimizer="adam", lr=1e-3,
                   weight_decay=0.0, sync_period=20, init="he_uniform"),
