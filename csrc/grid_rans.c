@@ -416,3 +416,24 @@ int64_t pc_grid_symbols(const int64_t *q, int64_t n, int64_t q_lo, int64_t width
     }
     return escaped;
 }
+
+int pc_grid_spread(const uint16_t *symbols, int64_t rows, int64_t m, int64_t n_symbols,
+                   double *spread) {
+    int64_t *counts = calloc((size_t)(n_symbols > 0 ? n_symbols : 1), sizeof(int64_t));
+    if (counts == NULL)
+        return PC_GRID_NO_MEMORY;
+    for (int64_t i = 0; i < rows * m; i++)
+        counts[symbols[i]]++;
+    int64_t center = 0;
+    for (int64_t s = 1; s < n_symbols; s++)
+        center = counts[s] > counts[center] ? s : center;
+    free(counts);
+    for (int64_t r = 0; r < rows; r++) {
+        const uint16_t *sym = symbols + r * m;
+        int64_t total = 0;
+        for (int64_t j = 0; j < m; j++)
+            total += sym[j] > center ? sym[j] - center : center - sym[j];
+        spread[r] = (double)total / (double)m;
+    }
+    return PC_GRID_OK;
+}

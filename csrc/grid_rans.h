@@ -74,6 +74,12 @@ void pc_grid_round(const double *values, const double *row_steps, int64_t rows, 
 int64_t pc_grid_symbols(const int64_t *q, int64_t n, int64_t q_lo, int64_t width,
                         uint16_t *symbols);
 
+/* Each row's spread: the mean distance of its symbols (all < n_symbols) from the most
+ * common symbol of all rows (the first, on a tie), as a binary64 quotient of the exact
+ * integer sum by m. Returns PC_GRID_OK or PC_GRID_NO_MEMORY. */
+int pc_grid_spread(const uint16_t *symbols, int64_t rows, int64_t m, int64_t n_symbols,
+                   double *spread);
+
 /* Adds to counts[group[r]][c][s] (groups x contexts x n_symbols, C order) one for each
  * symbol s of row r, c = ctx_of[the symbol before it in the row], 0 for the first. */
 void pc_grid_count(const uint16_t *symbols, int64_t rows, int64_t m, const int64_t *group,

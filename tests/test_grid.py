@@ -315,6 +315,22 @@ def test_calibration_steers_the_steps_to_the_rows_the_outputs_use(tmp_path):
         permcodec.save(model.state_dict(), tmp_path / "d.perm", bpw=3.0, calibration=batches)
 
 
+def test_rows_of_a_lookup_table_calibration_never_met_keep_the_tables_mean_importance():
+    torch = pytest.importorskip("torch")
+    from permcodec.torch.calibrate import row_importance
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Embedding(100, 16), torch.nn.Linear(16, 4))
+    batches = [torch.randint(0, 10, (8, 5)) for _ in range(3)]  # tokens 0..9 only
+    imp = row_importance(model, batches, ["0.weight", "1.weight"])
+    table, dense = imp["0.weight"], imp["1.weight"]
+    # the rows never looked up count as the table's mean (of the measured rows: the met
+    # rows' sum over all rows), not as 0.1x of it as rows of other matrices may
+    np.testing.assert_allclose(table[10:], table[:10].sum() / 100, rtol=1e-9)
+    assert table[:10].max() > table[10:].max()  # the rows met count for more
+    assert dense.min() >= 0.1 * dense.mean() * (1 - 1e-9)
+
+
 def test_model_files_of_every_kind_are_read_or_refused_in_one_line(tmp_path):
     torch = pytest.importorskip("torch")
     st = pytest.importorskip("safetensors.torch")

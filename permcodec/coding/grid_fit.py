@@ -172,9 +172,7 @@ def choose_tables(
     rows = symbols.shape[0]
     finest = max(c for c in TABLE_CHOICES if c <= max(1, min(max_tables, rows)))
     most = max(CONTEXT_CHOICES)
-    center = int(np.argmax(np.bincount(symbols.reshape(-1), minlength=n_symbols)))
-    spread = np.abs(symbols.astype(np.int32) - center).mean(axis=1)
-    order = np.argsort(spread, kind="stable")
+    order = np.argsort(_spread(symbols, n_symbols), kind="stable")
     group = np.empty(rows, dtype=np.int64)
     group[order] = (np.arange(rows) * finest) // max(rows, 1)
     counts = _counts(symbols, group, static_rans.symbol_contexts(q_lo, n_symbols - 1, most),
@@ -209,6 +207,15 @@ def _symbols(q: np.ndarray, q_lo: int, width: int) -> tuple[np.ndarray, np.ndarr
     escaped = (q < q_lo) | (q >= q_lo + width)
     symbols = np.where(escaped, width, q - q_lo).astype(np.uint16)
     return symbols, escaped if escaped.any() else None
+
+
+def _spread(symbols: np.ndarray, n_symbols: int) -> np.ndarray:
+    """Each row's mean distance of its symbols from the most common symbol of all."""
+    k = kernels.load("grid_c")
+    if k is not None and symbols.shape[1] > 0:
+        return k.spread(symbols, n_symbols)
+    center = int(np.argmax(np.bincount(symbols.reshape(-1), minlength=n_symbols)))
+    return np.abs(symbols.astype(np.int32) - center).mean(axis=1)
 
 
 def _counts(

@@ -34,6 +34,8 @@ cdef extern from "grid_rans.h":
                        int64_t *counts) nogil
     int64_t pc_grid_symbols(const int64_t *q, int64_t n, int64_t q_lo, int64_t width,
                             uint16_t *symbols) nogil
+    int pc_grid_spread(const uint16_t *symbols, int64_t rows, int64_t m, int64_t n_symbols,
+                       double *spread) nogil
     void pc_grid_values(const uint16_t *symbols, int64_t rows, int64_t m,
                         const double *row_steps, int64_t q_lo, int64_t escape,
                         float *out) nogil
@@ -194,3 +196,20 @@ def symbols_of(q, int64_t q_lo, int64_t width):
         with nogil:
             escaped = pc_grid_symbols(&qq[0], n, q_lo, width, &o[0])
     return out, int(escaped)
+
+
+def spread(symbols, int64_t n_symbols):
+    """Each row's mean distance of its symbols from the most common symbol overall."""
+    cdef const uint16_t[:, ::1] sy = np.ascontiguousarray(symbols, dtype=np.uint16)
+    cdef int64_t rows = sy.shape[0], m = sy.shape[1]
+    if rows * m and np.asarray(symbols).max() >= n_symbols:
+        raise ValueError("a symbol out of range")
+    out = np.empty(rows, dtype=np.float64)
+    cdef double[::1] o = out
+    cdef int status = 0
+    if rows:
+        with nogil:
+            status = pc_grid_spread(&sy[0, 0] if rows * m else NULL, rows, m, n_symbols, &o[0])
+    if status == PC_GRID_NO_MEMORY:
+        raise MemoryError("grid-rans spread")
+    return out

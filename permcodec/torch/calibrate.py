@@ -99,6 +99,12 @@ PROBES = 4
 #: other voices for calibration than for evaluation: without a floor, 3 bits per weight
 #: gave an output cosine of 0.82; with 0.01, 0.9988; with 0.1, 0.9993).
 IMPORTANCE_FLOOR = 0.1
+#: The floor for the rows of a lookup table (``nn.Embedding``): a row counts only where
+#: its token occurs, and a few calibration batches meet a small part of a vocabulary, so
+#: every row counts for at least the table's mean (measured on all-MiniLM-L6-v2 with
+#: other sentences for evaluation: output cosine at 5 bits per weight 0.99946 against
+#: 0.99916 with the floor of other matrices, at 6.5 bits 0.999936 against 0.999896).
+LOOKUP_FLOOR = 1.0
 
 
 def run_model(model: nn.Module, batch: Any, forward: Forward | None = None) -> torch.Tensor:
@@ -163,12 +169,24 @@ def row_importance(
             p.requires_grad_(flag)
         model.train(was_training)
     scale = 1.0 / (PROBES * max(energy, 1e-300))  # per unit of output energy
+    lookups = _lookup_tables(model)
     out = {}
     for n, a in zip(names, acc, strict=True):
         rows = (a.reshape(a.shape[0], -1) if a.ndim > 1 else a.reshape(1, -1)).mean(dim=1)
         rows = rows.cpu().numpy() * scale
-        out[n] = np.maximum(rows, IMPORTANCE_FLOOR * rows.mean())
+        floor = LOOKUP_FLOOR if n in lookups else IMPORTANCE_FLOOR
+        out[n] = np.maximum(rows, floor * rows.mean())
     return out
+
+
+def _lookup_tables(model: nn.Module) -> set[str]:
+    """Names of the weights of the model's ``nn.Embedding`` and ``nn.EmbeddingBag``
+    modules (tables whose rows are looked up, not multiplied)."""
+    return {
+        f"{prefix}.weight" if prefix else "weight"
+        for prefix, module in model.named_modules()
+        if isinstance(module, (nn.Embedding, nn.EmbeddingBag))
+    }
 
 
 #: Rows (input vectors) of one call a Hessian takes at most: a convolution over a long
