@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -183,3 +184,30 @@ def test_encode_with_bits_reports_what_it_approximated(tmp_path: Path) -> None:
     assert code == 0 and "bucket-rans" in out and "lossy: 0.weight at 1 bits" in out
     assert run("verify", str(tmp_path / "m.perm"))[0] == 0
     assert run("encode", str(tmp_path / "m.pt"), "--bits", "0", "--force")[0] == 2
+
+
+def test_evaluate_reads_the_checkpoint_a_baseline_run_writes(tmp_path: Path) -> None:
+    pytest.importorskip("sklearn")
+    out = tmp_path / "m.perm"
+    code, stdout, err = run("train", "--model", "logreg", "--dataset", "digits", "--epochs", "1",
+                            "--baseline", "--no-progress", "-o", str(out))  # fmt: skip
+    assert code == 0, err
+    assert (tmp_path / "m.pt").exists() and not out.exists()
+    code, stdout, err = run("evaluate", str(tmp_path / "m.pt"))
+    assert code == 0, err
+    numbers = [float(x) for x in re.findall(r"(\d+\.\d+)%", stdout)]
+    assert len(numbers) == 2 and numbers[0] == pytest.approx(numbers[1])  # measured, recorded
+    torch.save({"state_dict": {}}, tmp_path / "other.pt")
+    code, _, err = run("evaluate", str(tmp_path / "other.pt"))
+    assert code == 1 and "not one `permcodec train --baseline` wrote" in err
+
+
+def test_decode_to_npz_says_bfloat16_is_stored_as_its_bits(tmp_path: Path) -> None:
+    _trained_checkpoint(tmp_path / "m.pt")
+    assert run("encode", str(tmp_path / "m.pt"), "-o", str(tmp_path / "m.perm"))[0] == 0
+    code, _, err = run("decode", str(tmp_path / "m.perm"), "--dtype", "bfloat16",
+                       "-o", str(tmp_path / "m.npz"))  # fmt: skip
+    assert code == 0
+    assert "note: .npz has no bfloat16" in err and "uint16 bit patterns" in err
+    code, _, err = run("decode", str(tmp_path / "m.perm"), "-o", str(tmp_path / "f.npz"))
+    assert code == 0 and "note:" not in err

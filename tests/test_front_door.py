@@ -270,7 +270,7 @@ def test_load_returns_a_state_dict_and_load_model_the_keys(perm_file: Path):
     result = permcodec.load_model(bigger, perm_file, strict=False)
     assert result.missing_keys == ["3.weight", "3.bias"] and result.unexpected_keys == []
     assert bigger.permcodec_plan is not None
-    with pytest.raises(RuntimeError, match="Missing key"):
+    with pytest.raises(permcodec.PermcodecError, match=r"2 in the model only \(3.bias, 3.weight\)"):
         permcodec.load_model(nn.Sequential(*_mlp(), nn.Linear(4, 2)), perm_file)
 
 

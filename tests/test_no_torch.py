@@ -130,3 +130,33 @@ def test_importing_permcodec_does_not_import_torch():
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "False"
+
+
+BLOCKED_CLI = r"""
+import importlib.abc, sys
+class BlockTorch(importlib.abc.MetaPathFinder):
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname == "torch" or fullname.startswith("torch."):
+            raise ImportError(f"torch is blocked in this test ({fullname})")
+        return None
+sys.meta_path.insert(0, BlockTorch())
+from permcodec.cli.main import main
+sys.argv = ["permcodec", *sys.argv[1:]]
+main()
+"""
+
+
+def test_the_cli_without_torch_says_which_output_needs_it(tmp_path):
+    path = tmp_path / "m.perm"
+    pnp.save({"w": np.arange(12, dtype=np.float32).reshape(3, 4)}, path, Plan(1))
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-c", BLOCKED_CLI, *map(str, args)],
+                              capture_output=True, text=True)  # fmt: skip
+
+    done = cli("decode", path, "-o", tmp_path / "m.pt")
+    assert done.returncode == 1
+    assert done.stderr.startswith("permcodec: error: writing .pt files needs torch")
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "m.pt").exists()
+    assert cli("decode", path, "-o", tmp_path / "m.npz").returncode == 0

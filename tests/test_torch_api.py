@@ -392,3 +392,25 @@ def test_loading_into_a_torchscript_module_or_a_wrong_shape(tmp_path):
     wrong = nn.Sequential(nn.Linear(20, 8), nn.ReLU(), nn.Linear(8, 4))
     with pytest.raises(permcodec.PermcodecError, match=r"'0.weight' has shape \[16, 20\]"):
         permcodec.load(tmp_path / "m.perm", model=wrong)
+
+
+def test_loading_into_a_model_of_other_tensors_names_them_in_one_error(tmp_path):
+    model = mlp()
+    permcodec.init(model, 2)
+    permcodec.save(model, tmp_path / "m.perm")
+    other = nn.Sequential(nn.Linear(20, 16), nn.ReLU())
+    for target in (other, torch.jit.script(other)):
+        with pytest.raises(permcodec.PermcodecError) as err:
+            permcodec.load(tmp_path / "m.perm", model=target)
+        message = str(err.value)
+        assert "\n" not in message
+        assert "in the file only (2.bias, 2.weight)" in message
+        assert "strict=False" in message
+    permcodec.load(tmp_path / "m.perm", model=other, strict=False)  # what both hold
+    assert torch.equal(other[0].weight, model[0].weight)
+
+
+@pytest.mark.parametrize("seed", [-1, 2**64, True, 1.0, "7"])
+def test_a_seed_outside_the_generators_range_is_a_plan_error(seed):
+    with pytest.raises(permcodec.PlanError, match="seed must be an integer"):
+        permcodec.init(mlp(), seed)

@@ -191,6 +191,12 @@ def recode_file(
 
 #: Dtypes ``decode`` can convert floating-point tensors to on the way out.
 OUTPUT_DTYPES = ("float32", "float16", "bfloat16")
+#: What a .npz output says when it holds bfloat16 tensors (numpy has no such dtype).
+BFLOAT16_NPZ = (
+    ".npz has no bfloat16: {n} bfloat16 tensor(s) ({first}, ...) are stored as their uint16 "
+    "bit patterns; read them with ml_dtypes (a.view(ml_dtypes.bfloat16)), or write "
+    ".safetensors or .pt"
+)
 
 
 def decode_file(
@@ -219,16 +225,24 @@ def decode_file(
     check_target(dst, overwrite)
     if fmt != ".pt" and device == "cpu":
         arrays = _converted(src, max_bytes, dtype)
-        if fmt == ".npz":  # bfloat16 as its uint16 bits
+        if fmt == ".npz":  # bfloat16 as its uint16 bits, and a warning that says so
             with atomic_path(dst) as tmp, open(tmp, "wb") as f:
                 np.savez(f, **{k: a for k, (a, _) in arrays.items()})
+            bf16 = [k for k, (_, dt) in arrays.items() if dt == "bfloat16"]
+            if bf16:
+                warnings.warn(BFLOAT16_NPZ.format(n=len(bf16), first=bf16[0]), stacklevel=2)
             return len(arrays)
         if not any(dt == "bfloat16" for _, dt in arrays.values()):
             st = require("safetensors.numpy", "writing .safetensors files", "safetensors")
             with atomic_path(dst) as tmp:
                 st.save_file({k: a for k, (a, _) in arrays.items()}, str(tmp))
             return len(arrays)
-    pt = require("permcodec.torch", f"decoding to {fmt} with bfloat16 or on {device}", "torch")
+    why = (
+        "writing .pt files" if fmt == ".pt"
+        else f"decoding on {device}" if device != "cpu"
+        else "writing bfloat16 tensors to .safetensors"
+    )  # fmt: skip
+    pt = require("permcodec.torch", why, "torch")
     import torch
 
     dev = pt.device_of(device)

@@ -20,6 +20,7 @@ import re
 import signal
 import sys
 import traceback
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -366,10 +367,14 @@ def _report_lossy(info: dict[str, Any], default: bool = False) -> None:
 def decode(src: Path, output: Path | None, dtype: str | None, device: str, force: bool) -> None:
     """Rebuild the exact weights of IN.perm and write them as .pt, .safetensors or .npz."""
     output = output or src.with_suffix(".safetensors")
-    n = decode_file(
-        src, output, device=device, overwrite=force, max_bytes=_max_bytes(), dtype=dtype
-    )
+    with warnings.catch_warnings(record=True) as notes:
+        warnings.simplefilter("always", UserWarning)
+        n = decode_file(
+            src, output, device=device, overwrite=force, max_bytes=_max_bytes(), dtype=dtype
+        )
     click.echo(f"wrote {output}: {n} tensors")
+    for note in notes:
+        click.echo(f"note: {note.message}", err=True)
 
 
 def _spec_text(spec: dict[str, Any]) -> str:
@@ -627,7 +632,8 @@ def _set_threads(threads: int | None) -> None:
 def evaluate(
     src: Path, dataset: str | None, data_dir: str | None, device: str, threads: int | None
 ) -> None:
-    """Test accuracy of the model decoded from MODEL.perm (written by `permcodec train`)."""
+    """Test accuracy of the model decoded from MODEL.perm (written by `permcodec train`;
+    the .pt of `train --baseline` too)."""
     require("torch", "permcodec evaluate", "torch", "train")
     from ..experiments.data import DATASETS
     from ..experiments.train import evaluate as evaluate_file

@@ -27,6 +27,7 @@ from torch import nn
 from ..core.initializers import parse_spec
 from ..errors import MissingDependencyError, PermcodecError, require
 from ..format.atomic import atomic_path
+from ..format.container import MAGIC
 from ..format.reader import PermFile
 from ..laperm import LaPerm
 from ..torch import default_targets, device_of, init, load, save
@@ -401,8 +402,9 @@ def evaluate(
     device: str = "cpu",
     max_bytes: int | None = None,
 ) -> tuple[float, dict[str, str]]:
-    """Measure the model stored in a `.perm` file written by :func:`run` again: its test
-    accuracy (%), or for a language model its validation loss (nats per byte)."""
+    """Measure the model stored in a file written by :func:`run` again (a `.perm` file,
+    or a baseline's `.pt`): its test accuracy (%), or for a language model its validation
+    loss (nats per byte)."""
     device_of(device)
     model, meta = rebuild(path, device, max_bytes)
     if meta.get("task") == "lm":
@@ -434,9 +436,14 @@ def calibration_loss(
 def rebuild(
     path: str | os.PathLike[str], device: str = "cpu", max_bytes: int | None = None
 ) -> tuple[nn.Module, dict[str, str]]:
-    """The model a `.perm` file written by :func:`run` holds, loaded, and its metadata."""
-    with PermFile(path, max_bytes=max_bytes) as pf:
-        meta = pf.metadata()
+    """The model a file written by :func:`run` holds, loaded, and its metadata: a `.perm`
+    file, or the `.pt` checkpoint of a baseline run."""
+    baseline = _baseline_checkpoint(path)
+    if baseline is None:
+        with PermFile(path, max_bytes=max_bytes) as pf:
+            meta = pf.metadata()
+    else:
+        meta = baseline["metadata"]
     if meta.get("task") == "lm" and meta.get("model") in LANGUAGE_MODELS:
         model: nn.Module = build_lm(meta["model"])
     else:
@@ -454,5 +461,26 @@ def rebuild(
             num_classes=int(meta["num_classes"]),
         )
     model = model.to(device)
-    load(path, model=model, device=device, max_bytes=max_bytes)
+    if baseline is None:
+        load(path, model=model, device=device, max_bytes=max_bytes)
+    else:
+        model.load_state_dict(baseline["state_dict"])
     return model, meta
+
+
+def _baseline_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The checkpoint a baseline run wrote (``{"state_dict", "metadata"}``, read with
+    ``weights_only=True``), or None for a `.perm` file (or anything else, which the
+    `.perm` reader then refuses)."""
+    with open(path, "rb") as f:
+        if f.read(len(MAGIC)) == MAGIC:
+            return None
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # not a torch file: the .perm reader says what it is not
+        return None
+    if isinstance(ckpt, dict) and {"state_dict", "metadata"} <= set(ckpt):
+        return ckpt
+    raise PermcodecError(
+        f"{path} is a torch checkpoint but not one `permcodec train --baseline` wrote"
+    )

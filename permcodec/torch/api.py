@@ -129,9 +129,11 @@ def init(
     ``model.permcodec_plan``.
     """
     model = unwrap(model)
-    plan = Plan(int(seed)) if isinstance(seed, (int, np.integer)) else None
-    if plan is None:
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
         raise PlanError(f"seed must be an integer, got {type(seed).__name__}")
+    if not 0 <= int(seed) < 2**64:
+        raise PlanError(f"seed must be an integer in [0, 2**64), got {int(seed)}")
+    plan = Plan(int(seed))
     if density is not None and not density > 0:
         raise PlanError(f"density {density!r} leaves every seeded weight zero; use (0, 1]")
     if bpw is not None:
@@ -531,8 +533,8 @@ def load_model(
 
 
 def _into(model: nn.Module, sd: dict[str, torch.Tensor], plan: Plan | None, strict: bool) -> Any:
-    """``load_state_dict`` of the decoded tensors, a shape that differs named in one
-    :class:`PermcodecError`; the plan recorded on the module (not on a TorchScript
+    """``load_state_dict`` of the decoded tensors, a shape that differs or (``strict``)
+    a tensor only one side holds named in one :class:`PermcodecError`; the plan recorded on the module (not on a TorchScript
     module, which takes no new attributes or hooks: it trains by no plan)."""
     base = unwrap(model)
     own = base.state_dict()
@@ -542,6 +544,20 @@ def _into(model: nn.Module, sd: dict[str, torch.Tensor], plan: Plan | None, stri
                 f"tensor {name!r} has shape {list(t.shape)} in the file and "
                 f"{list(own[name].shape)} in the model"
             )
+    missing, unexpected = sorted(set(own) - set(sd)), sorted(set(sd) - set(own))
+    if strict and (missing or unexpected):
+        raise PermcodecError(
+            "the file and the model hold different tensors: "
+            + "; ".join(
+                f"{len(names)} {where} ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''})"
+                for names, where in (
+                    (missing, "in the model only"),
+                    (unexpected, "in the file only"),
+                )
+                if names
+            )
+            + " (strict=False loads the tensors both have)"
+        )
     result = base.load_state_dict(sd, strict=strict)
     if plan is not None and not isinstance(base, torch.jit.ScriptModule):
         _attach(base, plan)
