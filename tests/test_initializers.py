@@ -424,3 +424,29 @@ def test_numpy_stable_argsort_of_rows_is_numpys(rows, m, dtype, span, offset, se
     x = rng.integers(lo, hi, (rows, m), endpoint=True, dtype=dtype)
     x[:, ::3] = x[:, :1]  # ties
     assert np.array_equal(NUMPY.argsort_stable(x, axis=1), np.argsort(x, axis=1, kind="stable"))
+
+
+def test_the_format_appendix_levels_example_is_what_the_generator_makes():
+    """FORMAT.md B.5, read from the document: magnitudes, ranks and the tensor's bits."""
+    import re
+    from pathlib import Path
+
+    from permcodec.core.initializers import generate, level_values, resolve
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "FORMAT.md").read_text()
+    b5 = text[text.index("### B.5") :]
+    key = (0x1E043FC3, 0x47EB32AF)
+    spec = resolve(InitSpec("levels", levels=2.0, scale=0.5, density=0.75), (2, 8))
+    values = level_values(2, 0.5)
+    assert f"`a_0 = ndtri(0.625) × 0.5 = {values[2].hex()}`" in b5
+    assert f"`a_1 = ndtri(0.875) × 0.5 = {values[3].hex()}`" in b5
+    words = philox.words(key, 1, 0, 16, np)
+    found = re.findall(r"ranks\s+`([0-9 ]+)`", b5)
+    assert len(found) == 2
+    for r, ranks in enumerate(found):
+        row = [int(w) for w in words[8 * r : 8 * r + 8]]
+        order = sorted(range(8), key=lambda j: (row[j], j))
+        assert [order.index(j) for j in range(8)] == [int(x) for x in ranks.split()]
+    tensor = re.search(r"C order:\s+`([0-9a-f ]+)`\s+`([0-9a-f ]+)`", b5)
+    bits = generate(spec, key, (2, 8)).astype(np.float32).view(np.uint32).ravel()
+    assert " ".join(f"{b:08x}" for b in bits) == f"{tensor[1]} {tensor[2]}"
