@@ -23,8 +23,8 @@ after a tiny warm-up decode (so imports and kernels are in the baseline), with t
 decoded tensors kept alive; the peak is Linux's VmHWM, reset at the baseline, because a
 child's ``ru_maxrss`` starts at its parent's peak (``ru_maxrss`` is recorded as well);
 the same child also reports its peak above the bare interpreter (imports included).
-The first decode in a fresh process is timed per backend (C; numba with an empty cache,
-as after installing; numba warm), and the size of a decode-only install is summed from
+The first decode in a fresh process is timed per backend (the C kernels; the numpy
+reference, as where no C compiler was found), and the size of a decode-only install is summed from
 the installed distributions. Prints the tables and writes ``speed.json`` (raw timings,
 machine, command line) and ``speed.md`` under ``--out``.
 """
@@ -299,27 +299,26 @@ print(json.dumps({"import_s": t1 - t0, "first_decode_s": t2 - t1,
 
 
 def cold_decode(path: Path) -> dict[str, Any]:
-    """The first decode in a fresh process, per backend: C kernels; numba with an empty
-    cache (its first decode after installing); numba with its cache warm."""
+    """The first decode in a fresh process, per backend: the C kernels, and the numpy
+    reference (an install without a C compiler)."""
     out: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory(prefix="permcodec_numba_cache_") as cache:
-        for label, backend in (("c", "c"), ("numba cold", "numba"), ("numba warm", "numba")):
-            env = {**os.environ, "PERMCODEC_KERNELS": backend, "NUMBA_CACHE_DIR": cache}
-            env.pop("PERMCODEC_PURE_NUMPY", None)
-            t0 = time.perf_counter()
-            proc = subprocess.run(
-                [sys.executable, "-c", CHILD_COLD, str(path)],
-                capture_output=True,
-                text=True,
-                env=env,
-                check=False,
-            )
-            wall = time.perf_counter() - t0
-            if proc.returncode != 0:
-                out[label] = {"error": proc.stderr.strip().splitlines()[-1:]}
-                continue
-            rec = json.loads(proc.stdout.strip().splitlines()[-1])
-            out[label] = {**rec, "process_s": wall}
+    for label, pure in (("c", "0"), ("numpy reference", "1")):
+        env = {**os.environ, "PERMCODEC_PURE_NUMPY": pure}
+        env.pop("PERMCODEC_KERNELS", None)
+        t0 = time.perf_counter()
+        proc = subprocess.run(
+            [sys.executable, "-c", CHILD_COLD, str(path)],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=False,
+        )
+        wall = time.perf_counter() - t0
+        if proc.returncode != 0:
+            out[label] = {"error": proc.stderr.strip().splitlines()[-1:]}
+            continue
+        rec = json.loads(proc.stdout.strip().splitlines()[-1])
+        out[label] = {**rec, "process_s": wall}
     return out
 
 
@@ -510,8 +509,7 @@ FOOTPRINT_HEADER = [
     "decode peak MiB above bare python",
     "torch.load peak above bare",
     "first decode, fresh process: C s",
-    "numba, empty cache s",
-    "numba, warm cache s",
+    "numpy reference s",
 ]
 
 
@@ -536,8 +534,7 @@ def footprint_rows(rec: dict[str, Any]) -> list[list[str]]:
             peak("permcodec decode numpy"),
             peak("torch.load"),
             first("c"),
-            first("numba cold"),
-            first("numba warm"),
+            first("numpy reference"),
         ]
     ]
 

@@ -24,7 +24,7 @@ Modes (``--mode``): ``structured`` (default) parses the input with
 reseals the file (fresh payload digests, offsets and trailer; :func:`reseal`), so the
 checksums do not stop the mutant before the decoders. ``bytes`` uses libFuzzer's own
 byte mutations only (mostly stopped by the checksums; it exercises the preamble and
-header parser). The numba kernels cannot be instrumented; ``PERMCODEC_PURE_NUMPY=1``
+header parser). The compiled kernels cannot be instrumented; ``PERMCODEC_PURE_NUMPY=1``
 fuzzes the numpy reference coders instead, with coverage inside the rANS loops.
 
 Run, from the repository root (one process; libFuzzer flags pass through)::
@@ -80,8 +80,6 @@ import zstandard
 
 # The numba kernel modules must stay uninstrumented: numba compiles their bytecode.
 _NUMBA_MODULES = [
-    "permcodec.kernels.rans_numba",
-    "permcodec.kernels.philox_numba",
     "permcodec.kernels.sync_numba",
     "permcodec.kernels.rans_triton",
 ]

@@ -1,4 +1,4 @@
-"""The compiled rANS kernels (C and numba) against the numpy reference, byte for byte
+"""The compiled rANS kernels (C) against the numpy reference, byte for byte
 (each backend skipped where it is not built or installed)."""
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def ref_decode_ctx(*args: Any) -> np.ndarray:
 def _backends() -> list[Any]:
     """One parameter per kernel backend, skipped where it does not import."""
     out = []
-    for name in ("rans_c", "rans_numba"):
+    for name in ("rans_c",):
         try:
             module = importlib.import_module(f"permcodec.kernels.{name}")
         except ImportError as e:
@@ -370,7 +370,7 @@ def test_pure_numpy_environment_variable(monkeypatch):
     fastest = kernels.load("rans")
     assert fastest is not None
     monkeypatch.setenv(kernels.PURE_NUMPY_ENV, "1")
-    assert kernels.load("rans") is None and kernels.load("rans_numba") is None
+    assert kernels.load("rans") is None and kernels.load("rans_c") is None
     cls = np.array([[1, 0, 2]], dtype=np.int64)
     counts = np.ones((1, 3), dtype=np.int64)
     states, words = rans.encode(cls, counts, 1)
@@ -389,9 +389,10 @@ def test_the_environment_chooses_the_backend(fast, monkeypatch):
         assert kernels.load("rans") is None
 
 
-def test_c_kernels_come_first_where_built():
+def test_the_c_kernels_serve_where_built():
     built = importlib.util.find_spec("permcodec.kernels.rans_c") is not None
-    assert kernels.load("rans").backend == ("c" if built else "numba")
+    fast = kernels.load("rans")
+    assert (fast.backend if fast is not None else None) == ("c" if built else None)
 
 
 @each_backend
@@ -498,11 +499,10 @@ def _expected_code() -> str:
     return f"{states.tolist()} {words.tolist()}"
 
 
-def test_coder_falls_back_to_the_reference_without_numba_or_c_kernels():
+def test_coder_falls_back_to_the_reference_without_c_kernels():
     backend, caught, code = _without("permcodec.kernels.rans_c,permcodec.kernels.philox_c")
-    assert backend == "None" and code == _expected_code()
-    # one warning, at the first use, that names the fallback (numba present but broken)
-    assert len(caught) == 1 and "numpy reference coder" in caught[0], caught
+    # an install without a C compiler is a supported one: the reference, and no warning
+    assert (backend, caught) == ("None", []) and code == _expected_code()
 
 
 def test_c_kernels_need_no_numba():
@@ -590,23 +590,21 @@ def test_lanes_decoded_four_at_a_time_match_reference(fast, data):
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("m", [65535, 65536])
-def test_rows_at_the_edge_of_the_division_table_match_numba(m):
+def test_rows_at_the_edge_of_the_division_table_match_the_reference(m):
     """Totals up to 65535 divide by a multiplication in the C kernels, larger ones by a
-    division: rows of m distinct values (and with repeats) either side of the edge,
-    against the numba kernels, which always divide (the reference takes a minute here)."""
+    division: rows of m distinct values (and with repeats) either side of the edge code
+    to the reference encoder's bytes (about 10 s of numpy here) and decode back."""
     c = pytest.importorskip("permcodec.kernels.rans_c")
-    nb = pytest.importorskip("permcodec.kernels.rans_numba")
-    fast, twin = RansKernels(c), RansKernels(nb)
+    fast = RansKernels(c)
     rng = np.random.default_rng(m)
     cls, counts = _rows_with_repeats(rng, 2, m, [False, True])
-    coded = twin.encode_rows(cls, counts, 2)
+    coded = REF["encode_rows"](cls, counts, 2)
     got = fast.encode_rows(cls, counts, 2)
     assert all(g.tobytes() == w.tobytes() for g, w in zip(got, coded, strict=True))
     assert np.array_equal(fast.decode_rows_window(*coded, counts, m)[0], cls)
-    mixed = twin.encode(cls, counts, 2)
-    got = fast.encode(cls, counts, 2)
-    assert all(g.tobytes() == w.tobytes() for g, w in zip(got, mixed, strict=True))
+    mixed = fast.encode(cls, counts, 2)
     assert np.array_equal(fast_decode(fast, *mixed, counts, m), cls)
 
 
@@ -665,4 +663,4 @@ def test_a_stale_extension_is_refused_with_a_warning(monkeypatch):
     monkeypatch.setattr(kernels, "EXTENSION_API", kernels.EXTENSION_API + 1)
     with pytest.warns(kernels.KernelWarning, match="rans_c.*rebuild it"):
         fallback = kernels.load("rans")
-    assert fallback is None or fallback.backend == "numba"
+    assert fallback is None

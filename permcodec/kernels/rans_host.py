@@ -1,8 +1,7 @@
 """Host side of the compiled rANS kernels: input checks and the calls into a backend.
 
-A backend (:mod:`permcodec.kernels.rans_c`, built by Cython, or
-:mod:`permcodec.kernels.rans_numba`) provides the same eight kernels with the same
-arguments and results; :class:`RansKernels` checks that an input lies in their domain
+A backend (:mod:`permcodec.kernels.rans_c`, built by Cython) provides the kernels;
+:class:`RansKernels` checks that an input lies in their domain
 and returns None where it does not, so that :mod:`permcodec.coding.rans` runs the numpy
 reference instead (which gives the same result or raises the same error).
 """
@@ -134,7 +133,7 @@ class RansKernels:
 
     def __init__(self, impl: ModuleType) -> None:
         self.impl = impl
-        #: The backend's short name: "c" or "numba".
+        #: The backend's short name: "c".
         self.backend = impl.__name__.rsplit("_", 1)[-1]
 
     def __repr__(self) -> str:
