@@ -10,7 +10,11 @@ stack of 3x3 convs with ResNet-50-sized rows of 576..4608 values) is seeded with
 exact arrangement of its init with no rank correlation left, the worst case for size.
 The ``-trained`` models are the files real training writes: ``permcodec train`` by
 LaPerm on Fashion-MNIST (LeNet-300-100 2 epochs, lossless and at ``--bpw 1``, Conv-2 1
-epoch; one thread).
+epoch; one thread). ``stack25m-grid`` is the 25M-weight stack as torch initializes it (a
+model permcodec did not seed, like one trained elsewhere) stored by ``permcodec.save(model,
+path, bpw=2)`` on grids; NNCodec codes it at the same qp as the others, so the two do not
+sit at the same rate or error there. The native decoder (``make -C native``) is timed on the
+files it reads, as a process writing ``.safetensors``.
 For each model, in one run and side by side: permcodec encode (``permcodec.save``),
 decode with numpy (``permcodec.load_numpy``), into torch on the CPU (``permcodec.load``)
 and on CUDA when there is a GPU (checked bit for bit against the CPU result),
@@ -62,8 +66,12 @@ TRAINED: dict[str, tuple[str, int, float | None]] = {
     "lenet300-bpw1": ("lenet300", 2, 1.0),
     "conv2-trained": ("conv2", 1, None),
 }
-MODELS = ("lenet300", "vgg", "stack25m", *TRAINED)
+#: Models trained elsewhere (no plan), stored on grids: name -> (architecture, --bpw).
+POSTHOC: dict[str, tuple[str, float]] = {"stack25m-grid": ("stack25m", 2.0)}
+MODELS = ("lenet300", "vgg", "stack25m", *TRAINED, *POSTHOC)
 QUICK_MODELS = ("lenet300", "vgg", "lenet300-trained", "lenet300-bpw1")
+#: The native decoder (native/, ``make -C native``), timed where it reads the file.
+NATIVE = Path(__file__).resolve().parent.parent / "native" / "permcodec-decode"
 #: What a decode-only install brings (pip install permcodec), and the JIT it no longer needs.
 DECODE_ONLY = ("permcodec", "numpy", "zstandard", "msgpack", "click")
 JIT = ("numba", "llvmlite")
@@ -183,6 +191,14 @@ def trained_model(name: str, work: Path, args: argparse.Namespace) -> tuple[nn.M
     return model, list(permcodec.open(path).plan().tensors)
 
 
+def posthoc_model(name: str) -> tuple[nn.Module, list[str]]:
+    """A model of ``POSTHOC`` as torch initializes it (not seeded by permcodec: its
+    weights are like those of a model trained elsewhere), and its weight matrices."""
+    torch.manual_seed(SEED)
+    model = build(POSTHOC[name][0])
+    return model, [n for n, p in model.named_parameters() if p.ndim >= 2]
+
+
 def tiny_model() -> tuple[nn.Module, list[str]]:
     """A small seeded-and-shuffled Linear + Conv model, decoded first to warm things up."""
     model = nn.Sequential(nn.Linear(64, 16), nn.Conv2d(4, 8, 3))
@@ -224,14 +240,18 @@ def same_bits(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
 
 
 def time_permcodec(
-    model: nn.Module, path: Path, repeat: int
+    model: nn.Module, path: Path, repeat: int, bpw: float | None = None
 ) -> tuple[dict[str, list[float]], dict[str, Any]]:
-    """Raw times of permcodec encode and decodes, and the CUDA check."""
+    """Raw times of permcodec encode (at ``bpw`` when given) and decodes, of the native
+    decoder where it reads the file, and the CUDA check."""
     times = {
-        "permcodec encode": timed(lambda: permcodec.save(model, path), repeat),
+        "permcodec encode": timed(lambda: permcodec.save(model, path, bpw=bpw), repeat),
         "permcodec decode numpy": timed(lambda: permcodec.load_numpy(path), repeat),
         "permcodec decode torch cpu": timed(lambda: permcodec.load(path, device="cpu"), repeat),
     }
+    native = time_native(path, repeat)
+    if native:
+        times["native decode to .safetensors"] = native
     cuda: dict[str, Any] = {"available": torch.cuda.is_available()}
     if not cuda["available"]:
         cuda["note"] = "no GPU"
@@ -244,6 +264,18 @@ def time_permcodec(
         permcodec.load(path, device="cuda"), permcodec.load(path, device="cpu")
     )
     return times, cuda
+
+
+def time_native(path: Path, repeat: int) -> list[float] | None:
+    """Seconds of ``permcodec-decode FILE -o FILE.safetensors`` (the process, writing
+    the file included), or None where it is not built or does not read the file."""
+    if not NATIVE.exists():
+        return None
+    out = path.with_suffix(".native.safetensors")
+    cmd = [str(NATIVE), str(path), "-o", str(out), "--force"]
+    if subprocess.run(cmd, capture_output=True).returncode != 0:
+        return None
+    return timed(lambda: subprocess.run(cmd, capture_output=True, check=True), repeat)
 
 
 def time_torch(state: dict[str, torch.Tensor], path: Path, repeat: int) -> dict[str, list[float]]:
@@ -298,11 +330,19 @@ print(json.dumps({"import_s": t1 - t0, "first_decode_s": t2 - t1,
 """
 
 
-def cold_decode(path: Path) -> dict[str, Any]:
+#: Weights above which the numpy reference's first decode is not timed (minutes).
+REFERENCE_MAX_WEIGHTS = 5_000_000
+
+
+def cold_decode(path: Path, weights: int) -> dict[str, Any]:
     """The first decode in a fresh process, per backend: the C kernels, and the numpy
-    reference (an install without a C compiler)."""
+    reference (an install without a C compiler) on files of at most
+    :data:`REFERENCE_MAX_WEIGHTS` weights."""
     out: dict[str, Any] = {}
     for label, pure in (("c", "0"), ("numpy reference", "1")):
+        if pure == "1" and weights > REFERENCE_MAX_WEIGHTS:
+            out[label] = {"skipped": f"over {REFERENCE_MAX_WEIGHTS:,} weights"}
+            continue
         env = {**os.environ, "PERMCODEC_PURE_NUMPY": pure}
         env.pop("PERMCODEC_KERNELS", None)
         t0 = time.perf_counter()
@@ -379,12 +419,18 @@ def peak_memory(loader: str, tiny: Path, path: Path, threads: int) -> dict[str, 
 
 def measure_model(name: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     """Everything measured for one model."""
-    model, names = trained_model(name, work, args) if name in TRAINED else laperm_model(name)
+    if name in TRAINED:
+        model, names = trained_model(name, work, args)
+    elif name in POSTHOC:
+        model, names = posthoc_model(name)
+    else:
+        model, names = laperm_model(name)
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     weights = sum(state[k].numel() for k in names)
     perm_path, pt_path = work / f"{name}.perm", work / f"{name}.pt"
     print(f"{name}: {weights:,} planned weights, measuring...", flush=True)
-    times, cuda = time_permcodec(model, perm_path, args.repeat)
+    bpw = POSTHOC[name][1] if name in POSTHOC else None
+    times, cuda = time_permcodec(model, perm_path, args.repeat, bpw)
     times.update(time_torch(state, pt_path, args.repeat))
     times.update(time_safetensors(state, work / f"{name}.safetensors", args.repeat))
     arrays = {k: state[k].numpy() for k in names}
@@ -399,7 +445,7 @@ def measure_model(name: str, args: argparse.Namespace, work: Path) -> dict[str, 
         "permcodec decode numpy": peak_memory("permcodec", tiny_perm, perm_path, args.threads),
         "torch.load": peak_memory("torch", tiny_pt, pt_path, args.threads),
     }
-    cold = cold_decode(perm_path)
+    cold = cold_decode(perm_path, weights)
     medians = {op: statistics.median(t) for op, t in times.items()}
     print(f"{name}: " + ", ".join(f"{op} {s:.3f} s" for op, s in medians.items()), flush=True)
     return {
@@ -523,6 +569,8 @@ def footprint_rows(rec: dict[str, Any]) -> list[list[str]]:
 
     def first(label: str) -> str:
         c = cold.get(label, {})
+        if "skipped" in c:
+            return "not timed"
         if "process_s" not in c:
             return "error" if c else ""
         return f"{c['process_s']:.2f} (decode {c['first_decode_s']:.2f})"
