@@ -11,9 +11,10 @@
 
 #include <stdint.h>
 
-#define PC_GRID_TABLE_BITS 15
+#include "perm_format.h"
+
 #define PC_GRID_TABLE_ONE ((uint32_t)1 << PC_GRID_TABLE_BITS)
-#define PC_GRID_STATE_LOW ((uint64_t)1 << 31)
+#define PC_GRID_STATE_LOW ((uint64_t)1 << PC_STATE_LOW_BITS)
 
 /* Statuses (shared with the other kernels, permcodec/kernels/contract.py). */
 #define PC_GRID_OK 0

@@ -21,20 +21,20 @@
 #include "grid_rans.h"
 #include "mpack.h"
 
-#define MAX_HEADER ((uint64_t)64 << 20)
-#define MAX_TENSORS ((uint64_t)1 << 20)
-#define MAX_EXTENT ((uint64_t)1 << 48)
-#define MAX_DIM ((uint64_t)1 << 40)
-#define MAX_FORMAT_VERSION 6
+#define MAX_HEADER PC_MAX_HEADER
+#define MAX_TENSORS PC_MAX_TENSORS
+#define MAX_EXTENT PC_MAX_EXTENT
+#define MAX_DIM PC_MAX_DIM
+#define MAX_FORMAT_VERSION PC_FORMAT_VERSION
+/* the msgpack reader's own bounds on a header */
 #define MAX_DEPTH 64
 #define MAX_ITEMS ((size_t)1 << 24)
-/* grid-rans limits (3.3) */
-#define GRID_MAX_SYMBOLS 32768
-#define GRID_MAX_TABLES 256
-#define GRID_MAX_CONTEXTS 9
-#define GRID_MAX_INDEX ((int64_t)1 << 24)
+#define GRID_MAX_SYMBOLS PC_GRID_MAX_SYMBOLS
+#define GRID_MAX_TABLES PC_GRID_MAX_TABLES
+#define GRID_MAX_CONTEXTS PC_GRID_MAX_CONTEXTS
+#define GRID_MAX_INDEX PC_GRID_MAX_INDEX
 
-static const uint8_t MAGIC[8] = {0x89, 'P', 'E', 'R', 'M', '\r', '\n', 0x1a};
+static const uint8_t MAGIC[8] = PC_MAGIC_BYTES;
 
 typedef struct {
     uint64_t steps, symbols, tables, contexts, outliers, lanes, side;
@@ -192,7 +192,8 @@ static int parse_grid(const pc_mp_value *map, entry *e, char *err, size_t err_le
     const uint64_t rows1 = g->rows > 1 ? g->rows : 1;
     if (e->t.dtype > PC_BFLOAT16)
         return fail(err, err_len, PC_E_FORMAT, "tensor '%s': grid-rans needs a float dtype", name);
-    if (!get_uint(map, "steps", 65537, &g->steps) || g->steps < 1 || g->steps > rows1)
+    if (!get_uint(map, "steps", PC_GRID_MAX_STEPS + 1, &g->steps) || g->steps < 1 ||
+        g->steps > rows1)
         return fail(err, err_len, PC_E_FORMAT, "tensor '%s': steps out of range", name);
     if (!get_uint(map, "symbols", GRID_MAX_SYMBOLS, &g->symbols) || g->symbols < 1)
         return fail(err, err_len, PC_E_FORMAT, "tensor '%s': symbols out of range", name);
@@ -597,7 +598,7 @@ static int split_lanes(const entry *e, const uint8_t *p, uint64_t len, uint64_t 
         return fail(err, err_len, PC_E_NOMEM, "out of memory");
     uint64_t total = 0;
     for (uint64_t l = 0; l < g->lanes; l++) {
-        (*states)[l] = le64(p + 8 * l);
+        (*states)[l] = le64(p + 8 * l);  /* checked below: [2**31, 2**63) */
         (*lengths)[l] = le32(p + 8 * g->lanes + 4 * l);
         const uint64_t rows = (l + 1) * g->rows / g->lanes - l * g->rows / g->lanes;
         total += (*lengths)[l];

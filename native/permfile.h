@@ -28,9 +28,9 @@ enum {
     PC_INT8, PC_UINT8, PC_BOOL
 };
 
-#define PC_MAX_DIMS 8
-/* Default cap on the memory decoding a file takes (FORMAT.md section 9). */
-#define PC_DEFAULT_MAX_BYTES ((uint64_t)4 << 30)
+#include "perm_format.h"
+
+#define PC_MAX_DIMS PC_MAX_SHAPE_DIMS
 
 typedef struct {
     const char *name; /* NUL-terminated copy */

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import shutil
 import subprocess
 import warnings
@@ -190,3 +191,38 @@ def test_the_hostile_corpus_is_refused_without_a_crash(asan_decoder, tmp_path):
                    "--max-bytes", "256M")  # fmt: skip
         assert done.returncode in (EXIT_FAILED, EXIT_DAMAGED, EXIT_LIMIT), (path.name, done.stderr)
         assert len(done.stderr.strip().splitlines()) == 1, path.name
+
+
+def test_the_c_constants_are_the_python_packages():
+    """csrc/perm_format.h, the C side's one place for the format's constants, against
+    the values the Python package enforces."""
+    from permcodec.coding import grid_rans, static_rans
+    from permcodec.format import container, limits
+    from permcodec.kernels import contract
+
+    text = (ROOT / "csrc" / "perm_format.h").read_text()
+    defined = {}
+    for name, value in re.findall(r"#define (PC_\w+) (.+)", text):
+        value = re.sub(r"\(u?int64_t\)", "", value)
+        defined[name] = eval(value.replace("{", "[").replace("}", "]"), {}, {})
+    assert bytes(ord(c) if isinstance(c, str) else c for c in defined["PC_MAGIC_BYTES"]) == (
+        container.MAGIC
+    )
+    expected = {
+        "PC_FORMAT_VERSION": container.FORMAT_VERSION,
+        "PC_ALIGN": container.ALIGN,
+        "PC_MAX_HEADER": limits.MAX_HEADER,
+        "PC_MAX_TENSORS": limits.MAX_TENSORS,
+        "PC_MAX_EXTENT": limits.MAX_EXTENT,
+        "PC_MAX_DIM": 2**40,
+        "PC_MAX_SHAPE_DIMS": 8,
+        "PC_DEFAULT_MAX_BYTES": limits.DEFAULT_MAX_BYTES,
+        "PC_STATE_LOW_BITS": contract.STATE_LOW.bit_length() - 1,
+        "PC_GRID_TABLE_BITS": static_rans.TABLE_BITS,
+        "PC_GRID_MAX_STEPS": grid_rans.MAX_STEPS,
+        "PC_GRID_MAX_SYMBOLS": static_rans.MAX_SYMBOLS,
+        "PC_GRID_MAX_TABLES": grid_rans.MAX_TABLES,
+        "PC_GRID_MAX_CONTEXTS": grid_rans.MAX_CONTEXTS,
+        "PC_GRID_MAX_INDEX": grid_rans.MAX_INDEX,
+    }
+    assert {k: v for k, v in defined.items() if k != "PC_MAGIC_BYTES"} == expected

@@ -1,0 +1,30 @@
+/* The .perm format's constants for C (docs/FORMAT.md), in one place for the kernels and
+ * the native decoder. tests/test_native_decoder.py checks each against the Python
+ * package's value, so the two languages cannot drift apart.
+ */
+#ifndef PERMCODEC_PERM_FORMAT_H
+#define PERMCODEC_PERM_FORMAT_H
+
+/* Container (sections 2, 9) */
+#define PC_FORMAT_VERSION 6
+#define PC_MAGIC_BYTES {0x89, 'P', 'E', 'R', 'M', '\r', '\n', 0x1a}
+#define PC_ALIGN 64
+#define PC_MAX_HEADER ((uint64_t)64 << 20)
+#define PC_MAX_TENSORS ((uint64_t)1 << 20)
+#define PC_MAX_EXTENT ((uint64_t)1 << 48)
+#define PC_MAX_DIM ((uint64_t)1 << 40)
+#define PC_MAX_SHAPE_DIMS 8
+#define PC_DEFAULT_MAX_BYTES ((uint64_t)4 << 30)
+
+/* rANS (4.3-4.6): states live in [2**31, 2**63) */
+#define PC_STATE_LOW_BITS 31
+
+/* grid-rans (3.3, 4.6) */
+#define PC_GRID_TABLE_BITS 15
+#define PC_GRID_MAX_STEPS 65536
+#define PC_GRID_MAX_SYMBOLS 32768
+#define PC_GRID_MAX_TABLES 256
+#define PC_GRID_MAX_CONTEXTS 9
+#define PC_GRID_MAX_INDEX ((int64_t)1 << 24)
+
+#endif
