@@ -5,19 +5,17 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Start of every symbol's interval in each table (n_tables x (n_symbols + 1)), each
- * table's row closed by 2**15. */
+/* Start of every symbol's interval in each table (n_tables x n_symbols): the encoder's. */
 static uint32_t *cumulative(const uint16_t *freqs, int64_t n_tables, int64_t n_symbols) {
-    uint32_t *cum = malloc(sizeof(uint32_t) * (size_t)(n_tables * (n_symbols + 1)));
+    uint32_t *cum = malloc(sizeof(uint32_t) * (size_t)(n_tables * n_symbols));
     if (cum == NULL)
         return NULL;
     for (int64_t t = 0; t < n_tables; t++) {
         uint32_t acc = 0;
         for (int64_t s = 0; s < n_symbols; s++) {
-            cum[t * (n_symbols + 1) + s] = acc;
+            cum[t * n_symbols + s] = acc;
             acc += freqs[t * n_symbols + s];
         }
-        cum[t * (n_symbols + 1) + n_symbols] = acc;
     }
     return cum;
 }
@@ -56,7 +54,7 @@ typedef struct {
     const uint64_t *blk;     /* the tables' blocks */
     const int64_t *next;     /* offset of the table each symbol selects, from a row's first */
     const uint8_t *group;
-    int64_t stride, m;       /* entries per table; symbols per row */
+    int64_t m;               /* symbols per row */
     int64_t escape;          /* the escape symbol */
     uint16_t *out;           /* symbols mode: the symbols */
     float *values;           /* values mode: the float32 values */
@@ -73,22 +71,38 @@ static void lane_row(lane_state *s, const grid_model *g) {
         s->step = g->row_steps[s->r];
 }
 
-/* Decode one symbol of a lane that has one left; false when its stream ends early. With `values` the symbol's
- * float32 value is written (an escape takes the lane's next outlier), else the symbol. */
 #if defined(__GNUC__)
 #define PC_INLINE static inline __attribute__((always_inline))
 #else
 #define PC_INLINE static inline
 #endif
 
-PC_INLINE int lane_step(lane_state *s, const grid_model *g, const int values) {
-    const uint64_t slot = s->x & (PC_GRID_TABLE_ONE - 1);
-    const uint64_t *tb = g->blk + s->t;
+/* The entry (of `tb`, a table's block) of the symbol whose interval holds `slot`. */
+PC_INLINE uint64_t slot_entry(const uint64_t *tb, uint64_t slot) {
     uint64_t e = tb[slot >> PC_BUCKET_BITS];
     while (slot - ((e >> 16) & 0xFFFF) >= (e >> 32))
         e = tb[PC_BUCKETS + (e & 0xFFFF) + 1];
+    return e;
+}
+
+/* The state after decoding the symbol of entry `e` from state `x` (before a refill). */
+PC_INLINE uint64_t state_after(uint64_t e, uint64_t x) {
+    return (e >> 32) * (x >> PC_GRID_TABLE_BITS) + (x & (PC_GRID_TABLE_ONE - 1)) -
+           ((e >> 16) & 0xFFFF);
+}
+
+/* The float32 value of grid index q on a row of step `step` (FORMAT 4.6.3). */
+PC_INLINE float grid_value(int64_t q, double step) {
+    return (float)((double)q * step);
+}
+
+/* Decode one symbol of a lane that has one left; false when its stream ends early. With
+ * `values` the symbol's float32 value is written (an escape takes the lane's next
+ * outlier), else the symbol. */
+PC_INLINE int lane_step(lane_state *s, const grid_model *g, const int values) {
+    const uint64_t e = slot_entry(g->blk + s->t, s->x & (PC_GRID_TABLE_ONE - 1));
     const uint16_t sym = (uint16_t)(e & 0xFFFF);
-    uint64_t x = (e >> 32) * (s->x >> PC_GRID_TABLE_BITS) + slot - ((e >> 16) & 0xFFFF);
+    uint64_t x = state_after(e, s->x);
     if (x < PC_GRID_STATE_LOW) {
         if (s->p == s->end) {
             s->status = PC_GRID_ENDS_EARLY;
@@ -110,7 +124,7 @@ PC_INLINE int lane_step(lane_state *s, const grid_model *g, const int values) {
                 v = *s->next_out++;
             }
         } else {
-            v = (float)((double)(g->q_lo + sym) * s->step);
+            v = grid_value(g->q_lo + sym, s->step);
         }
         g->values[s->r * g->m + s->j] = v;
     } else {
@@ -145,13 +159,9 @@ PC_INLINE void run4(lane_state *s, const grid_model *g, int64_t run, const int v
     uint16_t *u##k = values ? NULL : g->out + s[k].r * g->m + s[k].j;
 #define PC_LANE_STEP(k)                                                                    \
     {                                                                                      \
-        const uint64_t slot = x##k & (PC_GRID_TABLE_ONE - 1);                              \
-        const uint64_t *tb = blk + t##k;                                                   \
-        uint64_t e = tb[slot >> PC_BUCKET_BITS];                                           \
-        while (slot - ((e >> 16) & 0xFFFF) >= (e >> 32))                                   \
-            e = tb[PC_BUCKETS + (e & 0xFFFF) + 1];                                         \
+        const uint64_t e = slot_entry(blk + t##k, x##k & (PC_GRID_TABLE_ONE - 1));         \
         const int64_t sym = (int64_t)(e & 0xFFFF);                                         \
-        x##k = (e >> 32) * (x##k >> PC_GRID_TABLE_BITS) + slot - ((e >> 16) & 0xFFFF);     \
+        x##k = state_after(e, x##k);                                                       \
         if (x##k < PC_GRID_STATE_LOW)                                                      \
             x##k = (x##k << 32) | *p##k++;                                                 \
         t##k = base##k + next[sym];                                                        \
@@ -160,7 +170,7 @@ PC_INLINE void run4(lane_state *s, const grid_model *g, int64_t run, const int v
                 esc##k++;                                                                  \
                 v##k[i] = o##k != s[k].out_end ? *o##k++ : (s[k].extra_escapes = 1, 0.0f); \
             } else {                                                                       \
-                v##k[i] = (float)((double)(g->q_lo + sym) * step##k);                      \
+                v##k[i] = grid_value(g->q_lo + sym, step##k);                              \
             }                                                                              \
         } else {                                                                           \
             esc##k += sym == escape;                                                       \
@@ -236,7 +246,6 @@ PC_INLINE int decode_lanes(const uint64_t *states, const uint32_t *lengths,
     grid_model g = *model;
     g.blk = blk;
     g.next = next;
-    g.stride = stride;
     g.row_base = model->contexts * stride;
     const uint32_t *seg = words;
     const float *next_out = outliers;
@@ -353,7 +362,7 @@ int64_t pc_grid_encode(const uint16_t *symbols, const uint8_t *group, const uint
                     *--w = (uint32_t)x;
                     x >>= 32;
                 }
-                x = ((x / f) << PC_GRID_TABLE_BITS) + x % f + cum[ts + t];
+                x = ((x / f) << PC_GRID_TABLE_BITS) + x % f + cum[ts];
             }
         }
         const int64_t n = top - w;
@@ -373,7 +382,7 @@ void pc_grid_values(const uint16_t *symbols, int64_t rows, int64_t m, const doub
         const uint16_t *sym = symbols + r * m;
         float *o = out + r * m;
         for (int64_t j = 0; j < m; j++)
-            o[j] = sym[j] == escape ? 0.0f : (float)((double)(q_lo + sym[j]) * step);
+            o[j] = sym[j] == escape ? 0.0f : grid_value(q_lo + sym[j], step);
     }
 }
 
@@ -436,4 +445,16 @@ int pc_grid_spread(const uint16_t *symbols, int64_t rows, int64_t m, int64_t n_s
         spread[r] = (double)total / (double)m;
     }
     return PC_GRID_OK;
+}
+
+void pc_grid_contexts(int64_t q_lo, int64_t symbols, int64_t contexts, uint8_t *ctx_of) {
+    const int64_t h = (contexts - 1) / 2;
+    for (int64_t s = 0; s < symbols; s++) {
+        const int64_t q = q_lo + s;
+        int64_t bits = 0;
+        for (uint64_t a = (uint64_t)(q < 0 ? -q : q); a; a >>= 1)
+            bits++;
+        ctx_of[s] = (uint8_t)(h + (q > 0 ? 1 : q < 0 ? -1 : 0) * (bits < h ? bits : h));
+    }
+    ctx_of[symbols] = (uint8_t)(contexts - 1);
 }

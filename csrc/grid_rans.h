@@ -49,6 +49,11 @@ int pc_grid_decode_values(const uint64_t *states, const uint32_t *lengths,
                           const double *row_steps, int64_t q_lo, const float *outliers,
                           const uint32_t *lane_outliers, float *values, int64_t *escapes);
 
+/* The context each symbol sets for the next (FORMAT 4.6.3): ctx_of[s] for the `symbols`
+ * grid symbols (index q_lo + s) and the escape (ctx_of[symbols] = contexts - 1);
+ * `contexts` odd, at most 9. */
+void pc_grid_contexts(int64_t q_lo, int64_t symbols, int64_t contexts, uint8_t *ctx_of);
+
 /* Encode `symbols` (rows x m, C order) into lanes. Writes each lane's final state and
  * segment length, and the words of lane 0, lane 1, ... in decoding order to `words`
  * (room for rows * m words); returns the number of words, -1 if memory ran out, or -2

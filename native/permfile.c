@@ -21,18 +21,9 @@
 #include "grid_rans.h"
 #include "mpack.h"
 
-#define MAX_HEADER PC_MAX_HEADER
-#define MAX_TENSORS PC_MAX_TENSORS
-#define MAX_EXTENT PC_MAX_EXTENT
-#define MAX_DIM PC_MAX_DIM
-#define MAX_FORMAT_VERSION PC_FORMAT_VERSION
 /* the msgpack reader's own bounds on a header */
 #define MAX_DEPTH 64
 #define MAX_ITEMS ((size_t)1 << 24)
-#define GRID_MAX_SYMBOLS PC_GRID_MAX_SYMBOLS
-#define GRID_MAX_TABLES PC_GRID_MAX_TABLES
-#define GRID_MAX_CONTEXTS PC_GRID_MAX_CONTEXTS
-#define GRID_MAX_INDEX PC_GRID_MAX_INDEX
 
 static const uint8_t MAGIC[8] = PC_MAGIC_BYTES;
 
@@ -195,16 +186,16 @@ static int parse_grid(const pc_mp_value *map, entry *e, char *err, size_t err_le
     if (!get_uint(map, "steps", PC_GRID_MAX_STEPS + 1, &g->steps) || g->steps < 1 ||
         g->steps > rows1)
         return fail(err, err_len, PC_E_FORMAT, "tensor '%s': steps out of range", name);
-    if (!get_uint(map, "symbols", GRID_MAX_SYMBOLS, &g->symbols) || g->symbols < 1)
+    if (!get_uint(map, "symbols", PC_GRID_MAX_SYMBOLS, &g->symbols) || g->symbols < 1)
         return fail(err, err_len, PC_E_FORMAT, "tensor '%s': symbols out of range", name);
-    if (!get_int(map, "q_lo", -GRID_MAX_INDEX, GRID_MAX_INDEX, &g->q_lo) ||
-        g->q_lo + (int64_t)g->symbols - 1 >= GRID_MAX_INDEX)
+    if (!get_int(map, "q_lo", -PC_GRID_MAX_INDEX, PC_GRID_MAX_INDEX, &g->q_lo) ||
+        g->q_lo + (int64_t)g->symbols - 1 >= PC_GRID_MAX_INDEX)
         return fail(err, err_len, PC_E_FORMAT, "tensor '%s': q_lo out of range", name);
-    if (!get_uint(map, "tables", GRID_MAX_TABLES + 1, &g->tables) || g->tables < 1 ||
+    if (!get_uint(map, "tables", PC_GRID_MAX_TABLES + 1, &g->tables) || g->tables < 1 ||
         g->tables > rows1)
         return fail(err, err_len, PC_E_FORMAT, "tensor '%s': tables out of range", name);
-    if (!get_uint(map, "contexts", GRID_MAX_CONTEXTS + 1, &g->contexts) || g->contexts < 1 ||
-        g->contexts % 2 == 0 || g->tables * g->contexts > GRID_MAX_TABLES)
+    if (!get_uint(map, "contexts", PC_GRID_MAX_CONTEXTS + 1, &g->contexts) || g->contexts < 1 ||
+        g->contexts % 2 == 0 || g->tables * g->contexts > PC_GRID_MAX_TABLES)
         return fail(err, err_len, PC_E_FORMAT, "tensor '%s': contexts out of range", name);
     if (!get_uint(map, "outliers", UINT64_MAX, &g->outliers) ||
         g->outliers > g->rows * g->m)
@@ -236,11 +227,11 @@ static int parse_entry(const pc_file *f, const pc_mp_value *map, entry *e, char 
     uint64_t extent = 1, numel = 1;
     for (int d = 0; d < e->t.ndim; d++) {
         const pc_mp_value *v = &shape->v.a.items[d];
-        if (v->type != PC_MP_UINT || v->v.u >= MAX_DIM)
+        if (v->type != PC_MP_UINT || v->v.u >= PC_MAX_DIM)
             return fail(err, err_len, PC_E_FORMAT, "tensor '%s': bad shape", e->t.name);
         e->t.shape[d] = v->v.u;
         if (v->v.u) {
-            if (extent > (MAX_EXTENT - 1) / v->v.u)
+            if (extent > (PC_MAX_EXTENT - 1) / v->v.u)
                 return fail(err, err_len, PC_E_FORMAT, "tensor '%s': shape too large",
                             e->t.name);
             extent *= v->v.u;
@@ -322,7 +313,7 @@ static int parse_header(pc_file *f, const uint8_t *header, uint64_t h, uint64_t 
     if (root->type != PC_MP_MAP || !keys_are_strings(root) ||
         !pc_mp_str_eq(pc_mp_get(root, "byteorder"), "little"))
         rc = fail(err, err_len, PC_E_FORMAT, "the header is not a little-endian map");
-    else if (tensors == NULL || tensors->type != PC_MP_ARRAY || tensors->v.a.len > MAX_TENSORS)
+    else if (tensors == NULL || tensors->type != PC_MP_ARRAY || tensors->v.a.len > PC_MAX_TENSORS)
         rc = fail(err, err_len, PC_E_FORMAT, "the header has no tensor table");
     if (rc == PC_OK) {
         f->count = tensors->v.a.len;
@@ -372,14 +363,14 @@ static int check_preamble(pc_file *f, uint64_t *h, char *err, size_t err_len) {
     if (f->size < 24 || memcmp(f->data, MAGIC, 8) != 0)
         return fail(err, err_len, PC_E_FORMAT, "not a .perm file (bad magic bytes)");
     f->version = le32(f->data + 8);
-    if (f->version > MAX_FORMAT_VERSION)
+    if (f->version > PC_FORMAT_VERSION)
         return fail(err, err_len, PC_E_UNSUPPORTED,
                     "format version %u is newer than this decoder's %d", f->version,
-                    MAX_FORMAT_VERSION);
+                    PC_FORMAT_VERSION);
     if (f->version < 1 || le32(f->data + 12) != 0)
         return fail(err, err_len, PC_E_FORMAT, "bad version or flags");
     *h = le64(f->data + 16);
-    if (*h > MAX_HEADER)
+    if (*h > PC_MAX_HEADER)
         return fail(err, err_len, PC_E_FORMAT, "header length out of range");
     const uint64_t digest = f->version >= 4 ? 16 : 0;
     f->payload_start = (24 + *h + digest + 63) / 64 * 64;
@@ -678,20 +669,6 @@ static int grid_symbols_to_values(const entry *e, const grid_side *s, const doub
     return rc;
 }
 
-/* The context each symbol sets for the next (4.6.3). */
-static void symbol_contexts(const grid_fields *g, uint8_t *ctx_of) {
-    const int64_t h = ((int64_t)g->contexts - 1) / 2;
-    for (uint64_t s = 0; s < g->symbols; s++) {
-        const int64_t q = g->q_lo + (int64_t)s;
-        int64_t bits = 0;
-        for (uint64_t a = (uint64_t)(q < 0 ? -q : q); a; a >>= 1)
-            bits++;
-        const int64_t c = h + (q > 0 ? 1 : q < 0 ? -1 : 0) * (bits < h ? bits : h);
-        ctx_of[s] = (uint8_t)c;
-    }
-    ctx_of[g->symbols] = (uint8_t)(g->contexts - 1);
-}
-
 static int decode_grid(const entry *e, const uint8_t *payload, uint8_t *out, char *err,
                        size_t err_len) {
     const grid_fields *g = &e->grid;
@@ -714,7 +691,7 @@ static int decode_grid(const entry *e, const uint8_t *payload, uint8_t *out, cha
         rc = split_lanes(e, payload + g->side, e->length - g->side, &states, &lengths, &words,
                          err, err_len);
     if (rc == PC_OK && n > 0) {
-        symbol_contexts(g, ctx_of);
+        pc_grid_contexts(g->q_lo, (int64_t)g->symbols, (int64_t)g->contexts, ctx_of);
         for (uint64_t r = 0; r < g->rows; r++)
             row_steps[r] = (double)s.steps[s.step_of16[r]];
         if (e->t.dtype == PC_FLOAT32) {
