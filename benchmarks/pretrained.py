@@ -622,7 +622,7 @@ smallest measured files.
   saying so.
 - **Speed, one thread** (each at its smallest file with cosine >= 0.999 without data):
   crepe-full (permcodec 1.75 bits, NNCodec qp -12) encodes 2.1x and decodes 4.3x as fast
-  as NNCodec, MiniLM (6.5 bits, qp -38) 6.6x and 11.1x; decode memory 95 and 98 MiB
+  as NNCodec, MiniLM (6.5 bits, qp -38) 6.1x and 10.5x; decode memory 95 and 97 MiB
   above the interpreter (NNCodec 448 and 463). The decoder reads each table as a small
   block of buckets instead of a 2**15-entry lookup, keeps four lanes' states in
   registers and writes float32 values in the same pass; about half of crepe-full's 0.19 s
