@@ -16,6 +16,12 @@
 #define PC_MAX_SHAPE_DIMS 8
 #define PC_DEFAULT_MAX_BYTES ((uint64_t)4 << 30)
 
+/* Dtypes (3.4), in the order of the table */
+enum {
+    PC_FLOAT64, PC_FLOAT32, PC_FLOAT16, PC_BFLOAT16, PC_INT64, PC_INT32, PC_INT16,
+    PC_INT8, PC_UINT8, PC_BOOL
+};
+
 /* rANS (4.3-4.6): states live in [2**31, 2**63) */
 #define PC_STATE_LOW_BITS 31
 

@@ -21,12 +21,8 @@ enum {
     PC_E_ARGUMENT = 7 /* a caller's mistake: no such tensor, a buffer too small */
 };
 
-/* Codings (3.3) and dtypes (3.4). */
+/* Codings (3.3); the dtypes (3.4) are in perm_format.h. */
 enum { PC_RAW, PC_RAW_ZSTD, PC_PERM_RANS, PC_BUCKET_RANS, PC_ROW_RANS, PC_GRID_RANS };
-enum {
-    PC_FLOAT64, PC_FLOAT32, PC_FLOAT16, PC_BFLOAT16, PC_INT64, PC_INT32, PC_INT16,
-    PC_INT8, PC_UINT8, PC_BOOL
-};
 
 #include "perm_format.h"
 
