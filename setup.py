@@ -22,7 +22,7 @@ except ImportError:  # building without Cython: no compiled kernels
 else:
     # each kernel: its Cython module and the C files of csrc/ it wraps
     KERNELS = {
-        "permcodec.kernels.rans_c": [],
+        "permcodec.kernels.rans_c": ["csrc/multiset.c"],
         "permcodec.kernels.philox_c": [],
         "permcodec.kernels.grid_c": ["csrc/grid_rans.c"],
     }

@@ -22,8 +22,10 @@ enum {
     PC_INT8, PC_UINT8, PC_BOOL
 };
 
-/* rANS (4.3-4.6): states live in [2**31, 2**63) */
+/* rANS (4.3-4.6): states live in [2**31, 2**63); the multiset codings' probabilities
+ * are 31-bit (4.3) */
 #define PC_STATE_LOW_BITS 31
+#define PC_PROB_BITS 31
 
 /* grid-rans (3.3, 4.6) */
 #define PC_GRID_TABLE_BITS 15
