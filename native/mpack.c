@@ -434,7 +434,7 @@ const pc_mp_value *pc_mp_get(const pc_mp_value *map, const char *key)
     uint32_t k;
     if (!map || !key || map->type != PC_MP_MAP)
         return NULL;
-    for (k = 0; k < map->v.a.len; k++)
+    for (k = map->v.a.len; k-- > 0;) /* the last match, as msgpack-python's dicts keep */
         if (pc_mp_str_eq(&map->v.a.items[2 * (size_t)k], key))
             return &map->v.a.items[2 * (size_t)k + 1];
     return NULL;

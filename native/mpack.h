@@ -60,7 +60,7 @@ int pc_mp_parse(const uint8_t *buf, size_t len, int max_depth, size_t max_items,
    parse failed, a doc already freed, and NULL. */
 void pc_mp_free(pc_mp_doc *doc);
 
-/* Helpers: the value of str key `key` in MAP `map` (first match), or NULL if absent or map is not a MAP. */
+/* Helpers: the value of str key `key` in MAP `map` (the last match, as a dict built from the map keeps), or NULL if absent or map is not a MAP. */
 const pc_mp_value *pc_mp_get(const pc_mp_value *map, const char *key);
 /* 1 if v is a STR equal to the NUL-terminated s. */
 int pc_mp_str_eq(const pc_mp_value *v, const char *s);

@@ -33,9 +33,9 @@ static const char USAGE[] =
     "                    PERMCODEC_MAX_BYTES)\n"
     "  --version         print the format versions this decoder reads\n"
     "\n"
-    "This build decodes raw, raw-zstd and grid-rans tensors (models compressed with\n"
-    "`permcodec encode --bpw/--max-error`, or stored losslessly); seeded tensors of\n"
-    "LaPerm-trained models need the Python package for now.\n"
+    "Every coding of format versions 1 to 6 decodes: the seeded tensors of LaPerm-trained\n"
+    "models (perm-rans, row-rans, bucket-rans) and those of any model (grid-rans,\n"
+    "raw-zstd, raw).\n"
     "Exit codes: 0 ok, 1 failed, 2 usage, 3 invalid or damaged file, 4 over --max-bytes.\n";
 
 static int usage_error(const char *msg, const char *arg) {

@@ -19,7 +19,9 @@
 
 #include "blake2b.h"
 #include "grid_rans.h"
+#include "internal.h"
 #include "mpack.h"
+#include "seeded.h"
 
 /* the msgpack reader's own bounds on a header */
 #define MAX_DEPTH 64
@@ -38,6 +40,7 @@ typedef struct {
     uint64_t offset, length;
     uint8_t digest[16], payload_digest[16];
     grid_fields grid;
+    pc_seed_fields seed;
 } entry;
 
 struct pc_file {
@@ -50,7 +53,7 @@ struct pc_file {
     char *names; /* the entries' names, NUL-terminated, back to back */
 };
 
-static int fail(char *err, size_t err_len, int status, const char *fmt, ...) {
+int pc_fail(char *err, size_t err_len, int status, const char *fmt, ...) {
     if (err != NULL && err_len > 0) {
         va_list ap;
         va_start(ap, fmt);
@@ -58,14 +61,6 @@ static int fail(char *err, size_t err_len, int status, const char *fmt, ...) {
         va_end(ap);
     }
     return status;
-}
-
-static uint32_t le32(const uint8_t *p) {
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static uint64_t le64(const uint8_t *p) {
-    return (uint64_t)le32(p) | (uint64_t)le32(p + 4) << 32;
 }
 
 static int digest_matches(const uint8_t *data, size_t len, const uint8_t *want, size_t n) {
@@ -112,8 +107,7 @@ static int lookup(const pc_mp_value *v, const char *const *names, int n) {
 
 /* ------------------------------------------------------------------ the header */
 
-/* A msgpack integer in [0, limit) (never a bool), into *out. */
-static int get_uint(const pc_mp_value *map, const char *key, uint64_t limit, uint64_t *out) {
+int pc_get_uint(const pc_mp_value *map, const char *key, uint64_t limit, uint64_t *out) {
     const pc_mp_value *v = pc_mp_get(map, key);
     if (v == NULL || v->type != PC_MP_UINT || v->v.u >= limit)
         return 0;
@@ -182,29 +176,41 @@ static int parse_grid(const pc_mp_value *map, entry *e, char *err, size_t err_le
     grid_rows(&e->t, &g->rows, &g->m);
     const uint64_t rows1 = g->rows > 1 ? g->rows : 1;
     if (e->t.dtype > PC_BFLOAT16)
-        return fail(err, err_len, PC_E_FORMAT, "tensor '%s': grid-rans needs a float dtype", name);
-    if (!get_uint(map, "steps", PC_GRID_MAX_STEPS + 1, &g->steps) || g->steps < 1 ||
+        return pc_fail(err, err_len, PC_E_FORMAT, "tensor '%s': grid-rans needs a float dtype", name);
+    if (!pc_get_uint(map, "steps", PC_GRID_MAX_STEPS + 1, &g->steps) || g->steps < 1 ||
         g->steps > rows1)
-        return fail(err, err_len, PC_E_FORMAT, "tensor '%s': steps out of range", name);
-    if (!get_uint(map, "symbols", PC_GRID_MAX_SYMBOLS, &g->symbols) || g->symbols < 1)
-        return fail(err, err_len, PC_E_FORMAT, "tensor '%s': symbols out of range", name);
+        return pc_fail(err, err_len, PC_E_FORMAT, "tensor '%s': steps out of range", name);
+    if (!pc_get_uint(map, "symbols", PC_GRID_MAX_SYMBOLS, &g->symbols) || g->symbols < 1)
+        return pc_fail(err, err_len, PC_E_FORMAT, "tensor '%s': symbols out of range", name);
     if (!get_int(map, "q_lo", -PC_GRID_MAX_INDEX, PC_GRID_MAX_INDEX, &g->q_lo) ||
         g->q_lo + (int64_t)g->symbols - 1 >= PC_GRID_MAX_INDEX)
-        return fail(err, err_len, PC_E_FORMAT, "tensor '%s': q_lo out of range", name);
-    if (!get_uint(map, "tables", PC_GRID_MAX_TABLES + 1, &g->tables) || g->tables < 1 ||
+        return pc_fail(err, err_len, PC_E_FORMAT, "tensor '%s': q_lo out of range", name);
+    if (!pc_get_uint(map, "tables", PC_GRID_MAX_TABLES + 1, &g->tables) || g->tables < 1 ||
         g->tables > rows1)
-        return fail(err, err_len, PC_E_FORMAT, "tensor '%s': tables out of range", name);
-    if (!get_uint(map, "contexts", PC_GRID_MAX_CONTEXTS + 1, &g->contexts) || g->contexts < 1 ||
+        return pc_fail(err, err_len, PC_E_FORMAT, "tensor '%s': tables out of range", name);
+    if (!pc_get_uint(map, "contexts", PC_GRID_MAX_CONTEXTS + 1, &g->contexts) || g->contexts < 1 ||
         g->contexts % 2 == 0 || g->tables * g->contexts > PC_GRID_MAX_TABLES)
-        return fail(err, err_len, PC_E_FORMAT, "tensor '%s': contexts out of range", name);
-    if (!get_uint(map, "outliers", UINT64_MAX, &g->outliers) ||
+        return pc_fail(err, err_len, PC_E_FORMAT, "tensor '%s': contexts out of range", name);
+    if (!pc_get_uint(map, "outliers", UINT64_MAX, &g->outliers) ||
         g->outliers > g->rows * g->m)
-        return fail(err, err_len, PC_E_FORMAT, "tensor '%s': outliers out of range", name);
-    if (!get_uint(map, "lanes", UINT64_MAX, &g->lanes) || g->lanes < 1 || g->lanes > rows1)
-        return fail(err, err_len, PC_E_FORMAT, "tensor '%s': lanes out of range", name);
-    if (!get_uint(map, "side", UINT64_MAX, &g->side))
-        return fail(err, err_len, PC_E_FORMAT, "tensor '%s': side out of range", name);
+        return pc_fail(err, err_len, PC_E_FORMAT, "tensor '%s': outliers out of range", name);
+    if (!pc_get_uint(map, "lanes", UINT64_MAX, &g->lanes) || g->lanes < 1 || g->lanes > rows1)
+        return pc_fail(err, err_len, PC_E_FORMAT, "tensor '%s': lanes out of range", name);
+    if (!pc_get_uint(map, "side", UINT64_MAX, &g->side))
+        return pc_fail(err, err_len, PC_E_FORMAT, "tensor '%s': side out of range", name);
     return PC_OK;
+}
+
+/* Whether a `spec` map's kind, if it names one, exists in format `version` (the reader
+ * checks this for every entry, whatever its coding). */
+static int kind_in_version(const pc_mp_value *map, uint32_t version) {
+    const pc_mp_value *spec = pc_mp_get(map, "spec");
+    const pc_mp_value *kind = spec && spec->type == PC_MP_MAP ? pc_mp_get(spec, "kind") : NULL;
+    if (pc_mp_str_eq(kind, "quantile"))
+        return version >= PC_KIND_QUANTILE_SINCE;
+    if (pc_mp_str_eq(kind, "levels"))
+        return version >= PC_KIND_LEVELS_SINCE;
+    return 1;
 }
 
 /* Item 5 of section 9 for one entry, plus the grid fields. `end`: the previous entry's
@@ -212,27 +218,27 @@ static int parse_grid(const pc_mp_value *map, entry *e, char *err, size_t err_le
 static int parse_entry(const pc_file *f, const pc_mp_value *map, entry *e, char **name_at,
                        uint64_t *end, char *err, size_t err_len) {
     if (map->type != PC_MP_MAP || !keys_are_strings(map))
-        return fail(err, err_len, PC_E_FORMAT, "a tensor entry is not a map");
+        return pc_fail(err, err_len, PC_E_FORMAT, "a tensor entry is not a map");
     const pc_mp_value *name = pc_mp_get(map, "name");
     if (name == NULL || name->type != PC_MP_STR || memchr(name->v.s.ptr, 0, name->v.s.len))
-        return fail(err, err_len, PC_E_FORMAT, "a tensor entry has no name");
+        return pc_fail(err, err_len, PC_E_FORMAT, "a tensor entry has no name");
     memcpy(*name_at, name->v.s.ptr, name->v.s.len);
     (*name_at)[name->v.s.len] = '\0';
     e->t.name = *name_at;
     *name_at += name->v.s.len + 1;
     const pc_mp_value *shape = pc_mp_get(map, "shape");
     if (shape == NULL || shape->type != PC_MP_ARRAY || shape->v.a.len > PC_MAX_DIMS)
-        return fail(err, err_len, PC_E_FORMAT, "tensor '%s': bad shape", e->t.name);
+        return pc_fail(err, err_len, PC_E_FORMAT, "tensor '%s': bad shape", e->t.name);
     e->t.ndim = (int)shape->v.a.len;
     uint64_t extent = 1, numel = 1;
     for (int d = 0; d < e->t.ndim; d++) {
         const pc_mp_value *v = &shape->v.a.items[d];
         if (v->type != PC_MP_UINT || v->v.u >= PC_MAX_DIM)
-            return fail(err, err_len, PC_E_FORMAT, "tensor '%s': bad shape", e->t.name);
+            return pc_fail(err, err_len, PC_E_FORMAT, "tensor '%s': bad shape", e->t.name);
         e->t.shape[d] = v->v.u;
         if (v->v.u) {
             if (extent > (PC_MAX_EXTENT - 1) / v->v.u)
-                return fail(err, err_len, PC_E_FORMAT, "tensor '%s': shape too large",
+                return pc_fail(err, err_len, PC_E_FORMAT, "tensor '%s': shape too large",
                             e->t.name);
             extent *= v->v.u;
         }
@@ -242,24 +248,36 @@ static int parse_entry(const pc_file *f, const pc_mp_value *map, entry *e, char 
     const pc_mp_value *coding = pc_mp_get(map, "coding");
     e->t.coding = coding ? lookup(coding, CODINGS, PC_GRID_RANS + 1) : -1;
     if (e->t.coding < 0 || CODING_SINCE[e->t.coding] > f->version)
-        return fail(err, err_len, PC_E_FORMAT, "tensor '%s': unknown coding for version %u",
+        return pc_fail(err, err_len, PC_E_FORMAT, "tensor '%s': unknown coding for version %u",
                     e->t.name, f->version);
     const pc_mp_value *dtype = pc_mp_get(map, "dtype");
     e->t.dtype = dtype ? lookup(dtype, DTYPES, PC_BOOL + 1) : -1;
     if (e->t.dtype < 0)
-        return fail(err, err_len, PC_E_FORMAT, "tensor '%s': unknown dtype", e->t.name);
+        return pc_fail(err, err_len, PC_E_FORMAT, "tensor '%s': unknown dtype", e->t.name);
     e->t.nbytes = numel * pc_dtype_size(e->t.dtype);
     const uint64_t area = f->size - 32 - f->payload_start;
-    if (!get_uint(map, "offset", UINT64_MAX, &e->offset) ||
-        !get_uint(map, "length", UINT64_MAX, &e->length) || e->offset < *end ||
+    if (!pc_get_uint(map, "offset", UINT64_MAX, &e->offset) ||
+        !pc_get_uint(map, "length", UINT64_MAX, &e->length) || e->offset < *end ||
         e->offset > area || e->length > area - e->offset)
-        return fail(err, err_len, PC_E_FORMAT, "tensor '%s': payload outside the file",
+        return pc_fail(err, err_len, PC_E_FORMAT, "tensor '%s': payload outside the file",
                     e->t.name);
     *end = e->offset + e->length;
     if (!get_digest(map, "digest", e->digest) ||
         !get_digest(map, "payload_digest", e->payload_digest))
-        return fail(err, err_len, PC_E_FORMAT, "tensor '%s': bad digests", e->t.name);
-    return e->t.coding == PC_GRID_RANS ? parse_grid(map, e, err, err_len) : PC_OK;
+        return pc_fail(err, err_len, PC_E_FORMAT, "tensor '%s': bad digests", e->t.name);
+    if (!kind_in_version(map, f->version))
+        return pc_fail(err, err_len, PC_E_FORMAT, "tensor '%s': its initializer kind needs a newer format version",
+                    e->t.name);
+    switch (e->t.coding) {
+    case PC_GRID_RANS:
+        return parse_grid(map, e, err, err_len);
+    case PC_PERM_RANS:
+    case PC_ROW_RANS:
+    case PC_BUCKET_RANS:
+        return pc_seed_parse(map, &e->t, f->version, &e->seed, err, err_len);
+    default:
+        return PC_OK;
+    }
 }
 
 static int compare_names(const void *a, const void *b) {
@@ -279,7 +297,7 @@ static int names_unique(const pc_file *f) {
     return ok;
 }
 
-/* Memory decoding takes: every tensor's bytes plus the largest grid working set. */
+/* Memory decoding takes: every tensor's bytes plus the largest working set of one. */
 static int check_limit(const pc_file *f, uint64_t max_bytes, char *err, size_t err_len) {
     uint64_t total = 0, work = 0;
     for (size_t i = 0; i < f->count; i++) {
@@ -289,10 +307,13 @@ static int check_limit(const pc_file *f, uint64_t max_bytes, char *err, size_t e
             const uint64_t w = 2 * e->grid.rows * e->grid.m + grid_side_size(e) +
                                ((uint64_t)1 << 16) * e->grid.tables * e->grid.contexts;
             work = w > work ? w : work;
+        } else if (e->t.coding != PC_RAW && e->t.coding != PC_RAW_ZSTD) {
+            const uint64_t w = pc_seed_working_bytes(&e->seed, e->t.coding);
+            work = w > work ? w : work;
         }
     }
     if (total + work > max_bytes)
-        return fail(err, err_len, PC_E_LIMIT,
+        return pc_fail(err, err_len, PC_E_LIMIT,
                     "decoding the file's tensors takes %llu bytes, over the limit of %llu "
                     "bytes; raise it with --max-bytes if you trust the file",
                     (unsigned long long)(total + work), (unsigned long long)max_bytes);
@@ -305,22 +326,22 @@ static int parse_header(pc_file *f, const uint8_t *header, uint64_t h, uint64_t 
     memset(&doc, 0, sizeof doc);
     int rc = pc_mp_parse(header, (size_t)h, MAX_DEPTH, MAX_ITEMS, &doc);
     if (rc == PC_MP_ENOMEM)
-        return fail(err, err_len, PC_E_NOMEM, "out of memory reading the header");
+        return pc_fail(err, err_len, PC_E_NOMEM, "out of memory reading the header");
     if (rc != 0)
-        return fail(err, err_len, PC_E_FORMAT, "the header is not one msgpack object");
+        return pc_fail(err, err_len, PC_E_FORMAT, "the header is not one msgpack object");
     const pc_mp_value *root = doc.root, *tensors = pc_mp_get(root, "tensors");
     rc = PC_OK;
     if (root->type != PC_MP_MAP || !keys_are_strings(root) ||
         !pc_mp_str_eq(pc_mp_get(root, "byteorder"), "little"))
-        rc = fail(err, err_len, PC_E_FORMAT, "the header is not a little-endian map");
+        rc = pc_fail(err, err_len, PC_E_FORMAT, "the header is not a little-endian map");
     else if (tensors == NULL || tensors->type != PC_MP_ARRAY || tensors->v.a.len > PC_MAX_TENSORS)
-        rc = fail(err, err_len, PC_E_FORMAT, "the header has no tensor table");
+        rc = pc_fail(err, err_len, PC_E_FORMAT, "the header has no tensor table");
     if (rc == PC_OK) {
         f->count = tensors->v.a.len;
         f->entries = calloc(f->count ? f->count : 1, sizeof(entry));
         f->names = malloc((size_t)h + 1); /* names are shorter than the header */
         if (f->entries == NULL || f->names == NULL)
-            rc = fail(err, err_len, PC_E_NOMEM, "out of memory reading the header");
+            rc = pc_fail(err, err_len, PC_E_NOMEM, "out of memory reading the header");
     }
     char *name_at = f->names;
     uint64_t end = 0;
@@ -328,7 +349,7 @@ static int parse_header(pc_file *f, const uint8_t *header, uint64_t h, uint64_t 
         rc = parse_entry(f, &tensors->v.a.items[i], &f->entries[i], &name_at, &end, err,
                          err_len);
     if (rc == PC_OK && !names_unique(f))
-        rc = fail(err, err_len, PC_E_FORMAT, "two tensors share a name");
+        rc = pc_fail(err, err_len, PC_E_FORMAT, "two tensors share a name");
     if (rc == PC_OK)
         rc = check_limit(f, max_bytes, err, err_len);
     pc_mp_free(&doc);
@@ -340,18 +361,18 @@ static int parse_header(pc_file *f, const uint8_t *header, uint64_t h, uint64_t 
 static int map_file(const char *path, pc_file *f, char *err, size_t err_len) {
     const int fd = open(path, O_RDONLY);
     if (fd < 0)
-        return fail(err, err_len, PC_E_IO, "cannot open %s: %s", path, strerror(errno));
+        return pc_fail(err, err_len, PC_E_IO, "cannot open %s: %s", path, strerror(errno));
     struct stat st;
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
         close(fd);
-        return fail(err, err_len, PC_E_IO, "cannot read %s: not a regular file", path);
+        return pc_fail(err, err_len, PC_E_IO, "cannot read %s: not a regular file", path);
     }
     f->size = (size_t)st.st_size;
     if (f->size > 0) {
         void *p = mmap(NULL, f->size, PROT_READ, MAP_PRIVATE, fd, 0);
         if (p == MAP_FAILED) {
             close(fd);
-            return fail(err, err_len, PC_E_IO, "cannot map %s: %s", path, strerror(errno));
+            return pc_fail(err, err_len, PC_E_IO, "cannot map %s: %s", path, strerror(errno));
         }
         f->data = p;
     }
@@ -361,23 +382,23 @@ static int map_file(const char *path, pc_file *f, char *err, size_t err_len) {
 
 static int check_preamble(pc_file *f, uint64_t *h, char *err, size_t err_len) {
     if (f->size < 24 || memcmp(f->data, MAGIC, 8) != 0)
-        return fail(err, err_len, PC_E_FORMAT, "not a .perm file (bad magic bytes)");
-    f->version = le32(f->data + 8);
+        return pc_fail(err, err_len, PC_E_FORMAT, "not a .perm file (bad magic bytes)");
+    f->version = pc_le32(f->data + 8);
     if (f->version > PC_FORMAT_VERSION)
-        return fail(err, err_len, PC_E_UNSUPPORTED,
+        return pc_fail(err, err_len, PC_E_UNSUPPORTED,
                     "format version %u is newer than this decoder's %d", f->version,
                     PC_FORMAT_VERSION);
-    if (f->version < 1 || le32(f->data + 12) != 0)
-        return fail(err, err_len, PC_E_FORMAT, "bad version or flags");
-    *h = le64(f->data + 16);
+    if (f->version < 1 || pc_le32(f->data + 12) != 0)
+        return pc_fail(err, err_len, PC_E_FORMAT, "bad version or flags");
+    *h = pc_le64(f->data + 16);
     if (*h > PC_MAX_HEADER)
-        return fail(err, err_len, PC_E_FORMAT, "header length out of range");
+        return pc_fail(err, err_len, PC_E_FORMAT, "header length out of range");
     const uint64_t digest = f->version >= 4 ? 16 : 0;
     f->payload_start = (24 + *h + digest + 63) / 64 * 64;
     if (f->payload_start + 32 > f->size)
-        return fail(err, err_len, PC_E_FORMAT, "the file is shorter than its header says");
+        return pc_fail(err, err_len, PC_E_FORMAT, "the file is shorter than its header says");
     if (digest && !digest_matches(f->data, 24 + *h, f->data + 24 + *h, 16))
-        return fail(err, err_len, PC_E_INTEGRITY, "header digest mismatch: the file is damaged");
+        return pc_fail(err, err_len, PC_E_INTEGRITY, "header digest mismatch: the file is damaged");
     return PC_OK;
 }
 
@@ -386,7 +407,7 @@ int pc_open(const char *path, uint64_t max_bytes, int verify_trailer, pc_file **
     pc_file *f = calloc(1, sizeof(pc_file));
     *out = NULL;
     if (f == NULL)
-        return fail(err, err_len, PC_E_NOMEM, "out of memory");
+        return pc_fail(err, err_len, PC_E_NOMEM, "out of memory");
     uint64_t h = 0;
     int rc = map_file(path, f, err, err_len);
     if (rc == PC_OK)
@@ -396,7 +417,7 @@ int pc_open(const char *path, uint64_t max_bytes, int verify_trailer, pc_file **
                           err, err_len);
     if (rc == PC_OK && verify_trailer &&
         !digest_matches(f->data, f->size - 32, f->data + f->size - 32, 32))
-        rc = fail(err, err_len, PC_E_INTEGRITY, "trailer digest mismatch: the file is damaged");
+        rc = pc_fail(err, err_len, PC_E_INTEGRITY, "trailer digest mismatch: the file is damaged");
     if (rc != PC_OK) {
         pc_close(f);
         return rc;
@@ -410,6 +431,8 @@ void pc_close(pc_file *f) {
         return;
     if (f->data != NULL)
         munmap((void *)f->data, f->size);
+    for (size_t i = 0; f->entries != NULL && i < f->count; i++)
+        pc_seed_free(&f->entries[i].seed);
     free(f->entries);
     free(f->names);
     free(f);
@@ -436,7 +459,7 @@ static int check_bools(const entry *e, const uint8_t *out, char *err, size_t err
         return PC_OK;
     for (uint64_t i = 0; i < e->t.numel; i++)
         if (out[i] > 1)
-            return fail(err, err_len, PC_E_FORMAT, "tensor '%s': a bool is not 0 or 1",
+            return pc_fail(err, err_len, PC_E_FORMAT, "tensor '%s': a bool is not 0 or 1",
                         e->t.name);
     return PC_OK;
 }
@@ -447,11 +470,11 @@ static int unzstd(const uint8_t *src, size_t len, void *out, uint64_t size, cons
     const unsigned long long declared = ZSTD_getFrameContentSize(src, len);
     const size_t frame = ZSTD_findFrameCompressedSize(src, len);
     if (declared != size || ZSTD_isError(frame) || frame != len)
-        return fail(err, err_len, PC_E_FORMAT,
+        return pc_fail(err, err_len, PC_E_FORMAT,
                     "tensor '%s': %s is not one zstd frame of the declared size", name, what);
     const size_t got = ZSTD_decompress(out, (size_t)size, src, len);
     if (ZSTD_isError(got) || got != size)
-        return fail(err, err_len, PC_E_FORMAT, "tensor '%s': %s does not decompress", name,
+        return pc_fail(err, err_len, PC_E_FORMAT, "tensor '%s': %s does not decompress", name,
                     what);
     return PC_OK;
 }
@@ -523,13 +546,13 @@ static int split_side(const entry *e, const uint8_t *side, grid_side *s, char *e
     s->freqs = malloc(sizeof(uint16_t) * n_freqs);
     s->escapes = malloc(sizeof(uint32_t) * g->lanes);
     if (!s->steps || !s->step_of16 || !s->group || !s->freqs || !s->escapes)
-        return fail(err, err_len, PC_E_NOMEM, "out of memory");
+        return pc_fail(err, err_len, PC_E_NOMEM, "out of memory");
     const uint8_t *p = side;
     for (uint64_t i = 0; i < g->steps; i++, p += 4) {
-        const uint32_t b = le32(p);
+        const uint32_t b = pc_le32(p);
         memcpy(&s->steps[i], &b, 4);
         if (!isfinite(s->steps[i]) || !(s->steps[i] > 0))
-            return fail(err, err_len, PC_E_FORMAT,
+            return pc_fail(err, err_len, PC_E_FORMAT,
                         "tensor '%s': grid steps must be finite and positive", e->t.name);
     }
     for (uint64_t r = 0; r < g->rows; r++) {
@@ -539,7 +562,7 @@ static int split_side(const entry *e, const uint8_t *side, grid_side *s, char *e
     for (uint64_t r = 0; r < g->rows; r++) {
         s->group[r] = p[r];
         if (s->step_of16[r] >= g->steps || p[r] >= g->tables)
-            return fail(err, err_len, PC_E_FORMAT, "tensor '%s': a row names a step or table it lacks",
+            return pc_fail(err, err_len, PC_E_FORMAT, "tensor '%s': a row names a step or table it lacks",
                         e->t.name);
     }
     p += g->rows;
@@ -550,14 +573,14 @@ static int split_side(const entry *e, const uint8_t *side, grid_side *s, char *e
             sum += s->freqs[t * (g->symbols + 1) + k];
         }
         if (sum != (uint64_t)1 << 15)
-            return fail(err, err_len, PC_E_FORMAT,
+            return pc_fail(err, err_len, PC_E_FORMAT,
                         "tensor '%s': a frequency table does not sum to 2**15", e->t.name);
     }
     uint64_t escaped = 0;
     for (uint64_t l = 0; g->outliers && l < g->lanes; l++, p += 4)
-        escaped += s->escapes[l] = le32(p);
+        escaped += s->escapes[l] = pc_le32(p);
     if (g->outliers && escaped != g->outliers)
-        return fail(err, err_len, PC_E_FORMAT, "tensor '%s': escapes do not match the outliers",
+        return pc_fail(err, err_len, PC_E_FORMAT, "tensor '%s': escapes do not match the outliers",
                     e->t.name);
     if (!g->outliers)
         memset(s->escapes, 0, sizeof(uint32_t) * g->lanes);
@@ -578,7 +601,7 @@ static int split_lanes(const entry *e, const uint8_t *p, uint64_t len, uint64_t 
                        uint32_t **lengths, uint32_t **words, char *err, size_t err_len) {
     const grid_fields *g = &e->grid;
     if (len < 12 * g->lanes || (len - 12 * g->lanes) % 4)
-        return fail(err, err_len, PC_E_FORMAT,
+        return pc_fail(err, err_len, PC_E_FORMAT,
                     "tensor '%s': payload length does not fit %llu lanes", e->t.name,
                     (unsigned long long)g->lanes);
     const uint64_t n_words = (len - 12 * g->lanes) / 4;
@@ -586,26 +609,26 @@ static int split_lanes(const entry *e, const uint8_t *p, uint64_t len, uint64_t 
     *lengths = malloc(sizeof(uint32_t) * g->lanes);
     *words = malloc(sizeof(uint32_t) * (n_words ? n_words : 1));
     if (!*states || !*lengths || !*words)
-        return fail(err, err_len, PC_E_NOMEM, "out of memory");
+        return pc_fail(err, err_len, PC_E_NOMEM, "out of memory");
     uint64_t total = 0;
     for (uint64_t l = 0; l < g->lanes; l++) {
-        (*states)[l] = le64(p + 8 * l);  /* checked below: [2**31, 2**63) */
-        (*lengths)[l] = le32(p + 8 * g->lanes + 4 * l);
+        (*states)[l] = pc_le64(p + 8 * l);  /* checked below: [2**31, 2**63) */
+        (*lengths)[l] = pc_le32(p + 8 * g->lanes + 4 * l);
         const uint64_t rows = (l + 1) * g->rows / g->lanes - l * g->rows / g->lanes;
         total += (*lengths)[l];
         if ((*lengths)[l] > rows * g->m)
-            return fail(err, err_len, PC_E_FORMAT,
+            return pc_fail(err, err_len, PC_E_FORMAT,
                         "tensor '%s': a lane's segment is longer than its steps", e->t.name);
         if ((*states)[l] < ((uint64_t)1 << 31) || (*states)[l] >= ((uint64_t)1 << 63))
-            return fail(err, err_len, PC_E_FORMAT,
+            return pc_fail(err, err_len, PC_E_FORMAT,
                         "tensor '%s': a lane state is outside [2**31, 2**63)", e->t.name);
     }
     if (total != n_words)
-        return fail(err, err_len, PC_E_FORMAT,
+        return pc_fail(err, err_len, PC_E_FORMAT,
                     "tensor '%s': segment lengths do not add up to the payload's words",
                     e->t.name);
     for (uint64_t k = 0; k < n_words; k++)
-        (*words)[k] = le32(p + 12 * g->lanes + 4 * k);
+        (*words)[k] = pc_le32(p + 12 * g->lanes + 4 * k);
     return PC_OK;
 }
 
@@ -614,15 +637,15 @@ static int stream_status(int status, const char *name, char *err, size_t err_len
     case PC_GRID_OK:
         return PC_OK;
     case PC_GRID_ENDS_EARLY:
-        return fail(err, err_len, PC_E_INTEGRITY, "tensor '%s': coded stream ends early", name);
+        return pc_fail(err, err_len, PC_E_INTEGRITY, "tensor '%s': coded stream ends early", name);
     case PC_GRID_INCONSISTENT:
-        return fail(err, err_len, PC_E_INTEGRITY, "tensor '%s': coded stream is inconsistent",
+        return pc_fail(err, err_len, PC_E_INTEGRITY, "tensor '%s': coded stream is inconsistent",
                     name);
     case PC_GRID_BAD_ESCAPES:
-        return fail(err, err_len, PC_E_FORMAT, "tensor '%s': escapes do not match the outliers",
+        return pc_fail(err, err_len, PC_E_FORMAT, "tensor '%s': escapes do not match the outliers",
                     name);
     default:
-        return fail(err, err_len, PC_E_NOMEM, "out of memory");
+        return pc_fail(err, err_len, PC_E_NOMEM, "out of memory");
     }
 }
 
@@ -638,7 +661,7 @@ static int grid_symbols_to_values(const entry *e, const grid_side *s, const doub
     int64_t *esc = malloc(sizeof(int64_t) * g->lanes);
     int rc = PC_OK;
     if (!sym || !vals || !esc)
-        rc = fail(err, err_len, PC_E_NOMEM, "out of memory");
+        rc = pc_fail(err, err_len, PC_E_NOMEM, "out of memory");
     if (rc == PC_OK)
         rc = stream_status(pc_grid_decode(states, lengths, words, s->group, s->freqs, ctx_of,
                                           (int64_t)g->contexts,
@@ -648,7 +671,7 @@ static int grid_symbols_to_values(const entry *e, const grid_side *s, const doub
                            e->t.name, err, err_len);
     for (uint64_t l = 0; rc == PC_OK && l < g->lanes; l++)
         if ((uint64_t)esc[l] != s->escapes[l])
-            rc = fail(err, err_len, PC_E_FORMAT, "tensor '%s': escapes do not match the outliers",
+            rc = pc_fail(err, err_len, PC_E_FORMAT, "tensor '%s': escapes do not match the outliers",
                       e->t.name);
     if (rc == PC_OK) {
         pc_grid_values(sym, (int64_t)g->rows, (int64_t)g->m, row_steps, g->q_lo,
@@ -674,7 +697,7 @@ static int decode_grid(const entry *e, const uint8_t *payload, uint8_t *out, cha
     const grid_fields *g = &e->grid;
     const uint64_t side_size = grid_side_size(e), n = g->rows * g->m;
     if (g->side > e->length)
-        return fail(err, err_len, PC_E_FORMAT, "tensor '%s': side frame longer than the payload",
+        return pc_fail(err, err_len, PC_E_FORMAT, "tensor '%s': side frame longer than the payload",
                     e->t.name);
     grid_side s;
     memset(&s, 0, sizeof s);
@@ -682,7 +705,7 @@ static int decode_grid(const entry *e, const uint8_t *payload, uint8_t *out, cha
     double *row_steps = malloc(sizeof(double) * (g->rows ? g->rows : 1));
     uint64_t *states = NULL;
     uint32_t *lengths = NULL, *words = NULL;
-    int rc = side && ctx_of && row_steps ? PC_OK : fail(err, err_len, PC_E_NOMEM, "out of memory");
+    int rc = side && ctx_of && row_steps ? PC_OK : pc_fail(err, err_len, PC_E_NOMEM, "out of memory");
     if (rc == PC_OK)
         rc = unzstd(payload, g->side, side, side_size, e->t.name, "the side frame", err, err_len);
     if (rc == PC_OK)
@@ -698,7 +721,7 @@ static int decode_grid(const entry *e, const uint8_t *payload, uint8_t *out, cha
             int64_t *esc = malloc(sizeof(int64_t) * g->lanes);
             float *outliers = malloc(sizeof(float) * (g->outliers ? g->outliers : 1));
             if (!esc || !outliers) {
-                rc = fail(err, err_len, PC_E_NOMEM, "out of memory");
+                rc = pc_fail(err, err_len, PC_E_NOMEM, "out of memory");
             } else {
                 memcpy(outliers, s.outliers, 4 * g->outliers);
                 float *values = (float *)(void *)out; /* out is aligned by the caller */
@@ -730,21 +753,21 @@ static int decode_grid(const entry *e, const uint8_t *payload, uint8_t *out, cha
 
 int pc_decode(pc_file *f, size_t i, void *out, size_t out_len, char *err, size_t err_len) {
     if (i >= f->count)
-        return fail(err, err_len, PC_E_ARGUMENT, "no tensor %zu", i);
+        return pc_fail(err, err_len, PC_E_ARGUMENT, "no tensor %zu", i);
     const entry *e = &f->entries[i];
     if (out_len < e->t.nbytes || ((uintptr_t)out % 8) != 0)
-        return fail(err, err_len, PC_E_ARGUMENT, "tensor '%s': the buffer is too small or unaligned",
+        return pc_fail(err, err_len, PC_E_ARGUMENT, "tensor '%s': the buffer is too small or unaligned",
                     e->t.name);
     const uint8_t *payload = f->data + f->payload_start + e->offset;
     if (!digest_matches(payload, e->length, e->payload_digest, 16))
-        return fail(err, err_len, PC_E_INTEGRITY, "digest mismatch in the payload of tensor '%s'",
+        return pc_fail(err, err_len, PC_E_INTEGRITY, "digest mismatch in the payload of tensor '%s'",
                     e->t.name);
     int rc;
     switch (e->t.coding) {
     case PC_RAW:
         rc = e->length == e->t.nbytes
                  ? PC_OK
-                 : fail(err, err_len, PC_E_FORMAT, "tensor '%s': raw payload of the wrong length",
+                 : pc_fail(err, err_len, PC_E_FORMAT, "tensor '%s': raw payload of the wrong length",
                         e->t.name);
         if (rc == PC_OK && e->length)
             memcpy(out, payload, e->length);
@@ -756,14 +779,12 @@ int pc_decode(pc_file *f, size_t i, void *out, size_t out_len, char *err, size_t
         rc = decode_grid(e, payload, out, err, err_len);
         break;
     default:
-        return fail(err, err_len, PC_E_UNSUPPORTED,
-                    "tensor '%s': coding %s is not in this decoder yet (use the Python package)",
-                    e->t.name, pc_coding_name(e->t.coding));
+        rc = pc_seed_decode(&e->seed, &e->t, payload, e->length, out, err, err_len);
     }
     if (rc == PC_OK)
         rc = check_bools(e, out, err, err_len);
     if (rc == PC_OK && !digest_matches(out, e->t.nbytes, e->digest, 16))
-        rc = fail(err, err_len, PC_E_INTEGRITY, "digest mismatch in decoded tensor '%s'",
+        rc = pc_fail(err, err_len, PC_E_INTEGRITY, "digest mismatch in decoded tensor '%s'",
                   e->t.name);
     return rc;
 }

@@ -108,24 +108,54 @@ def test_models_encoded_post_hoc_decode_bit_for_bit(decoder, tmp_path, rate, see
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in GOLDEN.glob("*.perm")))
-def test_every_golden_file_is_listed_and_its_plain_tensors_decode(decoder, tmp_path, name):
+def test_every_golden_file_decodes_bit_for_bit_tensor_by_tensor(decoder, tmp_path, name):
     path = GOLDEN / name
+    assert_same_as_python(decoder, path, tmp_path)
     listed = run(decoder, path, "--list")
     assert listed.returncode == EXIT_OK, listed.stderr
     theirs = permcodec.load_numpy(path)
     rows = [line.split("\t") for line in listed.stdout.splitlines()[1:]]
     assert [r[0] for r in rows] == list(theirs)
-    for tensor, _, _, coding in rows:
+    for tensor, *_ in rows:
         out = tmp_path / f"{len(tensor)}.bin"
         done = run(decoder, path, "--tensor", tensor, "-o", out, "--force")
-        if coding in ("raw", "raw-zstd", "grid-rans"):
-            assert done.returncode == EXIT_OK, done.stderr
-            assert out.read_bytes() == as_bytes(theirs[tensor])
-        else:  # seeded tensors: refused in one line, nothing written
-            assert done.returncode == EXIT_FAILED
-            assert "not in this decoder yet" in done.stderr
-            assert len(done.stderr.strip().splitlines()) == 1
-            assert not out.exists()
+        assert done.returncode == EXIT_OK, done.stderr
+        assert out.read_bytes() == as_bytes(theirs[tensor])
+
+
+SEEDED_SPECS = {
+    "he_uniform": permcodec.InitSpec("he_uniform"),
+    "sparse_normal": permcodec.InitSpec("he_normal", density=0.3),
+    "constant": permcodec.InitSpec("constant", value=0.08, random_sign=True, density=0.6),
+    "tensorwise": permcodec.InitSpec("uniform", a=-1.0, b=1.0, granularity="tensor"),
+    "levels": permcodec.InitSpec("levels", levels=2, scale=0.05, density=0.5),
+    "trunc_normal": permcodec.InitSpec("trunc_normal", std=0.02),
+}
+
+
+def _seeded_file(path: Path, coding: str, spec: str, dtype: str, shape: tuple, lanes: int):
+    """A file of one seeded tensor whose ranks stay near the init's, made with the
+    encoders (test_chunked_decode's entries): several runs of rows, or rows longer
+    than a run."""
+    from test_chunked_decode import _entry
+
+    entry, payload, _ = _entry(coding, SEEDED_SPECS[spec], shape, dtype, lanes, seed=len(spec))
+    version = 6 if spec == "levels" else 4
+    path.write_bytes(hf.seal({"byteorder": "little", "tensors": [entry]}, [payload], version))
+    return path
+
+
+@pytest.mark.parametrize("coding", ["row-rans", "perm-rans", "bucket-lossy", "bucket-exact"])
+@pytest.mark.parametrize("spec", sorted(SEEDED_SPECS))
+def test_seeded_tensors_decode_bit_for_bit(decoder, tmp_path, coding, spec):
+    """Every seeded coding over runs of rows (300 x 70: several runs of lanes or groups)
+    and rows longer than a run (3 x 9000), in each float dtype."""
+    for i, (dtype, shape, lanes) in enumerate(
+        [("float32", (300, 70), 7), ("float16", (300, 70), 37), ("bfloat16", (3, 9000), 2),
+         ("float64", (41, 33), 41)]
+    ):  # fmt: skip
+        path = _seeded_file(tmp_path / f"{i}.perm", coding, spec, dtype, shape, lanes)
+        assert_same_as_python(decoder, path, tmp_path)
 
 
 def test_the_command_line_refuses_in_one_line_with_its_exit_codes(decoder, tmp_path):
@@ -160,15 +190,15 @@ def _python_outcome(path: Path) -> dict[str, np.ndarray] | None:
 
 @pytest.mark.parametrize("family", ["bytes", "header", "payload"])
 def test_mutated_files_are_refused_or_decoded_as_python_does(asan_decoder, tmp_path, family):
-    """Hostile edits of a grid file (checksums resealed for header and payload edits), under
-    ASan and UBSan: no crash and no report; the decoder accepts exactly what the Python
-    reader accepts, and then writes the same bytes."""
-    raw = hf.valid_files()["grid"]
+    """Hostile edits of files of every coding (checksums resealed for header and payload
+    edits), under ASan and UBSan: no crash and no report; the decoder accepts exactly
+    what the Python reader accepts, and then writes the same bytes."""
+    files = list(hf.valid_files().values())
     rng = random.Random(f"native-{family}")
     path, out = tmp_path / "case.perm", tmp_path / "case.safetensors"
     outcomes = {}
-    for _ in range(80):
-        bad = hf.mutate(raw, rng, family)
+    for i in range(120):
+        bad = hf.mutate(files[i % len(files)], rng, family)
         if bad is None:
             continue
         path.write_bytes(bad)
@@ -218,6 +248,7 @@ def test_the_c_constants_are_the_python_packages():
         "PC_MAX_SHAPE_DIMS": 8,
         "PC_DEFAULT_MAX_BYTES": limits.DEFAULT_MAX_BYTES,
         "PC_STATE_LOW_BITS": contract.STATE_LOW.bit_length() - 1,
+        "PC_PROB_BITS": contract.PROB_BITS,
         "PC_GRID_TABLE_BITS": static_rans.TABLE_BITS,
         "PC_GRID_MAX_STEPS": grid_rans.MAX_STEPS,
         "PC_GRID_MAX_SYMBOLS": static_rans.MAX_SYMBOLS,
