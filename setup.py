@@ -11,9 +11,11 @@ from setuptools import Extension, setup
 # keeps its defaults.
 GCC_LIKE = sys.platform != "win32"
 COMPILE_ARGS = (
-    ["-O3", "-fwrapv", "-ffp-contract=off", "-g0", "-Wall", "-Wextra"] if GCC_LIKE else []
+    ["-O3", "-fwrapv", "-ffp-contract=off", "-g0", "-Wall", "-Wextra", "-pthread"]
+    if GCC_LIKE
+    else []
 )
-LINK_ARGS = ["-s"] if sys.platform.startswith("linux") else []
+LINK_ARGS = ["-s", "-pthread"] if sys.platform.startswith("linux") else []
 
 try:
     from Cython.Build import cythonize
@@ -25,6 +27,11 @@ else:
         "permcodec.kernels.rans_c": ["csrc/multiset.c"],
         "permcodec.kernels.philox_c": [],
         "permcodec.kernels.grid_c": ["csrc/grid_rans.c"],
+        "permcodec.kernels.seeded_c": [
+            "csrc/seeded_decode.c",
+            "csrc/seeded_init.c",
+            "csrc/multiset.c",
+        ],
     }
     ext_modules = cythonize(
         [

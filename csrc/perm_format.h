@@ -16,6 +16,21 @@
 #define PC_MAX_SHAPE_DIMS 8
 #define PC_DEFAULT_MAX_BYTES ((uint64_t)4 << 30)
 
+/* Statuses of the C decoders; the native CLI maps them to its exit codes. */
+enum {
+    PC_OK = 0,
+    PC_E_IO = 1,          /* the file cannot be read */
+    PC_E_FORMAT = 2,      /* malformed (section 9 of FORMAT.md) */
+    PC_E_INTEGRITY = 3,   /* a digest or a coded stream does not match: damaged */
+    PC_E_UNSUPPORTED = 4, /* a newer format version, or a coding this build lacks */
+    PC_E_LIMIT = 5,       /* decoding would take more memory than allowed */
+    PC_E_NOMEM = 6,
+    PC_E_ARGUMENT = 7 /* a caller's mistake: no such tensor, a buffer too small */
+};
+
+/* Codings (3.3) */
+enum { PC_RAW, PC_RAW_ZSTD, PC_PERM_RANS, PC_BUCKET_RANS, PC_ROW_RANS, PC_GRID_RANS };
+
 /* Dtypes (3.4), in the order of the table */
 enum {
     PC_FLOAT64, PC_FLOAT32, PC_FLOAT16, PC_BFLOAT16, PC_INT64, PC_INT32, PC_INT16,

@@ -328,7 +328,7 @@ static inline uint32_t f32_bits(float f) {
 /* IEEE binary32 -> binary16, round to nearest even, subnormals kept, overflow to inf;
  * a NaN keeps its sign and top 10 payload bits, made nonzero (numpy's rule; the NaNs
  * that reach here are quiet, and keep their quiet bit). */
-static inline uint16_t f32_to_f16(uint32_t x) {
+uint16_t pc_half_bits(uint32_t x) {
     uint32_t sign = (x >> 16) & 0x8000u, a = x & 0x7FFFFFFFu;
     if (a > 0x7F800000u) { /* NaN */
         uint32_t payload = (a >> 13) & 0x3FFu;
@@ -356,7 +356,7 @@ static inline uint16_t f32_to_f16(uint32_t x) {
 }
 
 /* bfloat16 of a binary32 pattern (6.8), without 32-bit overflow */
-static inline uint16_t f32_to_bf16(uint32_t b) {
+uint16_t pc_bfloat16_bits(uint32_t b) {
     return (uint16_t)((((uint64_t)b + 0x7FFFu + ((b >> 16) & 1u)) >> 16) & 0xFFFFu);
 }
 
@@ -384,13 +384,13 @@ static void store(int dtype, const double *v, size_t n, unsigned char *out) {
         break;
     case PC_FLOAT16:
         for (i = 0; i < n; i++) {
-            uint16_t h = f32_to_f16(f32_bits((float)v[i]));
+            uint16_t h = pc_half_bits(f32_bits((float)v[i]));
             memcpy(out + 2 * i, &h, 2);
         }
         break;
     default: /* PC_BFLOAT16 */
         for (i = 0; i < n; i++) {
-            uint16_t h = f32_to_bf16(f32_bits((float)v[i]));
+            uint16_t h = pc_bfloat16_bits(f32_bits((float)v[i]));
             memcpy(out + 2 * i, &h, 2);
         }
         break;
@@ -885,6 +885,17 @@ static const char *const KIND_NAMES[PC_KIND_COUNT] = {
     "kaiming_normal", "xavier_uniform", "xavier_normal", "constant",
     "two_value",      "quantile",      "levels"};
 
+const char *pc_init_kind_name(int kind) {
+    return kind >= 0 && kind < PC_KIND_COUNT ? KIND_NAMES[kind] : NULL;
+}
+
+int pc_init_kind(const char *name, size_t len) {
+    for (int k = 0; k < PC_KIND_COUNT; k++)
+        if (strlen(KIND_NAMES[k]) == len && memcmp(KIND_NAMES[k], name, len) == 0)
+            return k;
+    return -1;
+}
+
 static int fail(char *err, size_t err_len, const char *fmt, ...) {
     if (err != NULL && err_len > 0) {
         va_list ap;
@@ -1116,7 +1127,7 @@ double pc_probe_math(int fn, double x) {
     }
 }
 
-uint16_t pc_probe_f16(uint32_t bits) { return f32_to_f16(bits); }
+uint16_t pc_probe_f16(uint32_t bits) { return pc_half_bits(bits); }
 
 int pc_probe_ndtri_many(const double *u, size_t n, double *out) {
     double *tmp = malloc(sizeof(double) * 2 * (n ? n : 1));

@@ -37,6 +37,15 @@ enum {
     PC_KIND_COUNT
 };
 
+/* The casts of 6.8 on a binary32 bit pattern: binary16 (round to nearest even,
+ * subnormals kept, overflow to inf, NaNs as numpy makes them) and bfloat16. */
+uint16_t pc_half_bits(uint32_t f32);
+uint16_t pc_bfloat16_bits(uint32_t f32);
+
+/* The kind called name[0 .. len) (3.5), or -1; and the name of a kind (NULL if none). */
+int pc_init_kind(const char *name, size_t len);
+const char *pc_init_kind_name(int kind);
+
 /* Statuses of pc_init_check, pc_init_rows and pc_row_classes. */
 #define PC_INIT_OK 0
 #define PC_INIT_E_SPEC 1     /* pc_init_check: the spec is not valid for the shape */

@@ -19,7 +19,7 @@
 
 static const char USAGE[] =
     "usage: permcodec-decode FILE.perm [-o OUT] [--tensor NAME]... [--list] [--force]\n"
-    "                        [--max-bytes N[K|M|G]] [--version]\n"
+    "                        [--max-bytes N[K|M|G]] [--threads N] [--version]\n"
     "\n"
     "Decode a .perm file without Python: every tensor (or those named) to OUT.safetensors,\n"
     "or one tensor's raw little-endian bytes to OUT when OUT does not end in .safetensors.\n"
@@ -31,6 +31,8 @@ static const char USAGE[] =
     "  --force           overwrite OUT if it exists\n"
     "  --max-bytes N     refuse files whose decoding takes more memory (default 4G, or\n"
     "                    PERMCODEC_MAX_BYTES)\n"
+    "  --threads N       decode row-rans lanes on N threads (default 1, or\n"
+    "                    PERMCODEC_THREADS)\n"
     "  --version         print the format versions this decoder reads\n"
     "\n"
     "Every coding of format versions 1 to 6 decodes: the seeded tensors of LaPerm-trained\n"
@@ -195,7 +197,15 @@ typedef struct {
     size_t n_tensors;
     int list, force;
     uint64_t max_bytes;
+    int threads;
 } options;
+
+/* A thread count: a whole number from 1 to 256, or 0 if s is not one. */
+static int parse_threads(const char *s) {
+    char *end = NULL;
+    const long n = strtol(s, &end, 10);
+    return end != s && *end == '\0' && n >= 1 && n <= 256 ? (int)n : 0;
+}
 
 static int parse_args(int argc, char **argv, options *o) {
     o->tensors = calloc((size_t)argc, sizeof(char *));
@@ -204,6 +214,10 @@ static int parse_args(int argc, char **argv, options *o) {
     const char *env = getenv("PERMCODEC_MAX_BYTES");
     if (env && *env && (o->max_bytes = parse_size(env)) == 0)
         return usage_error("PERMCODEC_MAX_BYTES is not a size such as 4096, 512M or 16G", env);
+    const char *threads = getenv("PERMCODEC_THREADS");
+    o->threads = threads && *threads ? parse_threads(threads) : 1;
+    if (o->threads == 0)
+        return usage_error("PERMCODEC_THREADS is not a whole number from 1 to 256", threads);
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const int has_value = i + 1 < argc;
@@ -224,6 +238,11 @@ static int parse_args(int argc, char **argv, options *o) {
         } else if (strcmp(a, "--max-bytes") == 0) {
             if (!has_value || (o->max_bytes = parse_size(argv[i + 1])) == 0)
                 return usage_error("--max-bytes needs a size such as 4096, 512M or 16G",
+                                   has_value ? argv[i + 1] : NULL);
+            i++;
+        } else if (strcmp(a, "--threads") == 0) {
+            if (!has_value || (o->threads = parse_threads(argv[i + 1])) == 0)
+                return usage_error("--threads needs a whole number from 1 to 256",
                                    has_value ? argv[i + 1] : NULL);
             i++;
         } else if (strcmp(a, "--list") == 0) {
@@ -325,6 +344,7 @@ int main(int argc, char **argv) {
             fprintf(stderr, "permcodec-decode: error: %s\n", err);
             code = rc == PC_E_UNSUPPORTED ? EXIT_DAMAGED : exit_code(rc);
         } else {
+            pc_set_threads(f, o.threads);
             code = run(&o, f);
             pc_close(f);
         }

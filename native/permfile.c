@@ -22,6 +22,7 @@
 #include "internal.h"
 #include "mpack.h"
 #include "seeded.h"
+#include "seeded_init.h"
 
 /* the msgpack reader's own bounds on a header */
 #define MAX_DEPTH 64
@@ -51,6 +52,7 @@ struct pc_file {
     size_t count;
     entry *entries;
     char *names; /* the entries' names, NUL-terminated, back to back */
+    int threads;
 };
 
 int pc_fail(char *err, size_t err_len, int status, const char *fmt, ...) {
@@ -308,7 +310,7 @@ static int check_limit(const pc_file *f, uint64_t max_bytes, char *err, size_t e
                                ((uint64_t)1 << 16) * e->grid.tables * e->grid.contexts;
             work = w > work ? w : work;
         } else if (e->t.coding != PC_RAW && e->t.coding != PC_RAW_ZSTD) {
-            const uint64_t w = pc_seed_working_bytes(&e->seed, e->t.coding);
+            const uint64_t w = pc_seeded_working_bytes(&e->seed.sd);
             work = w > work ? w : work;
         }
     }
@@ -439,6 +441,7 @@ void pc_close(pc_file *f) {
 }
 
 uint32_t pc_version(const pc_file *f) { return f->version; }
+void pc_set_threads(pc_file *f, int threads) { f->threads = threads > 1 ? threads : 1; }
 size_t pc_count(const pc_file *f) { return f->count; }
 
 const pc_tensor *pc_tensor_at(const pc_file *f, size_t i) {
@@ -479,39 +482,6 @@ static int unzstd(const uint8_t *src, size_t len, void *out, uint64_t size, cons
     return PC_OK;
 }
 
-/* binary32 -> binary16, round to nearest even, subnormals kept, overflow to inf (6.8). */
-static uint16_t to_half(float f) {
-    uint32_t b;
-    memcpy(&b, &f, 4);
-    const uint32_t sign = (b >> 16) & 0x8000, exp = (b >> 23) & 0xFF, man = b & 0x7FFFFF;
-    if (exp == 0xFF)
-        return (uint16_t)(sign | 0x7C00 | (man ? 0x200 | (man >> 13) : 0));
-    const int e = (int)exp - 127 + 15;
-    if (e >= 31)
-        return (uint16_t)(sign | 0x7C00);
-    if (e <= 0) { /* subnormal half, or zero */
-        if (e < -10)
-            return (uint16_t)sign;
-        const uint32_t full = man | 0x800000, shift = (uint32_t)(14 - e);
-        uint32_t h = full >> shift;
-        const uint32_t rest = full & ((1u << shift) - 1), half = 1u << (shift - 1);
-        if (rest > half || (rest == half && (h & 1)))
-            h++;
-        return (uint16_t)(sign | h);
-    }
-    uint32_t h = (uint32_t)e << 10 | man >> 13;
-    const uint32_t rest = man & 0x1FFF;
-    if (rest > 0x1000 || (rest == 0x1000 && (h & 1)))
-        h++; /* may carry into the exponent, up to inf: still right */
-    return (uint16_t)(sign | h);
-}
-
-static uint16_t to_bfloat16(float f) {
-    uint32_t b;
-    memcpy(&b, &f, 4);
-    return (uint16_t)(((uint64_t)b + 0x7FFF + ((b >> 16) & 1)) >> 16);
-}
-
 /* Cast RN32 values to the dtype's storage (6.8), element i of `out`. */
 static void store_value(int dtype, float f, uint8_t *out, uint64_t i) {
     if (dtype == PC_FLOAT32) {
@@ -520,7 +490,9 @@ static void store_value(int dtype, float f, uint8_t *out, uint64_t i) {
         const double d = f;
         memcpy(out + 8 * i, &d, 8);
     } else {
-        const uint16_t h = dtype == PC_FLOAT16 ? to_half(f) : to_bfloat16(f);
+        uint32_t b;
+        memcpy(&b, &f, 4);
+        const uint16_t h = dtype == PC_FLOAT16 ? pc_half_bits(b) : pc_bfloat16_bits(b);
         memcpy(out + 2 * i, &h, 2);
     }
 }
@@ -751,6 +723,9 @@ static int decode_grid(const entry *e, const uint8_t *payload, uint8_t *out, cha
     return rc;
 }
 
+/* The caller's buffer, for pc_seeded_decode. */
+static void *the_buffer(void *out) { return out; }
+
 int pc_decode(pc_file *f, size_t i, void *out, size_t out_len, char *err, size_t err_len) {
     if (i >= f->count)
         return pc_fail(err, err_len, PC_E_ARGUMENT, "no tensor %zu", i);
@@ -779,7 +754,8 @@ int pc_decode(pc_file *f, size_t i, void *out, size_t out_len, char *err, size_t
         rc = decode_grid(e, payload, out, err, err_len);
         break;
     default:
-        rc = pc_seed_decode(&e->seed, &e->t, payload, e->length, out, err, err_len);
+        rc = pc_seeded_decode(&e->seed.sd, payload, e->length, the_buffer, out, f->threads, err,
+                              err_len);
     }
     if (rc == PC_OK)
         rc = check_bools(e, out, err, err_len);

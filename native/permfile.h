@@ -10,21 +10,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Statuses; the CLI maps them to its exit codes. */
-enum {
-    PC_OK = 0,
-    PC_E_IO = 1,          /* the file cannot be read */
-    PC_E_FORMAT = 2,      /* malformed (section 9 of FORMAT.md) */
-    PC_E_INTEGRITY = 3,   /* a digest or a coded stream does not match: damaged */
-    PC_E_UNSUPPORTED = 4, /* a newer format version, or a coding this build lacks */
-    PC_E_LIMIT = 5,       /* decoding would take more memory than allowed */
-    PC_E_NOMEM = 6,
-    PC_E_ARGUMENT = 7 /* a caller's mistake: no such tensor, a buffer too small */
-};
-
-/* Codings (3.3); the dtypes (3.4) are in perm_format.h. */
-enum { PC_RAW, PC_RAW_ZSTD, PC_PERM_RANS, PC_BUCKET_RANS, PC_ROW_RANS, PC_GRID_RANS };
-
 #include "perm_format.h"
 
 #define PC_MAX_DIMS PC_MAX_SHAPE_DIMS
@@ -51,6 +36,9 @@ size_t pc_count(const pc_file *f);
 const pc_tensor *pc_tensor_at(const pc_file *f, size_t i);
 /* Index of the tensor named `name`, or -1. */
 long pc_find(const pc_file *f, const char *name);
+
+/* Threads a decode may use (default 1): row-rans lanes decode side by side. */
+void pc_set_threads(pc_file *f, int threads);
 
 /* Decode tensor `i` into `out` (at least its nbytes): its payload digest checked before,
  * its decoded digest after. */

@@ -51,9 +51,11 @@ def _coders(reference: bool) -> Iterator[None]:
 
 @contextlib.contextmanager
 def _chunk(values: int) -> Iterator[None]:
-    """Seeded decoders take runs of about ``values`` values."""
+    """Seeded decoders take runs of about ``values`` values (those of permcodec.coding.runs:
+    the compiled whole-tensor decoder's runs are fixed)."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(runs, "DECODE_CHUNK", values)
+        mp.setattr(runs, "COMPILED", False)
         yield
 
 

@@ -88,6 +88,12 @@ class BucketRans(SeededCoding):
     def decode(self, params: BucketParams, payload: bytes) -> np.ndarray:
         """The bucket layer, then the refinement stream or the initial-rank rule; each
         stream a run of its own groups at a time."""
+        compiled = runs.decode_compiled(
+            self.name, params, payload, bits=params.bits, exact=params.exact,
+            weights=params.weights, words=params.words, refine_lanes=params.refine_lanes or 0,
+        )  # fmt: skip
+        if compiled is not None:
+            return compiled
         meta, seed = params.meta, params.seed
         name, rows, m, bits = meta.name, seed.rows, seed.m, params.bits
         states, words, end = split_rans(name, payload, 0, params.lanes, params.words, rows)

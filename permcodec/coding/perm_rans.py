@@ -24,6 +24,9 @@ class PermRans(SeededCoding):
     def decode(self, params: SeededParams, payload: bytes) -> np.ndarray:
         """A run of whole groups at a time: each run regenerates only its own rows of
         the init, so memory stays near the output plus one run."""
+        compiled = runs.decode_compiled(self.name, params, payload)
+        if compiled is not None:
+            return compiled
         meta, seed = params.meta, params.seed
         name, rows, m = meta.name, seed.rows, seed.m
         states, words, _ = split_rans(name, payload, 0, params.lanes, None, rows)

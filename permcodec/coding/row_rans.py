@@ -28,6 +28,9 @@ class RowRans(SeededCoding):
         """A run of lanes (or of one lane's rows) at a time: each run regenerates only
         its own rows of the init, so memory stays near the output plus one run, and a
         garbage payload fails in its first run."""
+        compiled = runs.decode_compiled(self.name, params, payload)
+        if compiled is not None:
+            return compiled
         meta, seed = params.meta, params.seed
         name, rows, m = meta.name, seed.rows, seed.m
         states, lengths, words = split_segments(name, payload, params.lanes, rows, m)

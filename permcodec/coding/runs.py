@@ -17,9 +17,10 @@ from typing import Any, TypeVar
 import numpy as np
 
 from .. import kernels
-from ..core.dtypes import order_keys
+from ..core.dtypes import order_keys, storage_dtype
 from ..core.initializers import initial_rows
 from ..core.ops import NUMPY
+from ..errors import FormatError, IntegrityError
 from . import arrangement, buckets, rans
 
 #: Values a seeded decoder takes at once (whole lanes of ``row-rans``, or rows of one
@@ -48,6 +49,35 @@ def decode_threads() -> int:
 
 
 _POOLS: dict[int, Any] = {}
+
+
+#: Whether seeded tensors decode by csrc/seeded_decode.c where it is built (its runs are
+#: those below, fixed at :data:`DECODE_CHUNK` values); tests of the runs here turn it off.
+COMPILED = True
+
+
+def decode_compiled(coding: str, params: Any, payload: bytes, **bucket: Any) -> np.ndarray | None:
+    """A seeded tensor decoded by csrc/seeded_decode.c, what the native decoder runs: the
+    runs of this module in C, the GIL released, ``row-rans`` lanes on
+    :func:`decode_threads` threads. None where that extension is not built (or the
+    environment asks for the numpy reference): then the runs below decode it, with
+    the rANS kernels or their numpy reference, to the same bits."""
+    impl = kernels.load("seeded_c") if COMPILED else None
+    if impl is None:
+        return None
+    meta, seed = params.meta, params.seed
+    storage = storage_dtype(meta.dtype)
+    values, status, message = impl.decode(
+        coding, meta.name, meta.dtype, storage, seed.spec, tuple(seed.key), seed.rows,
+        seed.m, params.lanes, payload, decode_threads(), **bucket,
+    )  # fmt: skip
+    if status == impl.OK:
+        return values.reshape(meta.shape)
+    if status == impl.FORMAT:
+        raise FormatError(message)
+    if status == impl.INTEGRITY:
+        raise IntegrityError(message, meta.name)
+    raise MemoryError(message)
 
 
 def run_all(fn: Callable[[T], None], jobs: list[T]) -> None:

@@ -32,6 +32,7 @@ MODULES = {
     "rans_c": "the numpy reference coder",
     "philox_c": "the numpy reference generator",
     "grid_c": "the numpy reference static-table coder",
+    "seeded_c": "the seeded decoders of permcodec.coding (numpy, with the rans kernels)",
     "sync_numba": "torch's sort for LaPerm's sync",
     "rans_triton": "the CPU decoder, then a copy to the device",
 }
@@ -40,7 +41,7 @@ FAMILIES = {"rans": ("rans_c",), "philox": ("philox_c",)}
 #: Packages whose absence is a supported install, not a fault.
 COMPILERS = ("numba", "llvmlite", "triton")
 #: Extensions built at install where a C compiler was found; their absence is supported.
-EXTENSIONS = ("rans_c", "philox_c", "grid_c")
+EXTENSIONS = ("rans_c", "philox_c", "grid_c", "seeded_c")
 #: The interface version the extensions must report (their ``API``): an extension built
 #: from older sources (a stale in-place build) is refused with a warning.
 EXTENSION_API = 2

@@ -1,0 +1,767 @@
+/* Decoding seeded tensors (FORMAT.md 4.3-4.5, 5), a run of rows at a time. */
+#define _POSIX_C_SOURCE 200809L /* pthreads */
+#include "seeded_decode.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "multiset.h"
+
+#if !defined(_WIN32)
+#include <pthread.h>
+#define PC_THREADS 1
+#endif
+
+static int fail(char *err, size_t err_len, int status, const char *fmt, ...) {
+    if (err != NULL && err_len > 0) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, err_len, fmt, ap);
+        va_end(ap);
+    }
+    return status;
+}
+
+static uint32_t le32(const uint8_t *p) {
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static uint64_t le64(const uint8_t *p) { return (uint64_t)le32(p) | (uint64_t)le32(p + 4) << 32; }
+
+/* ------------------------------------------------------------------ working memory */
+
+/* Values of one run: DECODE_CHUNK of permcodec/coding/runs.py, and its bytes per value. */
+#define RUN_VALUES ((uint64_t)1 << 13)
+#define RUN_BYTES_PER_VALUE 128
+#define LANE_GROUP 4
+
+static uint64_t group_run_values(uint64_t rows, uint64_t m, uint64_t lanes) {
+    const uint64_t per = m ? (RUN_VALUES + m - 1) / m : RUN_VALUES;
+    const uint64_t want = lanes > per ? lanes : per;
+    return (rows < want ? rows : want) * m;
+}
+
+uint64_t pc_seeded_working_bytes(const pc_seeded *s) {
+    uint64_t run;
+    if (s->coding == PC_ROW_RANS) {
+        const uint64_t most = (LANE_GROUP + 1) * RUN_VALUES;
+        run = s->m > most ? s->m : most;
+        run = s->rows * s->m < run ? s->rows * s->m : run;
+    } else {
+        const uint64_t lanes = s->exact && s->refine_lanes > s->lanes ? s->refine_lanes : s->lanes;
+        run = group_run_values(s->rows, s->m, lanes);
+    }
+    return RUN_BYTES_PER_VALUE * run;
+}
+
+/* ------------------------------------------------------------------ runs of rows */
+
+/* What one run of rows [r0, r1) of the init gives a decoder. Arrays hold rows x m
+ * entries (rows x k for per_bucket), row-major. */
+typedef struct {
+    uint64_t r0, r1, n; /* n: the most classes of a row of the run */
+    uint8_t *init;      /* the initial values, storage bytes */
+    uint32_t *order;    /* order[r][q]: the position of sorted rank q */
+    int64_t *counts;    /* counts[r][c], zero past the row's classes */
+    uint8_t *values;    /* values[r][c]: class c's storage value */
+    uint8_t *distinct;  /* distinct[r]: the row holds m distinct values */
+    uint64_t *row_counts; /* one row's counts, as pc_row_classes gives them */
+    uint64_t cap, cap_rows; /* the values and rows the buffers hold */
+} init_run;
+
+typedef struct {
+    const pc_seeded *s;
+    size_t width; /* bytes per stored value */
+    init_run run;
+    pc_output_fn out_fn;
+    void *out_ctx;
+    uint8_t *out; /* NULL until the first run has decoded */
+} seeded_ctx;
+
+/* The output, asked for at the first write. */
+static uint8_t *output(seeded_ctx *c) {
+    if (c->out == NULL)
+        c->out = c->out_fn(c->out_ctx);
+    return c->out;
+}
+
+static void free_run(init_run *r) {
+    free(r->init);
+    free(r->order);
+    free(r->counts);
+    free(r->values);
+    free(r->distinct);
+    free(r->row_counts);
+    memset(r, 0, sizeof *r);
+}
+
+/* Regenerate rows [r0, r1) of the init and class them (FORMAT 5.1). */
+static int make_run(seeded_ctx *c, uint64_t r0, uint64_t r1, char *err, size_t err_len) {
+    const uint64_t m = c->s->m, rows = r1 - r0, n = rows * m;
+    init_run *r = &c->run;
+    if (n > r->cap || rows > r->cap_rows) { /* the buffers grow to the largest run, once */
+        free_run(r);
+        r->init = malloc(c->width * (n ? n : 1));
+        r->order = malloc(sizeof(uint32_t) * (n ? n : 1));
+        r->counts = malloc(sizeof(int64_t) * (n ? n : 1));
+        r->values = malloc(c->width * (n ? n : 1));
+        r->distinct = malloc(rows ? rows : 1);
+        r->row_counts = malloc(sizeof(uint64_t) * (m ? m : 1));
+        if (!r->init || !r->order || !r->counts || !r->values || !r->distinct || !r->row_counts)
+            return fail(err, err_len, PC_E_NOMEM, "out of memory");
+        r->cap = n;
+        r->cap_rows = rows;
+    }
+    r->r0 = r0;
+    r->r1 = r1;
+    memset(r->counts, 0, sizeof(int64_t) * n);
+    if (pc_init_rows(&c->s->spec, c->s->k0, c->s->k1, c->s->dtype, c->s->rows, m, r0, r1,
+                     r->init) != PC_INIT_OK)
+        return fail(err, err_len, PC_E_NOMEM, "tensor '%s': cannot regenerate its init",
+                    c->s->name);
+    r->n = 0;
+    for (uint64_t i = 0; i < rows; i++) {
+        uint64_t got = 0;
+        if (pc_row_classes(c->s->dtype, r->init + i * m * c->width, m, r->order + i * m,
+                           r->row_counts, r->values + i * m * c->width, &got) != PC_INIT_OK)
+            return fail(err, err_len, PC_E_NOMEM, "out of memory");
+        for (uint64_t k = 0; k < got; k++)
+            r->counts[i * m + k] = (int64_t)r->row_counts[k];
+        r->distinct[i] = got == m;
+        r->n = got > r->n ? got : r->n;
+    }
+    return PC_OK;
+}
+
+/* counts and values of the run, repacked to rows of n entries (the kernels' layout). */
+static void pack_classes(init_run *r, uint64_t m, size_t width) {
+    const uint64_t rows = r->r1 - r->r0;
+    for (uint64_t i = 1; i < rows && r->n < m; i++) {
+        memmove(r->counts + i * r->n, r->counts + i * m, sizeof(int64_t) * r->n);
+        memmove(r->values + i * r->n * width, r->values + i * m * width, width * r->n);
+    }
+}
+
+/* Rows of the run from their classes: position j of row i gets values[i][cls[i][j]]. */
+static int rebuild(seeded_ctx *c, const int64_t *cls, char *err, size_t err_len) {
+    const init_run *r = &c->run;
+    const uint64_t rows = r->r1 - r->r0, m = c->s->m;
+    const size_t width = c->width;
+    uint8_t *out = output(c);
+    if (out == NULL)
+        return fail(err, err_len, PC_E_NOMEM, "out of memory");
+    uint8_t *dst = out + r->r0 * m * width;
+    for (uint64_t i = 0; i < rows; i++) {
+        const uint8_t *vals = r->values + i * r->n * width;
+        const int64_t *row = cls + i * m;
+        uint8_t *o = dst + i * m * width;
+        switch (width) {
+        case 8:
+            for (uint64_t j = 0; j < m; j++)
+                memcpy(o + 8 * j, vals + 8 * row[j], 8);
+            break;
+        case 4:
+            for (uint64_t j = 0; j < m; j++)
+                memcpy(o + 4 * j, vals + 4 * row[j], 4);
+            break;
+        default:
+            for (uint64_t j = 0; j < m; j++)
+                memcpy(o + 2 * j, vals + 2 * row[j], 2);
+        }
+    }
+    return PC_OK;
+}
+
+static int ms_status(int status, const char *name, char *err, size_t err_len) {
+    switch (status) {
+    case PC_MS_OK:
+        return PC_OK;
+    case PC_MS_ENDS_EARLY:
+        return fail(err, err_len, PC_E_INTEGRITY, "tensor '%s': coded stream ends early", name);
+    case PC_MS_NO_MEMORY:
+        return fail(err, err_len, PC_E_NOMEM, "out of memory");
+    default:
+        return fail(err, err_len, PC_E_INTEGRITY, "tensor '%s': coded stream is inconsistent",
+                       name);
+    }
+}
+
+/* ------------------------------------------------------------------ streams */
+
+typedef struct {
+    int64_t *x;      /* lane states */
+    uint32_t *words; /* the stream's words, host order */
+    int64_t lanes, n_words, pos;
+} stream;
+
+static void free_stream(stream *st) {
+    free(st->x);
+    free(st->words);
+}
+
+/* An interleaved stream at payload[at]: lanes u64 states, then n_words u32 words. */
+static int read_stream(const uint8_t *p, uint64_t lanes, uint64_t n_words, stream *st,
+                       char *err, size_t err_len) {
+    st->lanes = (int64_t)lanes;
+    st->n_words = (int64_t)n_words;
+    st->pos = 0;
+    st->x = malloc(sizeof(int64_t) * lanes);
+    st->words = malloc(sizeof(uint32_t) * (n_words ? n_words : 1));
+    if (!st->x || !st->words)
+        return fail(err, err_len, PC_E_NOMEM, "out of memory");
+    for (uint64_t l = 0; l < lanes; l++)
+        st->x[l] = (int64_t)le64(p + 8 * l);
+    for (uint64_t k = 0; k < n_words; k++)
+        st->words[k] = le32(p + 8 * lanes + 4 * k);
+    return PC_OK;
+}
+
+/* Stored states lie in [2**31, 2**63); an empty tensor's are 2**31 with no words. */
+static int check_states(const stream *st, int empty, const char *name, char *err,
+                        size_t err_len) {
+    const int64_t low = (int64_t)1 << PC_STATE_LOW_BITS;
+    for (int64_t l = 0; l < st->lanes; l++)
+        if (empty ? st->x[l] != low : st->x[l] < low)
+            return fail(err, err_len, PC_E_INTEGRITY, empty
+                        ? "tensor '%s': an empty tensor has coded data"
+                        : "tensor '%s': coder state out of range", name);
+    if (empty && st->n_words)
+        return fail(err, err_len, PC_E_INTEGRITY, "tensor '%s': an empty tensor has coded data",
+                       name);
+    return PC_OK;
+}
+
+/* Runs of whole groups of `lanes` rows, about RUN_VALUES values each (runs.group_runs). */
+static uint64_t group_step(uint64_t lanes, uint64_t m) {
+    const uint64_t per = lanes * m != 0 ? RUN_VALUES / (lanes * m) : RUN_VALUES;
+    return lanes * (per ? per : 1);
+}
+
+/* ------------------------------------------------------------------ perm-rans */
+
+static int decode_perm(seeded_ctx *c, const uint8_t *payload, uint64_t length,
+                       char *err, size_t err_len) {
+    const pc_seeded *s = c->s;
+    const char *name = c->s->name;
+    if (length < 8 * s->lanes || (length - 8 * s->lanes) % 4)
+        return fail(err, err_len, PC_E_FORMAT,
+                    "tensor '%s': payload length %llu does not fit %llu lanes", name,
+                    (unsigned long long)length, (unsigned long long)s->lanes);
+    stream st;
+    memset(&st, 0, sizeof st);
+    int rc = read_stream(payload, s->lanes, (length - 8 * s->lanes) / 4, &st, err, err_len);
+    const int empty = s->rows * s->m == 0;
+    if (rc == PC_OK)
+        rc = check_states(&st, empty, name, err, err_len);
+    int64_t *cls = NULL;
+    const uint64_t step = group_step(s->lanes, s->m);
+    for (uint64_t r0 = 0; rc == PC_OK && !empty && r0 < s->rows; r0 += step) {
+        const uint64_t r1 = r0 + step < s->rows ? r0 + step : s->rows;
+        rc = make_run(c, r0, r1, err, err_len);
+        if (rc != PC_OK)
+            break;
+        pack_classes(&c->run, s->m, c->width);
+        free(cls);
+        cls = malloc(sizeof(int64_t) * (r1 - r0) * s->m);
+        if (cls == NULL) {
+            rc = fail(err, err_len, PC_E_NOMEM, "out of memory");
+            break;
+        }
+        int64_t used = 0;
+        rc = ms_status(pc_ms_decode(st.x, st.lanes, st.words + st.pos, st.n_words - st.pos,
+                                    c->run.counts, (int64_t)c->run.n, (int64_t)(r1 - r0),
+                                    (int64_t)c->run.n, NULL, 0, (int64_t)s->m, r1 == s->rows,
+                                    NULL, cls, (int64_t)s->m, &used),
+                       name, err, err_len);
+        st.pos += used;
+        if (rc == PC_OK)
+            rc = rebuild(c, cls, err, err_len);
+    }
+    free(cls);
+    free_stream(&st);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ row-rans */
+
+/* Lane l codes rows [b[l], b[l + 1]), b[l] = floor(l R / L) (4.5.2). */
+static uint64_t lane_bound(uint64_t l, uint64_t rows, uint64_t lanes) {
+#if defined(__SIZEOF_INT128__)
+    __extension__ typedef unsigned __int128 wide; /* l * rows may pass 2**64 */
+    return (uint64_t)(((wide)l * rows) / lanes);
+#else
+    return l * rows / lanes; /* only files far over any memory limit reach 2**64 */
+#endif
+}
+
+/* Decode lanes [l0, l1) together (several whole lanes), or lane l0 alone a sub-run of
+ * rows at a time (runs.lane_chunks and runs.row_runs). */
+static int decode_lanes(seeded_ctx *c, stream *st, const int64_t *seg, uint64_t l0,
+                        uint64_t l1, const uint64_t *recip, char *err,
+                        size_t err_len) {
+    const pc_seeded *s = c->s;
+    const uint64_t lanes = l1 - l0, m = s->m;
+    const uint64_t b0 = lane_bound(l0, s->rows, s->lanes), b1 = lane_bound(l1, s->rows, s->lanes);
+    const uint64_t step = lanes > 1 ? b1 - b0 : (RUN_VALUES / m ? RUN_VALUES / m : 1);
+    int64_t *bounds = malloc(sizeof(int64_t) * (lanes + 1));
+    int64_t *starts = malloc(sizeof(int64_t) * (lanes + 1));
+    int64_t *status = malloc(sizeof(int64_t) * lanes), *used = malloc(sizeof(int64_t) * lanes);
+    int64_t *cls = malloc(sizeof(int64_t) * (step < b1 - b0 ? step : b1 - b0) * m + 8);
+    int rc = bounds && starts && status && used && cls ? PC_OK
+                                                       : fail(err, err_len, PC_E_NOMEM,
+                                                                 "out of memory");
+    int64_t pos = seg[l0]; /* a lone lane's next word */
+    for (uint64_t r0 = b0; rc == PC_OK && r0 < b1; r0 += step) {
+        const uint64_t r1 = r0 + step < b1 ? r0 + step : b1;
+        rc = make_run(c, r0, r1, err, err_len);
+        if (rc != PC_OK)
+            break;
+        pack_classes(&c->run, m, c->width);
+        for (uint64_t l = 0; l <= lanes; l++) {
+            bounds[l] = lanes > 1 ? (int64_t)(lane_bound(l0 + l, s->rows, s->lanes) - b0)
+                                  : (int64_t)(l ? r1 - r0 : 0);
+            starts[l] = lanes > 1 ? seg[l0 + l] : (l ? seg[l1] : pos);
+        }
+        const int status_all =
+            pc_ms_decode_rows(st->x + l0, (int64_t)lanes, starts, st->words, c->run.counts,
+                              (int64_t)c->run.n, (int64_t)c->run.n, c->run.distinct, bounds,
+                              (int64_t)m, r1 == b1, recip, cls, (int64_t)m, status, used);
+        rc = ms_status(status_all, c->s->name, err, err_len);
+        int worst = PC_MS_OK; /* ends early before inconsistent, as the reference says */
+        for (uint64_t l = 0; rc == PC_OK && l < lanes; l++)
+            if (status[l] == PC_MS_ENDS_EARLY || (status[l] != PC_MS_OK && worst == PC_MS_OK))
+                worst = (int)status[l];
+        if (rc == PC_OK)
+            rc = ms_status(worst, c->s->name, err, err_len);
+        pos += used[0];
+        if (rc == PC_OK)
+            rc = rebuild(c, cls, err, err_len);
+    }
+    free(bounds);
+    free(starts);
+    free(status);
+    free(used);
+    free(cls);
+    return rc;
+}
+
+/* Runs of whole lanes (runs.lane_chunks): about RUN_VALUES values each, in multiples of
+ * LANE_GROUP lanes, a lane longer than RUN_VALUES a run of its own. Returns the runs' first
+ * lanes and the end (chunks[0 .. *n] holds *n runs), or NULL. */
+static uint64_t *lane_chunks(const pc_seeded *s, int64_t *n) {
+    const uint64_t lanes = s->lanes, m = s->m;
+    uint64_t *at = malloc(sizeof(uint64_t) * (lanes + 1)), count = 0, l0 = 0;
+    if (at == NULL)
+        return NULL;
+    for (uint64_t lane = 0; lane < lanes; lane++) {
+        const uint64_t a = lane_bound(l0, s->rows, lanes), b = lane_bound(lane, s->rows, lanes),
+                       e = lane_bound(lane + 1, s->rows, lanes);
+        if ((e - b) * m > RUN_VALUES) {
+            if (l0 < lane)
+                at[count++] = l0;
+            at[count++] = lane;
+            l0 = lane + 1;
+            continue;
+        }
+        const int whole = (lane + 1 - l0) % LANE_GROUP == 0;
+        if (((e - a) * m >= RUN_VALUES && whole) || (e - a) * m >= LANE_GROUP * RUN_VALUES) {
+            at[count++] = l0;
+            l0 = lane + 1;
+        }
+    }
+    if (l0 < lanes)
+        at[count++] = l0;
+    at[count] = lanes;
+    *n = (int64_t)count;
+    return at;
+}
+
+/* The runs of lanes of one row-rans tensor, shared by the threads that decode them. */
+typedef struct {
+    seeded_ctx *c;
+    stream *st;
+    const int64_t *seg;
+    const uint64_t *chunks;
+    uint64_t n_chunks;
+    const uint64_t *recip;
+    uint64_t next; /* the next run to take */
+    int stop;      /* a run failed */
+#if PC_THREADS
+    pthread_mutex_t lock;
+#endif
+} lanes_job;
+
+static int run_chunk(const lanes_job *job, seeded_ctx *c, uint64_t i, char *err,
+                     size_t err_len) {
+    return decode_lanes(c, job->st, job->seg, job->chunks[i], job->chunks[i + 1], job->recip,
+                        err, err_len);
+}
+
+#if PC_THREADS
+/* A thread's share of a job: runs taken in turn, on scratch of its own. */
+typedef struct {
+    lanes_job *job;
+    seeded_ctx c;
+    int rc;
+    uint64_t failed_at;
+    char err[256];
+} worker;
+
+static void *work(void *arg) {
+    worker *w = arg;
+    lanes_job *job = w->job;
+    for (;;) {
+        pthread_mutex_lock(&job->lock);
+        const uint64_t i = job->stop || job->next >= job->n_chunks ? UINT64_MAX : job->next++;
+        pthread_mutex_unlock(&job->lock);
+        if (i == UINT64_MAX)
+            break;
+        w->rc = run_chunk(job, &w->c, i, w->err, sizeof w->err);
+        if (w->rc != PC_OK) {
+            w->failed_at = i;
+            pthread_mutex_lock(&job->lock);
+            job->stop = 1;
+            pthread_mutex_unlock(&job->lock);
+            break;
+        }
+    }
+    free_run(&w->c.run);
+    return NULL;
+}
+#endif
+
+/* Every run of the job: the first on this thread (which asks for the output), the rest
+ * on up to `threads` threads; the error of the earliest run that failed. */
+static int run_chunks(lanes_job *job, int threads, char *err, size_t err_len) {
+    int rc = run_chunk(job, job->c, 0, err, err_len);
+    job->next = 1;
+#if PC_THREADS
+    const uint64_t left = job->n_chunks - 1;
+    const int n = threads < 2 || left < 2 ? 0 : (uint64_t)threads < left ? threads : (int)left;
+    worker *w = n ? calloc((size_t)n, sizeof(worker)) : NULL;
+    pthread_t *tid = n ? malloc(sizeof(pthread_t) * (size_t)n) : NULL;
+    int started = 0;
+    if (rc == PC_OK && w != NULL && tid != NULL && pthread_mutex_init(&job->lock, NULL) == 0) {
+        for (; started < n; started++) {
+            w[started].job = job;
+            w[started].c = *job->c;
+            memset(&w[started].c.run, 0, sizeof(init_run));
+            if (pthread_create(&tid[started], NULL, work, &w[started]) != 0)
+                break;
+        }
+        uint64_t first = UINT64_MAX;
+        for (int t = 0; t < started; t++) {
+            pthread_join(tid[t], NULL);
+            if (w[t].rc != PC_OK && w[t].failed_at < first) {
+                first = w[t].failed_at;
+                rc = fail(err, err_len, w[t].rc, "%s", w[t].err);
+            }
+        }
+        pthread_mutex_destroy(&job->lock);
+    }
+    free(w);
+    free(tid);
+#else
+    (void)threads;
+#endif
+    for (uint64_t i = job->next; rc == PC_OK && !job->stop && i < job->n_chunks; i++)
+        rc = run_chunk(job, job->c, i, err, err_len); /* what no thread took */
+    return rc;
+}
+
+static int decode_row_rans(seeded_ctx *c, const uint8_t *payload, uint64_t length,
+                           const uint64_t *recip, int threads, char *err, size_t err_len) {
+    const pc_seeded *s = c->s;
+    const char *name = c->s->name;
+    const uint64_t lanes = s->lanes, m = s->m;
+    if (length < 12 * lanes || (length - 12 * lanes) % 4)
+        return fail(err, err_len, PC_E_FORMAT,
+                    "tensor '%s': payload length %llu does not fit %llu lanes", name,
+                    (unsigned long long)length, (unsigned long long)s->lanes);
+    const uint64_t n_words = (length - 12 * lanes) / 4;
+    int64_t *seg = malloc(sizeof(int64_t) * (lanes + 1));
+    stream st;
+    memset(&st, 0, sizeof st);
+    int rc = seg ? PC_OK : fail(err, err_len, PC_E_NOMEM, "out of memory");
+    if (rc == PC_OK) { /* states, then the segments' words (skipping their lengths) */
+        rc = read_stream(payload, lanes, 0, &st, err, err_len);
+        free(st.words);
+        st.words = malloc(sizeof(uint32_t) * (n_words ? n_words : 1));
+        st.n_words = (int64_t)n_words;
+        if (rc == PC_OK && st.words == NULL)
+            rc = fail(err, err_len, PC_E_NOMEM, "out of memory");
+        for (uint64_t k = 0; rc == PC_OK && k < n_words; k++)
+            st.words[k] = le32(payload + 12 * lanes + 4 * k);
+    }
+    if (seg != NULL)
+        seg[0] = 0;
+    for (uint64_t l = 0; rc == PC_OK && l < lanes; l++)
+        seg[l + 1] = seg[l] + (int64_t)le32(payload + 8 * lanes + 4 * l);
+    if (rc == PC_OK && (uint64_t)seg[lanes] != n_words)
+        rc = fail(err, err_len, PC_E_FORMAT,
+                  "tensor '%s': segment lengths add up to %llu words, the payload holds %llu",
+                  name, (unsigned long long)seg[lanes], (unsigned long long)n_words);
+    for (uint64_t l = 0; rc == PC_OK && l < lanes; l++) { /* a step reads at most one word */
+        const uint64_t rows = lane_bound(l + 1, s->rows, lanes) - lane_bound(l, s->rows, lanes);
+        if ((uint64_t)(seg[l + 1] - seg[l]) > rows * m)
+            rc = fail(err, err_len, PC_E_FORMAT,
+                      "tensor '%s': a lane's segment is longer than its steps", name);
+    }
+    const int empty = s->rows * m == 0;
+    if (rc == PC_OK)
+        rc = check_states(&st, empty, name, err, err_len);
+    int64_t n_chunks = 0;
+    uint64_t *chunks = rc == PC_OK && !empty ? lane_chunks(s, &n_chunks) : NULL;
+    if (rc == PC_OK && !empty && chunks == NULL)
+        rc = fail(err, err_len, PC_E_NOMEM, "out of memory");
+    if (rc == PC_OK && !empty) {
+        lanes_job job;
+        memset(&job, 0, sizeof job);
+        job.c = c;
+        job.st = &st;
+        job.seg = seg;
+        job.chunks = chunks;
+        job.n_chunks = (uint64_t)n_chunks;
+        job.recip = recip;
+        rc = run_chunks(&job, threads, err, err_len);
+    }
+    free(chunks);
+    free(seg);
+    free_stream(&st);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ bucket-rans */
+
+/* The bucket of every position's initial value (ctx, rows x m) and the values per bucket
+ * (per_bucket, rows x k) of the run: class v goes to bucket floor(q_v k / m), q_v its
+ * first sorted rank (5.3). */
+static void init_buckets(const init_run *r, uint64_t m, uint64_t k, int64_t *ctx,
+                         int64_t *per_bucket) {
+    const uint64_t rows = r->r1 - r->r0;
+    memset(per_bucket, 0, sizeof(int64_t) * rows * k);
+    for (uint64_t i = 0; i < rows; i++) {
+        const int64_t *counts = r->counts + i * r->n;
+        const uint32_t *order = r->order + i * m;
+        uint64_t q = 0;
+        for (uint64_t v = 0; q < m; v++) {
+            const int64_t b = (int64_t)(q * k / m);
+            per_bucket[i * k + (uint64_t)b] += counts[v];
+            for (uint64_t t = q; t < q + (uint64_t)counts[v]; t++)
+                ctx[i * m + order[t]] = b;
+            q += (uint64_t)counts[v];
+        }
+    }
+}
+
+/* Rows rebuilt from their buckets alone (5.4): inside a bucket, positions take the
+ * bucket's values in the order of their initial ranks. */
+static int rebuild_lossy(seeded_ctx *c, const int64_t *sym, uint64_t k, int64_t *start,
+                         char *err, size_t err_len) {
+    const init_run *r = &c->run;
+    const uint64_t rows = r->r1 - r->r0, m = c->s->m;
+    const size_t width = c->width;
+    uint8_t *out = output(c);
+    if (out == NULL)
+        return fail(err, err_len, PC_E_NOMEM, "out of memory");
+    for (uint64_t i = 0; i < rows; i++) {
+        const int64_t *row = sym + i * m;
+        const uint32_t *order = r->order + i * m;
+        const uint8_t *init = r->init + i * m * width;
+        uint8_t *o = out + (r->r0 + i) * m * width;
+        memset(start, 0, sizeof(int64_t) * (k + 1));
+        for (uint64_t j = 0; j < m; j++)
+            start[row[j] + 1]++;
+        for (uint64_t b = 0; b < k; b++)
+            start[b + 1] += start[b];
+        for (uint64_t q = 0; q < m; q++) { /* positions in initial-rank order */
+            const uint32_t p = order[q];
+            const int64_t slot = start[row[p]]++;
+            memcpy(o + (size_t)p * width, init + (size_t)order[slot] * width, width);
+        }
+    }
+    return PC_OK;
+}
+
+/* Remaining count of the current bucket at every step of a bucket-major row. */
+static void bucket_major_totals(const int64_t *per_bucket, uint64_t rows, uint64_t m,
+                                uint64_t k, int64_t *totals) {
+    for (uint64_t i = 0; i < rows; i++) {
+        int64_t end = 0, j = 0;
+        for (uint64_t b = 0; b < k; b++) {
+            end += per_bucket[i * k + b];
+            for (; j < end; j++)
+                totals[i * m + (uint64_t)j] = end - j;
+        }
+    }
+}
+
+typedef struct {
+    int64_t *ctx, *per_bucket, *sym, *start, *totals, *seq;
+} bucket_scratch;
+
+/* The init of rows [r0, r1), its classes and buckets. */
+static int bucket_run(seeded_ctx *c, uint64_t r0, uint64_t r1, uint64_t k, bucket_scratch *w,
+                      char *err, size_t err_len) {
+    const int rc = make_run(c, r0, r1, err, err_len);
+    if (rc == PC_OK) {
+        pack_classes(&c->run, c->s->m, c->width);
+        init_buckets(&c->run, c->s->m, k, w->ctx, w->per_bucket);
+    }
+    return rc;
+}
+
+static int decode_bucket(seeded_ctx *c, const uint8_t *payload, uint64_t length,
+                         char *err, size_t err_len) {
+    const pc_seeded *s = c->s;
+    const char *name = c->s->name;
+    const uint64_t m = s->m, k = (uint64_t)1 << s->bits, lanes = s->lanes;
+    if (length < 8 * lanes || (!s->has_words && (length - 8 * lanes) % 4))
+        return fail(err, err_len, PC_E_FORMAT,
+                    "tensor '%s': payload length %llu does not fit %llu lanes", name,
+                    (unsigned long long)length, (unsigned long long)lanes);
+    if (s->has_words && s->words > (length - 8 * lanes) / 4)
+        return fail(err, err_len, PC_E_FORMAT, "tensor '%s': payload too short for %llu words",
+                    name, (unsigned long long)s->words);
+    const uint64_t n_words = s->has_words ? s->words : (length - 8 * lanes) / 4;
+    const uint64_t end = 8 * lanes + 4 * n_words;
+    const int empty = s->rows * m == 0;
+    stream st, refine;
+    memset(&st, 0, sizeof st);
+    memset(&refine, 0, sizeof refine);
+    int rc = read_stream(payload, lanes, n_words, &st, err, err_len);
+    if (rc == PC_OK)
+        rc = check_states(&st, empty, name, err, err_len);
+    if (rc != PC_OK || empty) {
+        free_stream(&st);
+        return rc;
+    }
+    if (!s->exact && end != length)
+        rc = fail(err, err_len, PC_E_FORMAT, "tensor '%s': %llu bytes after the stream", name,
+                  (unsigned long long)(length - end));
+    if (rc == PC_OK && s->exact) {
+        const uint64_t rest = length - end;
+        if (rest < 8 * s->refine_lanes || (rest - 8 * s->refine_lanes) % 4)
+            rc = fail(err, err_len, PC_E_FORMAT,
+                      "tensor '%s': payload length %llu does not fit %llu lanes", name,
+                      (unsigned long long)length, (unsigned long long)s->refine_lanes);
+        if (rc == PC_OK)
+            rc = read_stream(payload + end, s->refine_lanes, (rest - 8 * s->refine_lanes) / 4,
+                             &refine, err, err_len);
+        if (rc == PC_OK)
+            rc = check_states(&refine, 0, name, err, err_len);
+    }
+    /* the bucket of every weight, for the whole tensor when a refinement follows */
+    uint8_t *all_sym = s->exact ? malloc(s->rows * m) : NULL;
+    const uint64_t step = group_step(lanes, m);
+    const uint64_t step2 = s->exact ? group_step(s->refine_lanes, m) : 0;
+    const uint64_t most = (step > step2 ? step : step2) * m;
+    bucket_scratch w;
+    w.ctx = malloc(sizeof(int64_t) * most);
+    w.per_bucket = malloc(sizeof(int64_t) * (step > step2 ? step : step2) * k);
+    w.sym = malloc(sizeof(int64_t) * most);
+    w.start = malloc(sizeof(int64_t) * (k + 1));
+    w.totals = s->exact ? malloc(sizeof(int64_t) * most) : NULL;
+    w.seq = s->exact ? malloc(sizeof(int64_t) * most) : NULL;
+    if (rc == PC_OK && (!w.ctx || !w.per_bucket || !w.sym || !w.start ||
+                        (s->exact && (!all_sym || !w.totals || !w.seq))))
+        rc = fail(err, err_len, PC_E_NOMEM, "out of memory");
+    for (uint64_t r0 = 0; rc == PC_OK && r0 < s->rows; r0 += step) {
+        const uint64_t r1 = r0 + step < s->rows ? r0 + step : s->rows, rows = r1 - r0;
+        rc = bucket_run(c, r0, r1, k, &w, err, err_len);
+        if (rc != PC_OK)
+            break;
+        int64_t used = 0;
+        rc = ms_status(pc_ms_decode_ctx(st.x, st.lanes, st.words + st.pos, st.n_words - st.pos,
+                                        w.ctx, (int64_t)m, w.per_bucket, (int64_t)k,
+                                        (int64_t)rows, (int64_t)k, (int64_t)m, s->weights,
+                                        r1 == s->rows, w.sym, (int64_t)m, &used),
+                       name, err, err_len);
+        st.pos += used;
+        if (rc == PC_OK && !s->exact)
+            rc = rebuild_lossy(c, w.sym, k, w.start, err, err_len);
+        for (uint64_t i = 0; rc == PC_OK && s->exact && i < rows * m; i++)
+            all_sym[r0 * m + i] = (uint8_t)w.sym[i];
+    }
+    for (uint64_t r0 = 0; rc == PC_OK && s->exact && r0 < s->rows; r0 += step2) {
+        const uint64_t r1 = r0 + step2 < s->rows ? r0 + step2 : s->rows, rows = r1 - r0;
+        rc = bucket_run(c, r0, r1, k, &w, err, err_len);
+        if (rc != PC_OK)
+            break;
+        bucket_major_totals(w.per_bucket, rows, m, k, w.totals);
+        int64_t used = 0;
+        rc = ms_status(pc_ms_decode(refine.x, refine.lanes, refine.words + refine.pos,
+                                    refine.n_words - refine.pos, c->run.counts, (int64_t)c->run.n,
+                                    (int64_t)rows, (int64_t)c->run.n, w.totals, (int64_t)m,
+                                    (int64_t)m, r1 == s->rows, NULL, w.seq, (int64_t)m, &used),
+                       name, err, err_len);
+        refine.pos += used;
+        for (uint64_t i = 0; rc == PC_OK && i < rows * m; i++)
+            w.sym[i] = all_sym[r0 * m + i];
+        uint8_t *out = rc == PC_OK ? output(c) : NULL;
+        if (rc == PC_OK && out == NULL)
+            rc = fail(err, err_len, PC_E_NOMEM, "out of memory");
+        if (rc == PC_OK)
+            rc = ms_status(pc_ms_place_refined(w.seq, (int64_t)m, w.sym, (int64_t)m,
+                                               (int64_t)rows, (int64_t)m, c->run.values,
+                                               (int64_t)c->run.n, (int64_t)c->run.n,
+                                               (int)c->width, (int64_t)k,
+                                               out + r0 * m * c->width, (int64_t)m),
+                           name, err, err_len);
+    }
+    free(all_sym);
+    free(w.ctx);
+    free(w.per_bucket);
+    free(w.sym);
+    free(w.start);
+    free(w.totals);
+    free(w.seq);
+    free_stream(&st);
+    free_stream(&refine);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ entry point */
+
+static size_t storage_size(int dtype) {
+    return dtype == PC_FLOAT64 ? 8 : dtype == PC_FLOAT32 ? 4 : 2;
+}
+
+int pc_seeded_decode(const pc_seeded *s, const uint8_t *payload, uint64_t length,
+                     pc_output_fn out, void *out_ctx, int threads, char *err, size_t err_len) {
+    seeded_ctx c;
+    memset(&c, 0, sizeof c);
+    c.s = s;
+    c.width = storage_size(s->dtype);
+    c.out_fn = out;
+    c.out_ctx = out_ctx;
+    /* divisions by small totals as multiplications, where the tensor is big enough to
+     * repay making the table */
+    uint64_t *recip = NULL;
+    if (s->coding == PC_ROW_RANS && s->rows * s->m >= PC_MS_RECIP_SIZE) {
+        recip = malloc(sizeof(uint64_t) * PC_MS_RECIP_SIZE);
+        if (recip != NULL)
+            pc_ms_recip_fill(recip);
+    }
+    int rc;
+    switch (s->coding) {
+    case PC_PERM_RANS:
+        rc = decode_perm(&c, payload, length, err, err_len);
+        break;
+    case PC_ROW_RANS:
+        rc = decode_row_rans(&c, payload, length, recip, threads, err, err_len);
+        break;
+    case PC_BUCKET_RANS:
+        rc = decode_bucket(&c, payload, length, err, err_len);
+        break;
+    default:
+        rc = fail(err, err_len, PC_E_ARGUMENT, "tensor '%s': not a seeded coding", s->name);
+    }
+    if (rc == PC_OK && s->rows * s->m > 0 && output(&c) == NULL)
+        rc = fail(err, err_len, PC_E_NOMEM, "out of memory");
+    free_run(&c.run);
+    free(recip);
+    return rc;
+}
