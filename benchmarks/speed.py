@@ -36,6 +36,7 @@ machine, command line) and ``speed.md`` under ``--out``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -44,7 +45,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -249,6 +250,10 @@ def time_permcodec(
         "permcodec decode numpy": timed(lambda: permcodec.load_numpy(path), repeat),
         "permcodec decode torch cpu": timed(lambda: permcodec.load(path, device="cpu"), repeat),
     }
+    with _decode_threads(2):
+        times["permcodec decode numpy, 2 threads"] = timed(
+            lambda: permcodec.load_numpy(path), repeat
+        )
     native = time_native(path, repeat)
     if native:
         times["native decode to .safetensors"] = native
@@ -264,6 +269,20 @@ def time_permcodec(
         permcodec.load(path, device="cuda"), permcodec.load(path, device="cpu")
     )
     return times, cuda
+
+
+@contextlib.contextmanager
+def _decode_threads(n: int) -> Iterator[None]:
+    """PERMCODEC_THREADS=n for the block."""
+    old = os.environ.get("PERMCODEC_THREADS")
+    os.environ["PERMCODEC_THREADS"] = str(n)
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ["PERMCODEC_THREADS"]
+        else:
+            os.environ["PERMCODEC_THREADS"] = old
 
 
 def time_native(path: Path, repeat: int) -> list[float] | None:

@@ -445,3 +445,40 @@ def test_compressible_raw_tensor_uses_zstd_and_incompressible_stays_small(tmp_pa
         assert pf.entry("noise").length <= noise.nbytes
         assert pf.tensor("zeros").tobytes() == zeros.tobytes()
         assert pf.tensor("noise").tobytes() == noise.tobytes()
+
+
+@pytest.mark.parametrize("threads", ["2", "3"])
+def test_threads_decode_the_same_tensors_and_report_the_first_damage(
+    tmp_path, monkeypatch, threads
+):
+    """With PERMCODEC_THREADS > 1 a file's tensors decode several at once (the largest on
+    threads of its own): the same arrays in file order, and a damaged file names its
+    first damaged tensor, as one thread does."""
+    plan = Plan(11)
+    rng = np.random.default_rng(0)
+    tensors = {}
+    for i, shape in enumerate([(300, 200), (8, 9), (64, 40), (5,), (40, 30)]):
+        if len(shape) == 1:
+            tensors[f"b{i}"] = rng.normal(size=shape).astype(np.float32)
+            continue
+        tp = plan.add(f"w{i}", InitSpec("he_uniform"), shape)
+        init = init_rows(tp.spec, tp.key, shape, "float32")
+        tensors[f"w{i}"] = rng.permuted(init, axis=1).reshape(shape)
+    path = tmp_path / "m.perm"
+    pnp.save(tensors, path, plan)
+    monkeypatch.setenv("PERMCODEC_THREADS", threads)
+    got = permcodec.load_numpy(path)
+    assert list(got) == list(tensors)
+    assert all(got[k].tobytes() == v.tobytes() for k, v in tensors.items())
+    with permcodec.open(path) as pf:
+        first, last = pf.entry("w2"), pf.entry("w4")
+        start = pf.data_offset
+    raw = bytearray(path.read_bytes())
+    for e in (last, first):  # flip a byte inside the payloads of w4 and of w2
+        raw[start + e.offset + e.length // 2] ^= 0x40
+    path.write_bytes(bytes(raw))
+    with (
+        pytest.raises(permcodec.IntegrityError, match="'w2'"),
+        permcodec.open(path, strict=False) as pf,
+    ):
+        dict(pf.tensors())

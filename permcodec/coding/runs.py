@@ -39,13 +39,24 @@ THREADS_ENV = "PERMCODEC_THREADS"
 T = TypeVar("T")
 
 
+_local = threading.local()
+
+
 def decode_threads() -> int:
-    """Threads that decode runs of lanes side by side (numpy's sort and the C kernels
-    release the GIL): ``PERMCODEC_THREADS``, default 1. On an idle 2-core machine 2
-    threads decode a 25M-weight row-rans file 1.47x as fast as one; on a busy one they
-    measured slower."""
+    """Threads that decode runs of lanes side by side (the C decoder and numpy's sort
+    release the GIL): ``PERMCODEC_THREADS``, default 1, unless :func:`threads_here` set
+    this thread's own count."""
+    here = getattr(_local, "threads", None)
+    if here is not None:
+        return here
     env = os.environ.get(THREADS_ENV, "")
     return int(env) if env.isdigit() and int(env) >= 1 else 1
+
+
+def threads_here(threads: int | None) -> None:
+    """Decodes on this thread use ``threads`` threads (None: :data:`THREADS_ENV` again);
+    a reader that decodes several tensors at once gives each its share."""
+    _local.threads = threads
 
 
 _POOLS: dict[int, Any] = {}

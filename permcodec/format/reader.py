@@ -5,11 +5,13 @@ from __future__ import annotations
 import io
 import json
 import os
+from collections import deque
 from collections.abc import Iterator, Mapping
 from typing import Any, BinaryIO
 
 import numpy as np
 
+from ..coding import runs
 from ..core.dtypes import FLOAT_DTYPES
 from ..core.plan import Plan, TensorPlan
 from ..errors import FormatError, IntegrityError, LimitError
@@ -151,9 +153,12 @@ class PermFile:
 
     def storage(self, name: str) -> np.ndarray:
         """Decode one tensor, in its storage dtype (bfloat16 as uint16 bit patterns)."""
+        return self._storage(name, self.payload(name))
+
+    def _storage(self, name: str, payload: bytes) -> np.ndarray:
         entry = self.entry(name)
         try:
-            return decode_entry(entry, self.payload(name))
+            return decode_entry(entry, payload)
         except MemoryError:
             raise LimitError(
                 f"tensor {name!r} needs {entry.nbytes:,} bytes: not enough memory"
@@ -168,8 +173,34 @@ class PermFile:
     tensor = get_tensor
 
     def tensors(self) -> Iterator[tuple[str, Any]]:
-        for name in self._entries:
-            yield name, self.get_tensor(name)
+        """Every tensor, decoded in file order; with ``PERMCODEC_THREADS`` > 1, several at
+        once (a tensor of more than its share of the values on threads of its own)."""
+        threads = runs.decode_threads()
+        if threads == 1 or len(self._entries) < 2:
+            for name in self._entries:
+                yield name, self.get_tensor(name)
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        share = sum(e.numel for e in self._entries.values()) / threads
+        pending: deque[tuple[str, Any]] = deque()
+        with ThreadPoolExecutor(threads, thread_name_prefix="permcodec-tensors") as pool:
+            for name, entry in self._entries.items():
+                inner = threads if entry.numel > share else 1
+                pending.append((name, pool.submit(self._get, name, self.payload(name), inner)))
+                if len(pending) > threads:
+                    done, future = pending.popleft()
+                    yield done, future.result()
+            while pending:
+                done, future = pending.popleft()
+                yield done, future.result()
+
+    def _get(self, name: str, payload: bytes, threads: int) -> Any:
+        """:meth:`get_tensor` of a payload read before, on a pool thread that decodes
+        on ``threads`` threads."""
+        runs.threads_here(threads)
+        out = self._storage(name, payload)
+        return bfloat16_view(out) if self.entry(name).dtype == "bfloat16" else out
 
     def verify_checksum(self) -> None:
         """Compare the whole-file BLAKE2b-256 with the trailer."""
