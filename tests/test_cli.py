@@ -202,6 +202,23 @@ def test_evaluate_reads_the_checkpoint_a_baseline_run_writes(tmp_path: Path) -> 
     assert code == 1 and "not one `permcodec train --baseline` wrote" in err
 
 
+def test_decode_to_safetensors_converts_to_bfloat16_as_torch_does(tmp_path: Path) -> None:
+    """Written a tensor at a time without torch, read back by safetensors' torch loader:
+    every float tensor as torch's own float32 -> bfloat16 cast gives it."""
+    from safetensors.torch import load_file
+
+    _trained_checkpoint(tmp_path / "m.pt")
+    assert run("encode", str(tmp_path / "m.pt"), "-o", str(tmp_path / "m.perm"))[0] == 0
+    code, _, err = run("decode", str(tmp_path / "m.perm"), "--dtype", "bfloat16",
+                       "-o", str(tmp_path / "m.safetensors"))  # fmt: skip
+    assert code == 0, err
+    got, want = load_file(str(tmp_path / "m.safetensors")), permcodec.load(tmp_path / "m.perm")
+    assert list(got) == list(want)
+    for name, t in want.items():
+        expect = t.float().to(torch.bfloat16) if t.is_floating_point() else t
+        assert got[name].dtype == expect.dtype and torch.equal(got[name], expect), name
+
+
 def test_decode_to_npz_says_bfloat16_is_stored_as_its_bits(tmp_path: Path) -> None:
     _trained_checkpoint(tmp_path / "m.pt")
     assert run("encode", str(tmp_path / "m.pt"), "-o", str(tmp_path / "m.perm"))[0] == 0

@@ -82,7 +82,6 @@ main({args!r})
     "blocked, args, says",
     [
         (("torch",), ["evaluate", "{perm}"], "pip install torch"),
-        (("safetensors",), ["decode", "{perm}", "-o", "{tmp}/x.safetensors"], "safetensors"),
         (("torch",), ["decode", "{perm}", "-o", "{tmp}/x.pt"], "pip install torch"),
         (("sklearn",), ["train", "--epochs", "1", "-o", "{tmp}/t.perm"], "scikit-learn"),
     ],
@@ -95,6 +94,25 @@ def test_a_verb_missing_a_package_says_in_one_line_what_to_install(
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert run.returncode == 1, run.stderr
     assert run.stderr.count("\n") == 1 and says in run.stderr and "pip install" in run.stderr
+
+
+def test_decode_writes_safetensors_without_torch_or_the_safetensors_package(
+    perm_file: Path, tmp_path: Path
+):
+    """A decode-only install writes .safetensors (bfloat16 included) a tensor at a time,
+    and the safetensors package reads what it wrote."""
+    out = tmp_path / "x.safetensors"
+    script = BLOCK.format(
+        blocked={"torch", "safetensors"}, args=["decode", str(perm_file), "-o", str(out)]
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert "SystemExit" not in run.stderr and out.exists(), run.stderr
+    from safetensors.numpy import load_file
+
+    got, want = load_file(str(out)), permcodec.load_numpy(perm_file)
+    assert list(got) == list(want)
+    for name, a in want.items():
+        assert got[name].dtype == a.dtype and got[name].tobytes() == a.tobytes(), name
 
 
 def test_train_without_matplotlib_writes_the_model_and_says_so(tmp_path: Path):

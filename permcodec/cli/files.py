@@ -6,7 +6,9 @@ existing file.
 
 from __future__ import annotations
 
+import json
 import os
+import struct
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -212,7 +214,8 @@ def decode_file(
     Returns the number of tensors written. ``device`` is where decoding runs (``cuda``
     needs torch with a GPU); files always hold CPU tensors. ``dtype`` converts every
     floating-point tensor (round to nearest even, through float32). torch is imported
-    only for .pt output, another device, or bfloat16 in a .safetensors file.
+    only for .pt output or another device; .safetensors files are written a tensor at a
+    time, as they decode.
     """
     dst = Path(dst)
     fmt = dst.suffix.lower()
@@ -223,25 +226,17 @@ def decode_file(
     if dtype is not None and dtype not in OUTPUT_DTYPES:
         raise PermcodecError(f"dtype {dtype!r} is not one of {', '.join(OUTPUT_DTYPES)}")
     check_target(dst, overwrite)
-    if fmt != ".pt" and device == "cpu":
+    if fmt == ".safetensors" and device == "cpu":
+        return _stream_safetensors(src, dst, max_bytes, dtype)
+    if fmt == ".npz" and device == "cpu":  # bfloat16 as its uint16 bits, and a warning
         arrays = _converted(src, max_bytes, dtype)
-        if fmt == ".npz":  # bfloat16 as its uint16 bits, and a warning that says so
-            with atomic_path(dst) as tmp, open(tmp, "wb") as f:
-                np.savez(f, **{k: a for k, (a, _) in arrays.items()})
-            bf16 = [k for k, (_, dt) in arrays.items() if dt == "bfloat16"]
-            if bf16:
-                warnings.warn(BFLOAT16_NPZ.format(n=len(bf16), first=bf16[0]), stacklevel=2)
-            return len(arrays)
-        if not any(dt == "bfloat16" for _, dt in arrays.values()):
-            st = require("safetensors.numpy", "writing .safetensors files", "safetensors")
-            with atomic_path(dst) as tmp:
-                st.save_file({k: a for k, (a, _) in arrays.items()}, str(tmp))
-            return len(arrays)
-    why = (
-        "writing .pt files" if fmt == ".pt"
-        else f"decoding on {device}" if device != "cpu"
-        else "writing bfloat16 tensors to .safetensors"
-    )  # fmt: skip
+        with atomic_path(dst) as tmp, open(tmp, "wb") as f:
+            np.savez(f, **{k: a for k, (a, _) in arrays.items()})
+        bf16 = [k for k, (_, dt) in arrays.items() if dt == "bfloat16"]
+        if bf16:
+            warnings.warn(BFLOAT16_NPZ.format(n=len(bf16), first=bf16[0]), stacklevel=2)
+        return len(arrays)
+    why = "writing .pt files" if fmt == ".pt" else f"decoding on {device}"
     pt = require("permcodec.torch", why, "torch")
     import torch
 
@@ -264,11 +259,49 @@ def _converted(
 ) -> dict[str, tuple[np.ndarray, str]]:
     """Every tensor of ``src`` as (numpy storage array, dtype name), floating-point ones
     converted to ``dtype`` (bfloat16 as uint16 bits)."""
-    out = {}
     with PermFile(src, max_bytes=max_bytes) as pf:
-        for name in pf:
-            a, dt = pf.storage(name), pf.entry(name).dtype
-            if dtype is not None and dt in FLOAT_DTYPES and dt != dtype:
-                a, dt = from_float32(as_float64(a, dt).astype(np.float32), dtype), dtype
-            out[name] = (a, dt)
-    return out
+        return {name: _convert(pf.storage(name), pf.entry(name).dtype, dtype) for name in pf}
+
+
+def _convert(a: np.ndarray, dt: str, dtype: str | None) -> tuple[np.ndarray, str]:
+    """A storage array of dtype ``dt`` converted to ``dtype`` when both are floating
+    point (round to nearest even, through float32), and its dtype name."""
+    if dtype is None or dt not in FLOAT_DTYPES or dt == dtype:
+        return a, dt
+    return from_float32(as_float64(a, dt).astype(np.float32), dtype), dtype
+
+
+#: The dtype names of the safetensors format.
+SAFETENSORS_DTYPES = {
+    "float64": "F64", "float32": "F32", "float16": "F16", "bfloat16": "BF16", "int64": "I64",
+    "int32": "I32", "int16": "I16", "int8": "I8", "uint8": "U8", "bool": "BOOL",
+}  # fmt: skip
+
+
+def _stream_safetensors(
+    src: str | os.PathLike[str], dst: Path, max_bytes: int | None, dtype: str | None
+) -> int:
+    """Write ``src``'s tensors to the .safetensors file ``dst`` as they decode: the
+    header first (every shape and dtype is in the `.perm` header), then each tensor's
+    bytes, so memory stays near one tensor whatever the file holds."""
+    with PermFile(src, max_bytes=max_bytes) as pf:
+        names = list(pf)
+        header, offset = {}, 0
+        for name in names:
+            e = pf.entry(name)
+            dt = dtype if dtype is not None and e.dtype in FLOAT_DTYPES else e.dtype
+            size = e.numel * STORAGE[dt].itemsize
+            header[name] = {
+                "dtype": SAFETENSORS_DTYPES[dt],
+                "shape": list(e.shape),
+                "data_offsets": [offset, offset + size],
+            }
+            offset += size
+        text = json.dumps(header, separators=(",", ":")).encode()
+        text += b" " * (-len(text) % 8)
+        with atomic_path(dst) as tmp, open(tmp, "wb") as f:
+            f.write(struct.pack("<Q", len(text)) + text)
+            for name, a in pf.tensors():
+                a, _ = _convert(np.ascontiguousarray(a), pf.entry(name).dtype, dtype)
+                f.write(memoryview(a.view(np.uint8).reshape(-1)))
+    return len(names)
