@@ -602,6 +602,63 @@ typedef struct {
     int64_t *ctx, *per_bucket, *sym, *start, *totals, *seq;
 } bucket_scratch;
 
+static int alloc_scratch(bucket_scratch *w, uint64_t values, uint64_t rows, uint64_t k,
+                         int exact) {
+    memset(w, 0, sizeof *w);
+    w->ctx = malloc(sizeof(int64_t) * (values ? values : 1));
+    w->per_bucket = malloc(sizeof(int64_t) * (rows ? rows : 1) * k);
+    w->sym = malloc(sizeof(int64_t) * (values ? values : 1));
+    w->start = malloc(sizeof(int64_t) * (k + 1));
+    w->totals = exact ? malloc(sizeof(int64_t) * (values ? values : 1)) : NULL;
+    w->seq = exact ? malloc(sizeof(int64_t) * (values ? values : 1)) : NULL;
+    return w->ctx && w->per_bucket && w->sym && w->start && (!exact || (w->totals && w->seq));
+}
+
+static void free_scratch(bucket_scratch *w) {
+    free(w->ctx);
+    free(w->per_bucket);
+    free(w->sym);
+    free(w->start);
+    free(w->totals);
+    free(w->seq);
+    memset(w, 0, sizeof *w);
+}
+
+/* The bucket stream of a tensor (4.4.2), decoded a run of groups at a time: rebuilt at
+ * once without a refinement (5.4), else kept in all_sym for it. With threads it runs
+ * ahead of the refinement on a thread of its own, and says how far it got in `done`. */
+typedef struct {
+    seeded_ctx *c;
+    seeded_ctx own; /* a thread's own init runs */
+    stream *st;
+    uint64_t k, step;
+    uint8_t *all_sym;
+    bucket_scratch w;
+    uint64_t done; /* rows of all_sym decoded */
+    int finished, rc;
+    char err[256];
+#if PC_THREADS
+    pthread_mutex_t lock;
+    pthread_cond_t moved;
+#endif
+} bucket_layer;
+
+static void layer_progress(bucket_layer *a, uint64_t done, int finished, int staged) {
+#if PC_THREADS
+    if (staged) {
+        pthread_mutex_lock(&a->lock);
+        a->done = done;
+        a->finished = finished;
+        pthread_cond_broadcast(&a->moved);
+        pthread_mutex_unlock(&a->lock);
+        return;
+    }
+#endif
+    (void)staged;
+    a->done = done;
+    a->finished = finished;
+}
+
 /* The init of rows [r0, r1), its classes and buckets. */
 static int bucket_run(seeded_ctx *c, uint64_t r0, uint64_t r1, uint64_t k, bucket_scratch *w,
                       char *err, size_t err_len) {
@@ -613,8 +670,131 @@ static int bucket_run(seeded_ctx *c, uint64_t r0, uint64_t r1, uint64_t k, bucke
     return rc;
 }
 
+static int bucket_layer_runs(bucket_layer *a, int staged, char *err, size_t err_len) {
+    seeded_ctx *c = a->c;
+    const pc_seeded *s = c->s;
+    const uint64_t m = s->m, k = a->k;
+    int rc = PC_OK;
+    for (uint64_t r0 = 0; rc == PC_OK && r0 < s->rows; r0 += a->step) {
+        const uint64_t r1 = r0 + a->step < s->rows ? r0 + a->step : s->rows, rows = r1 - r0;
+        rc = bucket_run(c, r0, r1, k, &a->w, err, err_len);
+        if (rc != PC_OK)
+            break;
+        int64_t used = 0;
+        rc = ms_status(pc_ms_decode_ctx(a->st->x, a->st->lanes, a->st->words + a->st->pos,
+                                        a->st->n_words - a->st->pos, a->w.ctx, (int64_t)m,
+                                        a->w.per_bucket, (int64_t)k, (int64_t)rows, (int64_t)k,
+                                        (int64_t)m, s->weights, r1 == s->rows, a->w.sym,
+                                        (int64_t)m, &used),
+                       s->name, err, err_len);
+        a->st->pos += used;
+        if (rc == PC_OK && !s->exact)
+            rc = rebuild_lossy(c, a->w.sym, k, a->w.start, err, err_len);
+        for (uint64_t i = 0; rc == PC_OK && s->exact && i < rows * m; i++)
+            a->all_sym[r0 * m + i] = (uint8_t)a->w.sym[i];
+        if (rc == PC_OK)
+            layer_progress(a, r1, r1 == s->rows, staged);
+    }
+    a->rc = rc;
+    if (rc != PC_OK)
+        layer_progress(a, a->done, 1, staged);
+    return rc;
+}
+
+/* Whether the bucket layer has decoded rows [0, r1) (waiting for it when staged). */
+static int layer_has(bucket_layer *a, uint64_t r1, int staged) {
+#if PC_THREADS
+    if (staged) {
+        pthread_mutex_lock(&a->lock);
+        while (a->done < r1 && !a->finished)
+            pthread_cond_wait(&a->moved, &a->lock);
+        const int ok = a->done >= r1;
+        pthread_mutex_unlock(&a->lock);
+        return ok;
+    }
+#endif
+    (void)staged;
+    return a->done >= r1;
+}
+
+/* The refinement stream (4.4.3) a run of its groups at a time, each run's buckets taken
+ * from the layer, its values placed in the output. */
+static int refine_runs(seeded_ctx *c, bucket_layer *a, stream *refine, uint64_t step,
+                       bucket_scratch *w, int staged, char *err, size_t err_len) {
+    const pc_seeded *s = c->s;
+    const uint64_t m = s->m, k = a->k;
+    int rc = PC_OK;
+    for (uint64_t r0 = 0; rc == PC_OK && r0 < s->rows; r0 += step) {
+        const uint64_t r1 = r0 + step < s->rows ? r0 + step : s->rows, rows = r1 - r0;
+        if (!layer_has(a, r1, staged))
+            return PC_E_INTEGRITY; /* the layer failed: its error is the one reported */
+        rc = bucket_run(c, r0, r1, k, w, err, err_len);
+        if (rc != PC_OK)
+            break;
+        bucket_major_totals(w->per_bucket, rows, m, k, w->totals);
+        int64_t used = 0;
+        rc = ms_status(pc_ms_decode(refine->x, refine->lanes, refine->words + refine->pos,
+                                    refine->n_words - refine->pos, c->run.counts,
+                                    (int64_t)c->run.n, (int64_t)rows, (int64_t)c->run.n,
+                                    w->totals, (int64_t)m, (int64_t)m, r1 == s->rows, NULL,
+                                    w->seq, (int64_t)m, &used),
+                       s->name, err, err_len);
+        refine->pos += used;
+        for (uint64_t i = 0; rc == PC_OK && i < rows * m; i++)
+            w->sym[i] = a->all_sym[r0 * m + i];
+        uint8_t *out = rc == PC_OK ? output(c) : NULL;
+        if (rc == PC_OK && out == NULL)
+            rc = fail(err, err_len, PC_E_NOMEM, "out of memory");
+        if (rc == PC_OK)
+            rc = ms_status(pc_ms_place_refined(w->seq, (int64_t)m, w->sym, (int64_t)m,
+                                               (int64_t)rows, (int64_t)m, c->run.values,
+                                               (int64_t)c->run.n, (int64_t)c->run.n,
+                                               (int)c->width, (int64_t)k,
+                                               out + r0 * m * c->width, (int64_t)m),
+                           s->name, err, err_len);
+    }
+    return rc;
+}
+
+#if PC_THREADS
+static void *layer_thread(void *arg) {
+    bucket_layer *a = arg;
+    bucket_layer_runs(a, 1, a->err, sizeof a->err);
+    return NULL;
+}
+
+/* The bucket layer on a thread of its own, the refinement on this one behind it; the
+ * layer's error first, as when they run one after the other. Returns -1 where no thread
+ * could start (nothing decoded). */
+static int decode_staged(seeded_ctx *c, bucket_layer *a, stream *refine, uint64_t step,
+                         bucket_scratch *w, char *err, size_t err_len) {
+    pthread_t tid;
+    a->own = *c;
+    memset(&a->own.run, 0, sizeof a->own.run);
+    a->c = &a->own;
+    if (pthread_mutex_init(&a->lock, NULL) != 0)
+        return -1;
+    if (pthread_cond_init(&a->moved, NULL) != 0) {
+        pthread_mutex_destroy(&a->lock);
+        return -1;
+    }
+    int rc = -1;
+    if (pthread_create(&tid, NULL, layer_thread, a) == 0) {
+        rc = refine_runs(c, a, refine, step, w, 1, err, err_len);
+        pthread_join(tid, NULL);
+        if (a->rc != PC_OK)
+            rc = fail(err, err_len, a->rc, "%s", a->err);
+    }
+    pthread_cond_destroy(&a->moved);
+    pthread_mutex_destroy(&a->lock);
+    free_run(&a->own.run);
+    a->c = c;
+    return rc;
+}
+#endif
+
 static int decode_bucket(seeded_ctx *c, const uint8_t *payload, uint64_t length,
-                         char *err, size_t err_len) {
+                         int threads, char *err, size_t err_len) {
     const pc_seeded *s = c->s;
     const char *name = c->s->name;
     const uint64_t m = s->m, k = (uint64_t)1 << s->bits, lanes = s->lanes;
@@ -653,71 +833,39 @@ static int decode_bucket(seeded_ctx *c, const uint8_t *payload, uint64_t length,
         if (rc == PC_OK)
             rc = check_states(&refine, 0, name, err, err_len);
     }
-    /* the bucket of every weight, for the whole tensor when a refinement follows */
-    uint8_t *all_sym = s->exact ? malloc(s->rows * m) : NULL;
     const uint64_t step = group_step(lanes, m);
     const uint64_t step2 = s->exact ? group_step(s->refine_lanes, m) : 0;
-    const uint64_t most = (step > step2 ? step : step2) * m;
+    bucket_layer a;
+    memset(&a, 0, sizeof a);
+    a.c = c;
+    a.st = &st;
+    a.k = k;
+    a.step = step;
+    /* the bucket of every weight, for the whole tensor when a refinement follows */
+    a.all_sym = s->exact ? malloc(s->rows * m) : NULL;
+    const uint64_t step_b = s->exact ? step2 : step, most = step > step_b ? step : step_b;
     bucket_scratch w;
-    w.ctx = malloc(sizeof(int64_t) * most);
-    w.per_bucket = malloc(sizeof(int64_t) * (step > step2 ? step : step2) * k);
-    w.sym = malloc(sizeof(int64_t) * most);
-    w.start = malloc(sizeof(int64_t) * (k + 1));
-    w.totals = s->exact ? malloc(sizeof(int64_t) * most) : NULL;
-    w.seq = s->exact ? malloc(sizeof(int64_t) * most) : NULL;
-    if (rc == PC_OK && (!w.ctx || !w.per_bucket || !w.sym || !w.start ||
-                        (s->exact && (!all_sym || !w.totals || !w.seq))))
+    memset(&w, 0, sizeof w);
+    if (rc == PC_OK && ((s->exact && a.all_sym == NULL) || !alloc_scratch(&a.w, step * m, step, k, 0) ||
+                        !alloc_scratch(&w, most * m, most, k, s->exact)))
         rc = fail(err, err_len, PC_E_NOMEM, "out of memory");
-    for (uint64_t r0 = 0; rc == PC_OK && r0 < s->rows; r0 += step) {
-        const uint64_t r1 = r0 + step < s->rows ? r0 + step : s->rows, rows = r1 - r0;
-        rc = bucket_run(c, r0, r1, k, &w, err, err_len);
-        if (rc != PC_OK)
-            break;
-        int64_t used = 0;
-        rc = ms_status(pc_ms_decode_ctx(st.x, st.lanes, st.words + st.pos, st.n_words - st.pos,
-                                        w.ctx, (int64_t)m, w.per_bucket, (int64_t)k,
-                                        (int64_t)rows, (int64_t)k, (int64_t)m, s->weights,
-                                        r1 == s->rows, w.sym, (int64_t)m, &used),
-                       name, err, err_len);
-        st.pos += used;
-        if (rc == PC_OK && !s->exact)
-            rc = rebuild_lossy(c, w.sym, k, w.start, err, err_len);
-        for (uint64_t i = 0; rc == PC_OK && s->exact && i < rows * m; i++)
-            all_sym[r0 * m + i] = (uint8_t)w.sym[i];
+    int staged = -1; /* the layer ahead on a thread: only with a refinement, threads, runs */
+#if PC_THREADS
+    if (rc == PC_OK && s->exact && threads > 1 && s->rows > step)
+        staged = decode_staged(c, &a, &refine, step2, &w, err, err_len);
+    if (staged != -1)
+        rc = staged;
+#else
+    (void)threads;
+#endif
+    if (rc == PC_OK && staged == -1) { /* the layer, then the refinement, on this thread */
+        rc = bucket_layer_runs(&a, 0, err, err_len);
+        if (rc == PC_OK && s->exact)
+            rc = refine_runs(c, &a, &refine, step2, &w, 0, err, err_len);
     }
-    for (uint64_t r0 = 0; rc == PC_OK && s->exact && r0 < s->rows; r0 += step2) {
-        const uint64_t r1 = r0 + step2 < s->rows ? r0 + step2 : s->rows, rows = r1 - r0;
-        rc = bucket_run(c, r0, r1, k, &w, err, err_len);
-        if (rc != PC_OK)
-            break;
-        bucket_major_totals(w.per_bucket, rows, m, k, w.totals);
-        int64_t used = 0;
-        rc = ms_status(pc_ms_decode(refine.x, refine.lanes, refine.words + refine.pos,
-                                    refine.n_words - refine.pos, c->run.counts, (int64_t)c->run.n,
-                                    (int64_t)rows, (int64_t)c->run.n, w.totals, (int64_t)m,
-                                    (int64_t)m, r1 == s->rows, NULL, w.seq, (int64_t)m, &used),
-                       name, err, err_len);
-        refine.pos += used;
-        for (uint64_t i = 0; rc == PC_OK && i < rows * m; i++)
-            w.sym[i] = all_sym[r0 * m + i];
-        uint8_t *out = rc == PC_OK ? output(c) : NULL;
-        if (rc == PC_OK && out == NULL)
-            rc = fail(err, err_len, PC_E_NOMEM, "out of memory");
-        if (rc == PC_OK)
-            rc = ms_status(pc_ms_place_refined(w.seq, (int64_t)m, w.sym, (int64_t)m,
-                                               (int64_t)rows, (int64_t)m, c->run.values,
-                                               (int64_t)c->run.n, (int64_t)c->run.n,
-                                               (int)c->width, (int64_t)k,
-                                               out + r0 * m * c->width, (int64_t)m),
-                           name, err, err_len);
-    }
-    free(all_sym);
-    free(w.ctx);
-    free(w.per_bucket);
-    free(w.sym);
-    free(w.start);
-    free(w.totals);
-    free(w.seq);
+    free(a.all_sym);
+    free_scratch(&a.w);
+    free_scratch(&w);
     free_stream(&st);
     free_stream(&refine);
     return rc;
@@ -754,7 +902,7 @@ int pc_seeded_decode(const pc_seeded *s, const uint8_t *payload, uint64_t length
         rc = decode_row_rans(&c, payload, length, recip, threads, err, err_len);
         break;
     case PC_BUCKET_RANS:
-        rc = decode_bucket(&c, payload, length, err, err_len);
+        rc = decode_bucket(&c, payload, length, threads, err, err_len);
         break;
     default:
         rc = fail(err, err_len, PC_E_ARGUMENT, "tensor '%s': not a seeded coding", s->name);

@@ -4,7 +4,7 @@
 Each case is one mutation (tests/hostile_files.py: damaged bytes, or header and payload
 edits with every checksum resealed, so the decoder's own checks are what gets tested)
 of a small valid file of every coding; the sanitized ``permcodec-decode`` decodes it to
-``.safetensors``. A finding is a crash (a signal), a sanitizer report, an exit code
+``.safetensors``, on one thread or two (every other case). A finding is a crash (a signal), a sanitizer report, an exit code
 other than 0, 1, 3 or 4, more than one line on stderr, or a run over ``--timeout``
 seconds; each is saved as ``OUT/finding-<n>.perm`` with its stderr. Cases run in
 parallel (``--jobs``).
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -34,7 +35,9 @@ ALLOWED = {0, 1, 3, 4}
 FAMILIES = ("bytes", "header", "payload")
 
 
-def one_case(raw: bytes, seed: int, work: Path, timeout: float) -> tuple[str, bytes, str] | None:
+def one_case(
+    binary: Path, raw: bytes, seed: int, work: Path, timeout: float
+) -> tuple[str, bytes, str] | None:
     """Mutate ``raw`` with ``seed`` and decode it; (what went wrong, the input, stderr)
     or None."""
     rng = random.Random(seed)
@@ -45,7 +48,8 @@ def one_case(raw: bytes, seed: int, work: Path, timeout: float) -> tuple[str, by
     path.write_bytes(bad)
     try:
         done = subprocess.run(
-            [str(BINARY), str(path), "-o", str(out), "--force", "--max-bytes", "256M"],
+            [str(binary), str(path), "-o", str(out), "--force", "--max-bytes", "256M",
+             "--threads", str(1 + seed % 2)],
             capture_output=True, text=True, timeout=timeout,
             env={"ASAN_OPTIONS": "detect_leaks=1", "UBSAN_OPTIONS": "halt_on_error=1"},
         )  # fmt: skip
@@ -77,9 +81,12 @@ def main() -> int:
     files = list(hf.valid_files().values())
     findings, t0 = 0, time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(args.jobs) as pool:
+        binary = Path(tmp) / BINARY.name  # a copy: a rebuild meanwhile does not disturb it
+        shutil.copy2(BINARY, binary)
         seeds = range(args.seed, args.seed + args.cases)
-        results = pool.map(lambda s: one_case(files[s % len(files)], s, Path(tmp), args.timeout),
-                           seeds)  # fmt: skip
+        results = pool.map(
+            lambda s: one_case(binary, files[s % len(files)], s, Path(tmp), args.timeout), seeds
+        )
         for seed, found in zip(seeds, results, strict=True):
             if found is not None:
                 args.out.mkdir(parents=True, exist_ok=True)

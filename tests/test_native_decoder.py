@@ -64,9 +64,9 @@ def as_bytes(a: np.ndarray) -> bytes:
     return (a.view(np.uint16) if a.dtype.name == "bfloat16" else a).tobytes()
 
 
-def assert_same_as_python(decoder: Path, path: Path, tmp_path: Path) -> None:
+def assert_same_as_python(decoder: Path, path: Path, tmp_path: Path, *args: str) -> None:
     out = tmp_path / "out.safetensors"
-    done = run(decoder, path, "-o", out, "--force")
+    done = run(decoder, path, "-o", out, "--force", *args)
     assert done.returncode == EXIT_OK, done.stderr
     theirs, mine = permcodec.load_numpy(path), load_file(str(out))
     assert list(mine) == list(theirs)
@@ -156,6 +156,30 @@ def test_seeded_tensors_decode_bit_for_bit(decoder, tmp_path, coding, spec):
     ):  # fmt: skip
         path = _seeded_file(tmp_path / f"{i}.perm", coding, spec, dtype, shape, lanes)
         assert_same_as_python(decoder, path, tmp_path)
+        assert_same_as_python(decoder, path, tmp_path, "--threads", "3")
+
+
+@pytest.mark.parametrize("coding", ["row-rans", "bucket-exact"])
+def test_threads_decode_seeded_tensors_alike_in_python(tmp_path, monkeypatch, coding):
+    """PERMCODEC_THREADS: row-rans lanes side by side, bucket-rans's layer ahead of its
+    refinement on a thread of its own; the same bits as one thread, and a damaged
+    payload refused alike."""
+    path = _seeded_file(tmp_path / "s.perm", coding, "he_uniform", "float32", (300, 70), 7)
+    one = permcodec.load_numpy(path)
+    entry, payloads, version = hf.split(path.read_bytes())
+    damaged = bytearray(payloads[0])
+    damaged[len(damaged) // 2] ^= 0x10
+    bad = tmp_path / "bad.perm"
+    bad.write_bytes(hf.seal(entry, [bytes(damaged)], version))
+    outcomes = set()
+    for threads in ("1", "2", "3"):
+        monkeypatch.setenv("PERMCODEC_THREADS", threads)
+        got = permcodec.load_numpy(path)
+        assert got["w"].tobytes() == one["w"].tobytes()
+        with pytest.raises(PermcodecError) as e:
+            permcodec.load_numpy(bad)
+        outcomes.add(type(e.value))
+    assert len(outcomes) == 1
 
 
 def test_the_command_line_refuses_in_one_line_with_its_exit_codes(decoder, tmp_path):
