@@ -1,11 +1,12 @@
 """Build the compiled decode kernels (optional: without a C compiler the package
-installs without them and the numba kernels or the numpy reference run instead)."""
+installs without them and the numpy reference, or torch's sort for LaPerm's sync, runs
+instead)."""
 
 import sys
 
 from setuptools import Extension, setup
 
-# gcc/clang: optimise; signed overflow wraps as in numpy and numba (-fwrapv: on hostile
+# gcc/clang: optimise; signed overflow wraps as in numpy (-fwrapv: on hostile
 # input the kernels must compute what their twins compute, not undefined behaviour); no
 # fused multiply-add; no debug symbols (they would triple the size of the install). MSVC
 # keeps its defaults.
@@ -27,6 +28,7 @@ else:
         "permcodec.kernels.rans_c": ["csrc/multiset.c"],
         "permcodec.kernels.philox_c": [],
         "permcodec.kernels.grid_c": ["csrc/grid_rans.c"],
+        "permcodec.kernels.sync_c": ["csrc/laperm_sync.c"],
         "permcodec.kernels.seeded_c": [
             "csrc/seeded_decode.c",
             "csrc/seeded_init.c",

@@ -73,7 +73,7 @@ MODELS = ("lenet300", "vgg", "stack25m", *TRAINED, *POSTHOC)
 QUICK_MODELS = ("lenet300", "vgg", "lenet300-trained", "lenet300-bpw1")
 #: The native decoder (native/, ``make -C native``), timed where it reads the file.
 NATIVE = Path(__file__).resolve().parent.parent / "native" / "permcodec-decode"
-#: What a decode-only install brings (pip install permcodec), and the JIT it no longer needs.
+#: What a decode-only install brings (pip install permcodec), and the JIT it no longer uses.
 DECODE_ONLY = ("permcodec", "numpy", "zstandard", "msgpack", "click")
 JIT = ("numba", "llvmlite")
 SEED = 0
@@ -384,7 +384,7 @@ def cold_decode(path: Path, weights: int) -> dict[str, Any]:
 
 def install_size() -> dict[str, Any]:
     """Bytes on disk of each distribution a decode-only install brings, and of the JIT
-    (numba, llvmlite) it no longer needs; permcodec counts its package folder without
+    (numba, llvmlite) no part of permcodec uses any more; permcodec counts its package folder without
     generated C, tests or caches (it may be an editable install)."""
     from importlib import metadata
 
@@ -614,7 +614,7 @@ def install_line(size: dict[str, Any]) -> str:
     )
     return (
         f"decode-only install: {size['decode_only_mb']:.1f} MB ({parts}); "
-        f"numba + llvmlite, no longer needed to decode: {size['jit_mb']:.1f} MB"
+        f"numba + llvmlite, no longer used at all: {size['jit_mb']:.1f} MB"
     )
 
 
@@ -670,8 +670,6 @@ def _git_head() -> str | None:
 
 def machine() -> dict[str, Any]:
     """Versions and CPU of this machine."""
-    import numba
-
     try:
         from permcodec import kernels
 
@@ -688,7 +686,6 @@ def machine() -> dict[str, Any]:
         "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
         "numpy": np.__version__,
         "torch": torch.__version__,
-        "numba": numba.__version__,
         "permcodec": permcodec.__version__,
         "permcodec_kernels": kernels_backend,
         "nncodec": baselines.NNCODEC_VERSION,

@@ -71,10 +71,18 @@ typedef struct {
     uint64_t cap, cap_rows; /* the values and rows the buffers hold */
 } init_run;
 
+/* A levels tensor's classes, the same in every row (pc_levels_classes). */
+typedef struct {
+    uint64_t n, counts[2 * PC_INIT_MAX_LEVELS + 1];
+    uint8_t values[(2 * PC_INIT_MAX_LEVELS + 1) * 8];
+    uint16_t class_of_level[2 * PC_INIT_MAX_LEVELS + 1];
+} level_classes;
+
 typedef struct {
     const pc_seeded *s;
     size_t width; /* bytes per stored value */
     init_run run;
+    const level_classes *levels; /* a levels tensor's classes, else NULL */
     pc_output_fn out_fn;
     void *out_ctx;
     uint8_t *out; /* NULL until the first run has decoded */
@@ -97,6 +105,43 @@ static void free_run(init_run *r) {
     memset(r, 0, sizeof *r);
 }
 
+/* The classes of a run of a levels tensor, known from its spec; the order of its
+ * positions by value (and their values) only where the coding needs them. */
+static int make_level_run(seeded_ctx *c, char *err, size_t err_len) {
+    const level_classes *lc = c->levels;
+    init_run *r = &c->run;
+    const uint64_t m = c->s->m, rows = r->r1 - r->r0;
+    const size_t width = c->width;
+    r->n = lc->n;
+    for (uint64_t i = 0; i < rows; i++) {
+        for (uint64_t k = 0; k < lc->n; k++)
+            r->counts[i * m + k] = (int64_t)lc->counts[k];
+        memcpy(r->values + i * m * width, lc->values, lc->n * width);
+        r->distinct[i] = lc->n == m;
+    }
+    if (c->s->coding != PC_BUCKET_RANS)
+        return PC_OK; /* the multiset is all a row-rans or perm-rans decoder needs */
+    uint16_t *level = (uint16_t *)(void *)r->row_counts; /* m uint64: room for m levels */
+    for (uint64_t i = 0; i < rows; i++) {
+        if (pc_init_level_rows(&c->s->spec, c->s->k0, c->s->k1, c->s->rows, m, r->r0 + i,
+                               r->r0 + i + 1, level) != PC_INIT_OK)
+            return fail(err, err_len, PC_E_NOMEM, "out of memory");
+        uint64_t start[2 * PC_INIT_MAX_LEVELS + 1], at = 0;
+        for (uint64_t k = 0; k < lc->n; k++) {
+            start[k] = at;
+            at += lc->counts[k];
+        }
+        uint32_t *order = r->order + i * m;
+        uint8_t *init = r->init + i * m * width;
+        for (uint64_t j = 0; j < m; j++) { /* by value, then position: a counting sort */
+            const uint16_t k = lc->class_of_level[level[j]];
+            order[start[k]++] = (uint32_t)j;
+            memcpy(init + j * width, lc->values + k * width, width);
+        }
+    }
+    return PC_OK;
+}
+
 /* Regenerate rows [r0, r1) of the init and class them (FORMAT 5.1). */
 static int make_run(seeded_ctx *c, uint64_t r0, uint64_t r1, char *err, size_t err_len) {
     const uint64_t m = c->s->m, rows = r1 - r0, n = rows * m;
@@ -117,6 +162,8 @@ static int make_run(seeded_ctx *c, uint64_t r0, uint64_t r1, char *err, size_t e
     r->r0 = r0;
     r->r1 = r1;
     memset(r->counts, 0, sizeof(int64_t) * n);
+    if (c->levels != NULL)
+        return make_level_run(c, err, err_len);
     if (pc_init_rows(&c->s->spec, c->s->k0, c->s->k1, c->s->dtype, c->s->rows, m, r0, r1,
                      r->init) != PC_INIT_OK)
         return fail(err, err_len, PC_E_NOMEM, "tensor '%s': cannot regenerate its init",
@@ -885,6 +932,13 @@ int pc_seeded_decode(const pc_seeded *s, const uint8_t *payload, uint64_t length
     c.width = storage_size(s->dtype);
     c.out_fn = out;
     c.out_ctx = out_ctx;
+    level_classes levels;
+    if (s->spec.kind == PC_KIND_LEVELS && s->m > 0) {
+        if (pc_levels_classes(&s->spec, s->dtype, s->m, levels.values, levels.counts,
+                              levels.class_of_level, &levels.n) != PC_INIT_OK)
+            return fail(err, err_len, PC_E_FORMAT, "tensor '%s': bad levels spec", s->name);
+        c.levels = &levels;
+    }
     /* divisions by small totals as multiplications, where the tensor is big enough to
      * repay making the table */
     uint64_t *recip = NULL;

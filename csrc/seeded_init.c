@@ -711,14 +711,20 @@ static uint64_t kept_count(double density, uint64_t m) {
 
 /* ------------------------------------------------------------ pc_init_rows */
 
-/* The levels kind (6.6, 6.7): each position's level from its mask rank. */
-static int levels_rows(const pc_init_spec *s, const gen *g, int dtype, uint64_t m, uint64_t r0,
-                       uint64_t r1, unsigned char *out) {
-    size_t size = dtype_size(dtype);
+/* An unsigned key of a `bits`-wide pattern whose order is the order key's (5.1). */
+static inline uint64_t ukey(uint64_t b, unsigned bits) {
+    uint64_t sign = (uint64_t)1 << (bits - 1), all = sign | (sign - 1);
+    return (b & sign) ? ~b & all : b | sign;
+}
+
+/* ------------------------------------------------------------ the levels kind (6.6, 6.7) */
+
+/* The level values of a levels spec cast to the dtype (lv, 2L + 1 of them) and the first
+ * rank of each level, then m (bound, 2L + 2 entries) for rows of m (6.6, 6.7). */
+static unsigned level_table(const pc_init_spec *s, int dtype, uint64_t m, unsigned char *lv,
+                            uint64_t *bound) {
     unsigned L = (unsigned)s->levels, groups = 2 * L;
     double lam[2 * PC_INIT_MAX_LEVELS + 1];
-    unsigned char lv[(2 * PC_INIT_MAX_LEVELS + 1) * 8];
-    uint64_t bound[2 * PC_INIT_MAX_LEVELS + 2]; /* first rank of each level, then m */
     uint64_t kept = kept_count(s->density, m);
     for (unsigned j = 0; j < L; j++) { /* a_j; lambda_{L-1-j} = -a_j, lambda_{L+j} = a_j */
         double u = 0.5 + 0.5 * (((double)j + 0.5) / (double)L);
@@ -733,7 +739,16 @@ static int levels_rows(const pc_init_spec *s, const gen *g, int dtype, uint64_t 
         bound[t] = ((uint64_t)t * kept) / groups;
     bound[groups] = kept;
     bound[groups + 1] = m;
+    return groups;
+}
 
+/* The level of each position of rows [r0, r1) (uint16 per position), from the ranks of
+ * its mask words. */
+static int level_rows(const pc_init_spec *s, const gen *g, uint64_t m, uint64_t r0,
+                      uint64_t r1, uint16_t *level) {
+    unsigned char lv[(2 * PC_INIT_MAX_LEVELS + 1) * 8];
+    uint64_t bound[2 * PC_INIT_MAX_LEVELS + 2];
+    const unsigned groups = level_table(s, PC_FLOAT32, m, lv, bound);
     uint64_t *a = malloc(sizeof(uint64_t) * (size_t)m), *b = malloc(sizeof(uint64_t) * (size_t)m);
     uint32_t *w = malloc(sizeof(uint32_t) * (size_t)m);
     if (!a || !b || !w) {
@@ -744,16 +759,84 @@ static int levels_rows(const pc_init_spec *s, const gen *g, int dtype, uint64_t 
     }
     for (uint64_t r = r0; r < r1; r++) {
         const uint64_t *sorted = mask_order(g, r, m, a, b, w);
-        unsigned char *row = out + (size_t)((r - r0) * m) * size;
-        for (unsigned lev = 0; lev <= groups; lev++) {
-            const unsigned char *val = lv + lev * size;
+        uint16_t *row = level + (size_t)((r - r0) * m);
+        for (unsigned lev = 0; lev <= groups; lev++)
             for (uint64_t q = bound[lev]; q < bound[lev + 1]; q++)
-                memcpy(row + (size_t)(uint32_t)sorted[q] * size, val, size);
-        }
+                row[(uint32_t)sorted[q]] = (uint16_t)lev;
     }
     free(a);
     free(b);
     free(w);
+    return PC_INIT_OK;
+}
+
+static int levels_rows(const pc_init_spec *s, const gen *g, int dtype, uint64_t m, uint64_t r0,
+                       uint64_t r1, unsigned char *out) {
+    size_t size = dtype_size(dtype);
+    unsigned char lv[(2 * PC_INIT_MAX_LEVELS + 1) * 8];
+    uint64_t bound[2 * PC_INIT_MAX_LEVELS + 2];
+    level_table(s, dtype, m, lv, bound);
+    const size_t n = (size_t)((r1 - r0) * m);
+    uint16_t *level = malloc(sizeof(uint16_t) * n);
+    if (level == NULL)
+        return PC_INIT_E_NOMEM;
+    const int status = level_rows(s, g, m, r0, r1, level);
+    for (size_t i = 0; status == PC_INIT_OK && i < n; i++)
+        memcpy(out + i * size, lv + level[i] * size, size);
+    free(level);
+    return status;
+}
+
+int pc_init_level_rows(const pc_init_spec *s, uint32_t k0, uint32_t k1, uint64_t R, uint64_t m,
+                       uint64_t r0, uint64_t r1, uint16_t *level) {
+    gen g;
+    if (s == NULL || s->kind != PC_KIND_LEVELS ||
+        !(s->levels >= 1.0 && s->levels <= PC_INIT_MAX_LEVELS) || r0 > r1 || r1 > R)
+        return PC_INIT_E_ARGUMENT;
+    if (r0 == r1 || m == 0)
+        return PC_INIT_OK;
+    if (m > ((uint64_t)1 << 32))
+        return PC_INIT_E_RANGE;
+    gen_init(&g, s, k0, k1);
+    return level_rows(s, &g, m, r0, r1, level);
+}
+
+int pc_levels_classes(const pc_init_spec *s, int dtype, uint64_t m, void *values,
+                      uint64_t *counts, uint16_t *class_of_level, uint64_t *n_classes) {
+    const size_t size = dtype_size(dtype);
+    unsigned char lv[(2 * PC_INIT_MAX_LEVELS + 1) * 8];
+    uint64_t bound[2 * PC_INIT_MAX_LEVELS + 2], key[2 * PC_INIT_MAX_LEVELS + 1];
+    unsigned order[2 * PC_INIT_MAX_LEVELS + 1], present = 0;
+    if (size == 0 || s == NULL || s->kind != PC_KIND_LEVELS ||
+        !(s->levels >= 1.0 && s->levels <= PC_INIT_MAX_LEVELS))
+        return PC_INIT_E_ARGUMENT;
+    const unsigned groups = level_table(s, dtype, m, lv, bound);
+    for (unsigned lev = 0; lev <= groups; lev++) {
+        uint64_t bits = 0;
+        memcpy(&bits, lv + lev * size, size); /* little-endian hosts */
+        key[lev] = ukey(bits, (unsigned)(8 * size));
+        class_of_level[lev] = UINT16_MAX; /* a level no position holds */
+        if (bound[lev + 1] > bound[lev]) { /* present: insert by key, then level */
+            unsigned at = present++;
+            while (at > 0 && key[order[at - 1]] > key[lev]) {
+                order[at] = order[at - 1];
+                at--;
+            }
+            order[at] = lev;
+        }
+    }
+    uint64_t n = 0;
+    unsigned char *vals = values;
+    for (unsigned i = 0; i < present; i++) {
+        const unsigned lev = order[i];
+        if (i == 0 || key[lev] != key[order[i - 1]]) { /* a new bit pattern: a new class */
+            memcpy(vals + n * size, lv + lev * size, size);
+            counts[n++] = 0;
+        }
+        counts[n - 1] += bound[lev + 1] - bound[lev];
+        class_of_level[lev] = (uint16_t)(n - 1);
+    }
+    *n_classes = n;
     return PC_INIT_OK;
 }
 
@@ -1010,13 +1093,6 @@ int pc_init_check(const pc_init_spec *s, const uint64_t *shape, int ndim, uint32
 }
 
 /* ------------------------------------------------------------ row classes (5.1) */
-
-/* An unsigned key of a `bits`-wide pattern whose order is the order key's (5.1). */
-static inline uint64_t ukey(uint64_t b, unsigned bits) {
-    uint64_t sign = (uint64_t)1 << (bits - 1), all = sign | (sign - 1);
-    return (b & sign) ? ~b & all : b | sign;
-}
-
 #define STACK_ROW 512
 
 int pc_row_classes(int dtype, const void *row, uint64_t m, uint32_t *order, uint64_t *counts,

@@ -128,6 +128,18 @@ int pc_init_rows(const pc_init_spec *s, uint32_t k0, uint32_t k1, int dtype, uin
 int pc_row_classes(int dtype, const void *row, uint64_t m, uint32_t *order, uint64_t *counts,
                    void *values, uint64_t *n_classes);
 
+/* Levels tensors (6.6, 6.7) without sorting their values: every row holds the same
+ * multiset, so its classes (5.1) come from the spec alone. pc_levels_classes gives them
+ * for rows of m: values[c] and counts[c] as pc_row_classes would (room for 2L + 1
+ * each), and class_of_level[lev] (2L + 1 entries; UINT16_MAX for a level no position
+ * holds). pc_init_level_rows writes the level of each position of rows [r0, r1): the
+ * value there is the value of class class_of_level[level]. Same statuses as
+ * pc_init_rows; both need a levels spec that passed pc_init_check. */
+int pc_levels_classes(const pc_init_spec *s, int dtype, uint64_t m, void *values,
+                      uint64_t *counts, uint16_t *class_of_level, uint64_t *n_classes);
+int pc_init_level_rows(const pc_init_spec *s, uint32_t k0, uint32_t k1, uint64_t R, uint64_t m,
+                       uint64_t r0, uint64_t r1, uint16_t *level);
+
 #ifdef PC_SEEDED_INIT_PROBES
 /* For tests only (built with -DPC_SEEDED_INIT_PROBES): the functions of FORMAT 7 on one
  * binary64 (fn 0 log, 1 sqrt, 2 ndtri, 3 exp, 4 ndtr), ndtri as the generator runs it

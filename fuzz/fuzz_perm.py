@@ -78,9 +78,8 @@ import atheris
 import numpy as np
 import zstandard
 
-# The numba kernel modules must stay uninstrumented: numba compiles their bytecode.
+# Kernel modules that compile their own bytecode (triton) must stay uninstrumented.
 _NUMBA_MODULES = [
-    "permcodec.kernels.sync_numba",
     "permcodec.kernels.rans_triton",
 ]
 with atheris.instrument_imports(include=["permcodec"], exclude=_NUMBA_MODULES):

@@ -58,7 +58,7 @@ class LossyWarning(UserWarning):
 
 
 class KernelWarning(RuntimeWarning):
-    """A compiled kernel (numba, triton) could not be loaded; the numpy reference,
+    """A compiled kernel (a C extension, triton) could not be loaded; the numpy reference,
     which computes the same bits more slowly, runs instead."""
 
 

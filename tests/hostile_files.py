@@ -394,7 +394,7 @@ def run_reader(raw: bytes, reader: str, tmp: Path) -> Outcome:
 
 
 def warm_up(tmp: Path) -> None:
-    """Load the kernels (numba compiles or reads its cache) before anything is timed."""
+    """Load the kernels (and torch, where a reader imports it) before anything is timed."""
     for raw in valid_files().values():
         for reader in READERS:
             run_reader(raw, reader, tmp)

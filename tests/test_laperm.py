@@ -311,9 +311,9 @@ def test_rank_order_is_torchs_stable_argsort(rows, m, pool, seed):
     nan=st.booleans(),
 )
 def test_cpu_sync_kernels_place_values_as_torch_does(rows, m, seed, nan):
-    """The numba sync (rank, then place the sorted init by rank) equals torch's stable
+    """The C sync (rank, then place the sorted init by rank) equals torch's stable
     argsort and scatter, ties and -0.0 included; NaN is refused (torch's path runs)."""
-    fast = pytest.importorskip("permcodec.kernels.sync_numba")
+    fast = pytest.importorskip("permcodec.kernels.sync_c")
     g = torch.Generator().manual_seed(seed)
     pool = torch.tensor([0.0, -0.0, 1.0, -2.5, 3.0, 1.0000001, 1.0000002, -2.5000002])
     w = pool[torch.randint(len(pool), (rows, m), generator=g)]

@@ -129,6 +129,8 @@ SEEDED_SPECS = {
     "constant": permcodec.InitSpec("constant", value=0.08, random_sign=True, density=0.6),
     "tensorwise": permcodec.InitSpec("uniform", a=-1.0, b=1.0, granularity="tensor"),
     "levels": permcodec.InitSpec("levels", levels=2, scale=0.05, density=0.5),
+    # many levels, dense: some cast to one float16/bfloat16 value (classes merge)
+    "levels_many": permcodec.InitSpec("levels", levels=100, scale=0.01, density=1.0),
     "trunc_normal": permcodec.InitSpec("trunc_normal", std=0.02),
 }
 
@@ -140,7 +142,7 @@ def _seeded_file(path: Path, coding: str, spec: str, dtype: str, shape: tuple, l
     from test_chunked_decode import _entry
 
     entry, payload, _ = _entry(coding, SEEDED_SPECS[spec], shape, dtype, lanes, seed=len(spec))
-    version = 6 if spec == "levels" else 4
+    version = 6 if spec.startswith("levels") else 4
     path.write_bytes(hf.seal({"byteorder": "little", "tensors": [entry]}, [payload], version))
     return path
 

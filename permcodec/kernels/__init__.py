@@ -1,16 +1,16 @@
-"""Kernels: compiled twins of the numpy reference (C built by Cython at install, numba
-for LaPerm's sync, Triton on GPUs).
+"""Kernels: compiled twins of the numpy reference (C of csrc/ wrapped by Cython at install,
+Triton on GPUs).
 
 Each kernel module computes the same bits as the reference it shadows, faster; the
 numpy code stays the oracle. :func:`load` is the one way in: it imports a kernel
 module on first use and returns None where the reference should run instead: the
-environment sets ``PERMCODEC_PURE_NUMPY=1``, the module's compiler (numba, triton) is not
+environment sets ``PERMCODEC_PURE_NUMPY=1``, the module's compiler (triton) is not
 installed or its extension was not built (an install without a C compiler), or it is
 there but broken, which warns once (:class:`permcodec.KernelWarning`). A family name
 ("rans", "philox") gives its member that loads: the C kernels, which need no runtime
 beyond numpy and start at once (a wheel, ``pip wheel .``, carries them to machines
-without a compiler). Importing numba takes a few tenths of a second, which ``import
-permcodec`` should not pay. This layer imports nothing of permcodec but its errors.
+without a compiler). Modules load on first use, so ``import permcodec`` pays for none of
+them. This layer imports nothing of permcodec but its errors.
 """
 
 from __future__ import annotations
@@ -33,15 +33,15 @@ MODULES = {
     "philox_c": "the numpy reference generator",
     "grid_c": "the numpy reference static-table coder",
     "seeded_c": "the seeded decoders of permcodec.coding (numpy, with the rans kernels)",
-    "sync_numba": "torch's sort for LaPerm's sync",
+    "sync_c": "torch's sort for LaPerm's sync",
     "rans_triton": "the CPU decoder, then a copy to the device",
 }
 #: Families: name -> members, fastest first; each member's name ends in its backend.
 FAMILIES = {"rans": ("rans_c",), "philox": ("philox_c",)}
 #: Packages whose absence is a supported install, not a fault.
-COMPILERS = ("numba", "llvmlite", "triton")
+COMPILERS = ("triton",)
 #: Extensions built at install where a C compiler was found; their absence is supported.
-EXTENSIONS = ("rans_c", "philox_c", "grid_c", "seeded_c")
+EXTENSIONS = ("rans_c", "philox_c", "grid_c", "seeded_c", "sync_c")
 #: The interface version the extensions must report (their ``API``): an extension built
 #: from older sources (a stale in-place build) is refused with a warning.
 EXTENSION_API = 2

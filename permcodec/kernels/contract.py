@@ -1,9 +1,9 @@
 """The numeric contract that the numpy reference and every kernel share.
 
 Constants of the generator and the coder, the kernels' status codes and the errors they
-stand for, and the few integer helpers that numpy, numba and Triton code all compute
-the same way (plain Python arithmetic, so numba compiles these very functions). Nothing
-here imports more than numpy.
+stand for, and the few integer helpers that numpy and Triton code compute the same way
+(plain Python arithmetic; the C of csrc/ writes them out). Nothing here imports more
+than numpy.
 """
 
 from __future__ import annotations
@@ -72,8 +72,7 @@ def levels(k: int) -> int:
 
 def left_counts(m: int) -> tuple[np.ndarray, int]:
     """Implicit binary tree over m leaves (padded to 2**levels): entry n of node n
-    holds how many real leaves its left subtree has. Returns (tree, levels). (The
-    depth is computed inline: numba compiles this function as it is.)"""
+    holds how many real leaves its left subtree has. Returns (tree, levels)."""
     depth_total = 0
     while (1 << depth_total) < m:
         depth_total += 1

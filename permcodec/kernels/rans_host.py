@@ -17,8 +17,7 @@ from .contract import ENDS_EARLY, OK, STATE_LOW, lane_bounds, raise_for
 
 
 def _plain(a: np.ndarray, dtype: type) -> np.ndarray:
-    """C-contiguous and writeable, so every call hits the same compiled signature
-    (numba types read-only arrays, e.g. from ``np.frombuffer``, separately)."""
+    """C-contiguous and writeable, as the kernels' typed memoryviews take them."""
     return np.require(a, dtype=dtype, requirements=["C", "W"])
 
 

@@ -2,8 +2,8 @@
 in its place (or, trained at b bits, the bucketed form the decoder rebuilds).
 
 The ranking is torch's stable argsort; on CPU float32 rows numpy's SIMD sort of packed
-(order key, index) words gives the same order faster, and the numba kernels of
-:mod:`permcodec.kernels.sync_numba` rank and place in one pass.
+(order key, index) words gives the same order faster, and the C kernels of
+:mod:`permcodec.kernels.sync_c` (csrc/laperm_sync.c) rank and place in one pass.
 """
 
 from __future__ import annotations
@@ -57,12 +57,12 @@ def rank_order(w: torch.Tensor) -> torch.Tensor:
 
 
 def sync_in_place(t: Target) -> bool:
-    """The plain sync of a contiguous CPU float32 parameter with the numba kernels,
+    """The plain sync of a contiguous CPU float32 parameter with the C kernels,
     written in place; False where they do not apply."""
     p = t.param
     if p.device.type != "cpu" or p.dtype != torch.float32 or not p.is_contiguous():
         return False
-    fast = kernels.load("sync_numba")
+    fast = kernels.load("sync_c")
     if fast is None or t.sorted_init.dtype != torch.float32:
         return False
     if t.m > fast.MAX_M:
