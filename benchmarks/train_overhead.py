@@ -14,6 +14,7 @@ figure is the median over rounds of each round's epoch-time ratio. Prints a tabl
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import platform
 import statistics
@@ -39,12 +40,18 @@ VARIANTS: dict[str, dict[str, Any]] = {
 
 
 def one_epoch(
-    model: torch.nn.Module, opt: torch.optim.Optimizer, data: Dataset, gen: torch.Generator
+    model: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    data: Dataset,
+    gen: torch.Generator,
+    steps: int | None = None,
 ) -> float:
-    """Seconds for one training epoch, as ``permcodec train`` runs it."""
+    """Seconds for one training epoch, as ``permcodec train`` runs it (its first ``steps``
+    batches, when given: a short run)."""
     model.train()
     t0 = time.perf_counter()
-    for xb, yb in batches(data.x_train, data.y_train, 128, shuffle=True, generator=gen):
+    batch = batches(data.x_train, data.y_train, 128, shuffle=True, generator=gen)
+    for xb, yb in itertools.islice(batch, steps):
         opt.zero_grad()
         out = model(xb)
         loss = F.cross_entropy(out, yb)
@@ -54,7 +61,9 @@ def one_epoch(
     return time.perf_counter() - t0
 
 
-def measure(model_name: str, data: Dataset, epochs: int) -> dict[str, Any]:
+def measure(
+    model_name: str, data: Dataset, epochs: int, steps: int | None = None
+) -> dict[str, Any]:
     """Interleaved epochs of every variant; per-variant epoch times."""
     base = TrainConfig(model=model_name, dataset="fashion-mnist", seed=0, epochs=epochs)
     if model_name == "lenet5":
@@ -67,10 +76,11 @@ def measure(model_name: str, data: Dataset, epochs: int) -> dict[str, Any]:
     for epoch in range(epochs):  # rotate who goes first, so no variant always follows another
         for label in labels[epoch % 3 :] + labels[: epoch % 3]:
             model, opt, gen, times = runs[label]
-            times.append(one_epoch(model, opt, data, gen))
+            times.append(one_epoch(model, opt, data, gen, steps))
     medians = {label: statistics.median(r[3]) for label, r in runs.items()}
     return {
         "model": model_name,
+        "steps_per_epoch": steps,
         "epoch_seconds": {label: r[3] for label, r in runs.items()},
         "median_seconds": medians,
         # per round, the ratio of epochs run back to back; its median resists load that
@@ -109,6 +119,9 @@ def main() -> int:
     ap.add_argument(
         "--threads", type=int, default=1, help="torch threads (NNCodec and the decoder use one)"
     )
+    ap.add_argument(
+        "--steps", type=int, default=None, help="batches per epoch (default: the whole set)"
+    )
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--out", type=Path, default=RESULTS / "train_overhead.json")
     args = ap.parse_args()
@@ -116,7 +129,7 @@ def main() -> int:
     data = load_dataset("fashion-mnist", args.data_dir)
     records = []
     for name in args.models.split(","):
-        records.append(measure(name, data, args.epochs))
+        records.append(measure(name, data, args.epochs, args.steps))
         print(f"{name}: " + json.dumps(records[-1]["median_seconds"]), flush=True)
     print(table(records))
     args.out.parent.mkdir(parents=True, exist_ok=True)
