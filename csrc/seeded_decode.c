@@ -53,7 +53,9 @@ uint64_t pc_seeded_working_bytes(const pc_seeded *s) {
         const uint64_t lanes = s->exact && s->refine_lanes > s->lanes ? s->refine_lanes : s->lanes;
         run = group_run_values(s->rows, s->m, lanes);
     }
-    return RUN_BYTES_PER_VALUE * run;
+    /* an exact bucket-rans decoder holds the bucket of every value for its refinement */
+    const uint64_t buckets = s->coding == PC_BUCKET_RANS && s->exact ? s->rows * s->m : 0;
+    return RUN_BYTES_PER_VALUE * run + buckets;
 }
 
 /* ------------------------------------------------------------------ runs of rows */
@@ -382,7 +384,8 @@ static int decode_lanes(seeded_ctx *c, stream *st, const int64_t *seg, uint64_t 
                 worst = (int)status[l];
         if (rc == PC_OK)
             rc = ms_status(worst, c->s->name, err, err_len);
-        pos += used[0];
+        if (status_all == PC_MS_OK)
+            pos += used[0];
         if (rc == PC_OK)
             rc = rebuild(c, cls, err, err_len);
     }
@@ -544,8 +547,8 @@ static int decode_row_rans(seeded_ctx *c, const uint8_t *payload, uint64_t lengt
     }
     if (seg != NULL)
         seg[0] = 0;
-    for (uint64_t l = 0; rc == PC_OK && l < lanes; l++)
-        seg[l + 1] = seg[l] + (int64_t)le32(payload + 8 * lanes + 4 * l);
+    for (uint64_t l = 0; rc == PC_OK && l < lanes; l++) /* < 2**32 lanes of < 2**32 words */
+        seg[l + 1] = (int64_t)((uint64_t)seg[l] + le32(payload + 8 * lanes + 4 * l));
     if (rc == PC_OK && (uint64_t)seg[lanes] != n_words)
         rc = fail(err, err_len, PC_E_FORMAT,
                   "tensor '%s': segment lengths add up to %llu words, the payload holds %llu",
@@ -683,6 +686,7 @@ typedef struct {
     bucket_scratch w;
     uint64_t done; /* rows of all_sym decoded */
     int finished, rc;
+    int stop; /* the refinement failed: the layer need not go on */
     char err[256];
 #if PC_THREADS
     pthread_mutex_t lock;
@@ -717,12 +721,27 @@ static int bucket_run(seeded_ctx *c, uint64_t r0, uint64_t r1, uint64_t k, bucke
     return rc;
 }
 
+/* Whether the refinement has failed (then the staged layer stops early). */
+static int layer_stopped(bucket_layer *a, int staged) {
+#if PC_THREADS
+    if (staged) {
+        pthread_mutex_lock(&a->lock);
+        const int stop = a->stop;
+        pthread_mutex_unlock(&a->lock);
+        return stop;
+    }
+#endif
+    (void)staged;
+    return a->stop;
+}
+
 static int bucket_layer_runs(bucket_layer *a, int staged, char *err, size_t err_len) {
     seeded_ctx *c = a->c;
     const pc_seeded *s = c->s;
     const uint64_t m = s->m, k = a->k;
     int rc = PC_OK;
-    for (uint64_t r0 = 0; rc == PC_OK && r0 < s->rows; r0 += a->step) {
+    for (uint64_t r0 = 0; rc == PC_OK && r0 < s->rows && !layer_stopped(a, staged);
+         r0 += a->step) {
         const uint64_t r1 = r0 + a->step < s->rows ? r0 + a->step : s->rows, rows = r1 - r0;
         rc = bucket_run(c, r0, r1, k, &a->w, err, err_len);
         if (rc != PC_OK)
@@ -828,6 +847,11 @@ static int decode_staged(seeded_ctx *c, bucket_layer *a, stream *refine, uint64_
     int rc = -1;
     if (pthread_create(&tid, NULL, layer_thread, a) == 0) {
         rc = refine_runs(c, a, refine, step, w, 1, err, err_len);
+        if (rc != PC_OK) {
+            pthread_mutex_lock(&a->lock);
+            a->stop = 1;
+            pthread_mutex_unlock(&a->lock);
+        }
         pthread_join(tid, NULL);
         if (a->rc != PC_OK)
             rc = fail(err, err_len, a->rc, "%s", a->err);
@@ -859,8 +883,8 @@ static int decode_bucket(seeded_ctx *c, const uint8_t *payload, uint64_t length,
     memset(&st, 0, sizeof st);
     memset(&refine, 0, sizeof refine);
     int rc = read_stream(payload, lanes, n_words, &st, err, err_len);
-    if (rc == PC_OK)
-        rc = check_states(&st, empty, name, err, err_len);
+    if (rc == PC_OK && empty)
+        rc = check_states(&st, 1, name, err, err_len);
     if (rc != PC_OK || empty) {
         free_stream(&st);
         return rc;
@@ -877,9 +901,12 @@ static int decode_bucket(seeded_ctx *c, const uint8_t *payload, uint64_t length,
         if (rc == PC_OK)
             rc = read_stream(payload + end, s->refine_lanes, (rest - 8 * s->refine_lanes) / 4,
                              &refine, err, err_len);
-        if (rc == PC_OK)
-            rc = check_states(&refine, 0, name, err, err_len);
     }
+    /* the states last, after every check of the payload's layout, as the reference */
+    if (rc == PC_OK)
+        rc = check_states(&st, 0, name, err, err_len);
+    if (rc == PC_OK && s->exact)
+        rc = check_states(&refine, 0, name, err, err_len);
     const uint64_t step = group_step(lanes, m);
     const uint64_t step2 = s->exact ? group_step(s->refine_lanes, m) : 0;
     bucket_layer a;
@@ -889,7 +916,7 @@ static int decode_bucket(seeded_ctx *c, const uint8_t *payload, uint64_t length,
     a.k = k;
     a.step = step;
     /* the bucket of every weight, for the whole tensor when a refinement follows */
-    a.all_sym = s->exact ? malloc(s->rows * m) : NULL;
+    a.all_sym = rc == PC_OK && s->exact ? malloc(s->rows * m) : NULL;
     const uint64_t step_b = s->exact ? step2 : step, most = step > step_b ? step : step_b;
     bucket_scratch w;
     memset(&w, 0, sizeof w);
@@ -948,6 +975,9 @@ int pc_seeded_decode(const pc_seeded *s, const uint8_t *payload, uint64_t length
             pc_ms_recip_fill(recip);
     }
     int rc;
+    if (s->coding != PC_ROW_RANS && s->m >= ((uint64_t)1 << PC_PROB_BITS))
+        return fail(err, err_len, PC_E_UNSUPPORTED,
+                    "tensor '%s': rows of 2**31 values are beyond this decoder", s->name);
     switch (s->coding) {
     case PC_PERM_RANS:
         rc = decode_perm(&c, payload, length, err, err_len);

@@ -32,15 +32,18 @@ typedef struct {
  * room for rows x m storage values, or NULL if it cannot be allocated. */
 typedef void *(*pc_output_fn)(void *ctx);
 
-/* Bytes a decode takes beside its output: 128 per value of the largest run of rows, as
- * permcodec/coding/runs.py counts them for the readers' memory limit. */
+/* Bytes a decode takes beside its output, as permcodec/coding counts them for the
+ * readers' memory limit: 128 per value of the largest run of rows, and for an exact
+ * bucket-rans tensor one per value (the bucket of each, kept for the refinement). */
 uint64_t pc_seeded_working_bytes(const pc_seeded *s);
 
 /* Decode `length` payload bytes of entry `s` into the output `out` gives, `row-rans` lanes
  * on up to `threads` threads (1: this one only; runs of lanes are independent, the other
  * codings have one stream and decode on this thread). Returns PC_OK,
  * PC_E_FORMAT (a payload that does not fit the entry's fields), PC_E_INTEGRITY (a coded
- * stream that ends early or is inconsistent) or PC_E_NOMEM, with a one-line message in
+ * stream that ends early or is inconsistent), PC_E_NOMEM or PC_E_UNSUPPORTED (perm-rans
+ * or bucket-rans rows of 2**31 values, outside the kernels' domain: the numpy runs of
+ * the package decode them), with a one-line message in
  * err naming the tensor. The caller checks the decoded digest. */
 int pc_seeded_decode(const pc_seeded *s, const uint8_t *payload, uint64_t length,
                      pc_output_fn out, void *out_ctx, int threads, char *err, size_t err_len);

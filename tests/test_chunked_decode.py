@@ -647,3 +647,23 @@ def test_sorted_words_with_a_position_out_of_range_are_refused():
     assert counts.tolist() == [[1, 1]] and first.tolist() == [[0, 1]] and distinct
     assert ctx.tolist() == [[1, 0]] and per_bucket.tolist() == [[1, 1]]
     assert fast.init_buckets(np.array([[5, (1 << 32) | 7]], dtype=np.int64), 2) is None
+
+
+@pytest.mark.parametrize("reference", [False, True])
+@pytest.mark.parametrize("exact", [False, True])
+def test_a_payload_of_the_wrong_layout_is_malformed_before_its_states_are_read(reference, exact):
+    """A bucket-rans payload with a state out of range and bytes its fields leave no room
+    for: refused as malformed (the layout is checked before any state), by the compiled
+    decoder and the reference alike."""
+    tp = Plan(0).add("w", InitSpec("uniform", a=-1.0, b=1.0), (4, 4))
+    entry = {
+        "name": "w", "shape": [4, 4], "dtype": "float32", "coding": "bucket-rans",
+        "spec": dict(tp.spec), "key": list(tp.key), "lanes": 1, "bits": 1, "exact": exact,
+        "weights": None, "words": 0, "digest": bytes(16),
+    }  # fmt: skip
+    if exact:
+        entry["refine_lanes"] = 1
+    payload = bytes(8) + bytes(4)  # state 0, then 4 bytes: not a refinement stream either
+    with _coders(reference), pytest.raises(FormatError) as e:
+        decode_tensor(_sealed(entry, payload), payload)
+    assert not isinstance(e.value, IntegrityError), e.value  # malformed, not damaged

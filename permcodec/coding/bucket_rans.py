@@ -79,6 +79,12 @@ class BucketRans(SeededCoding):
         lanes = max(params.lanes, params.refine_lanes or 1)
         return runs.group_run_values(params.seed.rows, params.seed.m, lanes)
 
+    def working_bytes(self, params: BucketParams) -> int:
+        """The largest run's working set and, with a refinement, the bucket of every value
+        (what the compiled decoder keeps for it)."""
+        rows_m = params.seed.rows * params.seed.m if params.exact else 0
+        return super().working_bytes(params) + rows_m
+
     def lossless(self, params: BucketParams) -> bool:
         return params.exact
 

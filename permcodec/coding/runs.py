@@ -84,6 +84,8 @@ def decode_compiled(coding: str, params: Any, payload: bytes, **bucket: Any) -> 
     )  # fmt: skip
     if status == impl.OK:
         return values.reshape(meta.shape)
+    if status == impl.UNSUPPORTED:  # outside the C's domain: the runs below decode it
+        return None
     if status == impl.FORMAT:
         raise FormatError(message)
     if status == impl.INTEGRITY:

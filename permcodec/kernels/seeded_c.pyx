@@ -37,14 +37,16 @@ cdef extern from "seeded_decode.h":
     int pc_seeded_decode(const pc_seeded *s, const uint8_t *payload, uint64_t length,
                          pc_output_fn out, void *out_ctx, int threads, char *err,
                          size_t err_len) nogil
-    int PC_OK, PC_E_FORMAT, PC_E_INTEGRITY, PC_E_NOMEM
+    int PC_OK, PC_E_FORMAT, PC_E_INTEGRITY, PC_E_NOMEM, PC_E_UNSUPPORTED
     int PC_PERM_RANS, PC_ROW_RANS, PC_BUCKET_RANS
     int PC_FLOAT64, PC_FLOAT32, PC_FLOAT16, PC_BFLOAT16
 
 #: The kernel's interface version (see rans_c.API).
 API = 2
 
-OK, FORMAT, INTEGRITY, NO_MEMORY = PC_OK, PC_E_FORMAT, PC_E_INTEGRITY, PC_E_NOMEM
+OK, FORMAT, INTEGRITY, NO_MEMORY, UNSUPPORTED = (
+    PC_OK, PC_E_FORMAT, PC_E_INTEGRITY, PC_E_NOMEM, PC_E_UNSUPPORTED
+)
 _CODINGS = {"perm-rans": PC_PERM_RANS, "row-rans": PC_ROW_RANS, "bucket-rans": PC_BUCKET_RANS}
 _DTYPES = {"float64": PC_FLOAT64, "float32": PC_FLOAT32, "float16": PC_FLOAT16,
            "bfloat16": PC_BFLOAT16}
