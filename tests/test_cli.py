@@ -228,3 +228,20 @@ def test_decode_to_npz_says_bfloat16_is_stored_as_its_bits(tmp_path: Path) -> No
     assert "note: .npz has no bfloat16" in err and "uint16 bit patterns" in err
     code, _, err = run("decode", str(tmp_path / "m.perm"), "-o", str(tmp_path / "f.npz"))
     assert code == 0 and "note:" not in err
+
+
+def test_decode_and_verify_take_threads(tmp_path: Path, monkeypatch) -> None:
+    """--threads (or PERMCODEC_THREADS) decodes on several threads, to the same bytes;
+    a count below 1 is a usage error."""
+    monkeypatch.setenv("PERMCODEC_THREADS", "1")  # restored after: the option sets it
+    _trained_checkpoint(tmp_path / "m.pt")
+    assert run("encode", str(tmp_path / "m.pt"), "-o", str(tmp_path / "m.perm"))[0] == 0
+    outs = []
+    for threads in ("1", "3"):
+        out = tmp_path / f"t{threads}.safetensors"
+        code, _, err = run("decode", str(tmp_path / "m.perm"), "-o", str(out), "--threads", threads)
+        assert code == 0, err
+        outs.append(out.read_bytes())
+    assert outs[0] == outs[1]
+    assert run("verify", str(tmp_path / "m.perm"), "--threads", "2")[0] == 0
+    assert run("decode", str(tmp_path / "m.perm"), "--threads", "0")[0] == 2

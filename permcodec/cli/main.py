@@ -27,6 +27,7 @@ from typing import Any
 
 import click
 
+from ..coding.runs import THREADS_ENV
 from ..core.plan import MAX_BITS
 from ..core.version import __version__
 from ..errors import FormatError, LimitError, PermcodecError, UnsafeCheckpointError, require
@@ -165,6 +166,23 @@ def threads_option(fn: Callable[..., Any]) -> Callable[..., Any]:
         help="torch threads [default: torch's]. Use 1 when other work shares the CPU: a "
         "2-thread loop then ran 15-30x slower here.",
     )(fn)
+
+
+def _set_decode_threads(ctx: click.Context, param: click.Parameter, value: int | None) -> None:
+    if value is not None:  # what the decoders read (permcodec.coding.runs.decode_threads)
+        os.environ[THREADS_ENV] = str(value)
+
+
+decode_threads_option = click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=None,
+    envvar=THREADS_ENV,
+    expose_value=False,
+    callback=_set_decode_threads,
+    help="Decode on N threads: tensors side by side, row-rans lanes, bucket-rans layers "
+    "[default: 1; env PERMCODEC_THREADS]. More than 1 pays only on an idle machine.",
+)
 
 
 def bits_option(help_text: str) -> Callable[..., Any]:
@@ -363,6 +381,7 @@ def _report_lossy(info: dict[str, Any], default: bool = False) -> None:
     "--device", default="cpu", show_default=True, help="Where to decode: cpu or cuda (needs torch)."
 )
 @force_option
+@decode_threads_option
 @reports_errors
 def decode(src: Path, output: Path | None, dtype: str | None, device: str, force: bool) -> None:
     """Rebuild the exact weights of IN.perm and write them as .pt, .safetensors or .npz."""
@@ -429,6 +448,7 @@ def info(src: Path, as_json: bool) -> None:
 
 @main.command()
 @perm_file("IN.perm")
+@decode_threads_option
 @reports_errors
 def verify(src: Path) -> None:
     """Decode every tensor and check every checksum and digest.
