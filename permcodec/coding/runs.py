@@ -3,7 +3,9 @@
 A seeded decoder regenerates each run's initial values, classes them and decodes that
 run's part of the stream, so its working set is one run (about :data:`DECODE_CHUNK`
 values, at least one row) beside the output, and a garbage payload fails in its first
-run. ``row-rans`` runs of lanes may go to a small thread pool (``PERMCODEC_THREADS``).
+run. csrc/seeded_decode.c runs these same runs in C (:func:`decode_compiled`, where the
+extension is built); the numpy runs below are its reference and the fallback.
+``row-rans`` runs of lanes may go to a small thread pool (``PERMCODEC_THREADS``).
 """
 
 from __future__ import annotations
