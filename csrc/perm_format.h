@@ -5,6 +5,17 @@
 #ifndef PERMCODEC_PERM_FORMAT_H
 #define PERMCODEC_PERM_FORMAT_H
 
+#include <stdint.h>
+
+/* Every integer of a file is little-endian (section 1). */
+static inline uint32_t pc_le32(const uint8_t *p) {
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static inline uint64_t pc_le64(const uint8_t *p) {
+    return (uint64_t)pc_le32(p) | (uint64_t)pc_le32(p + 4) << 32;
+}
+
 /* Container (sections 2, 9) */
 #define PC_FORMAT_VERSION 6
 #define PC_MAGIC_BYTES {0x89, 'P', 'E', 'R', 'M', '\r', '\n', 0x1a}

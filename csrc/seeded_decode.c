@@ -24,12 +24,6 @@ static int fail(char *err, size_t err_len, int status, const char *fmt, ...) {
     return status;
 }
 
-static uint32_t le32(const uint8_t *p) {
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static uint64_t le64(const uint8_t *p) { return (uint64_t)le32(p) | (uint64_t)le32(p + 4) << 32; }
-
 /* ------------------------------------------------------------------ working memory */
 
 /* Values of one run: DECODE_CHUNK of permcodec/coding/runs.py, and its bytes per value. */
@@ -261,9 +255,9 @@ static int read_stream(const uint8_t *p, uint64_t lanes, uint64_t n_words, strea
     if (!st->x || !st->words)
         return fail(err, err_len, PC_E_NOMEM, "out of memory");
     for (uint64_t l = 0; l < lanes; l++)
-        st->x[l] = (int64_t)le64(p + 8 * l);
+        st->x[l] = (int64_t)pc_le64(p + 8 * l);
     for (uint64_t k = 0; k < n_words; k++)
-        st->words[k] = le32(p + 8 * lanes + 4 * k);
+        st->words[k] = pc_le32(p + 8 * lanes + 4 * k);
     return PC_OK;
 }
 
@@ -543,12 +537,12 @@ static int decode_row_rans(seeded_ctx *c, const uint8_t *payload, uint64_t lengt
         if (rc == PC_OK && st.words == NULL)
             rc = fail(err, err_len, PC_E_NOMEM, "out of memory");
         for (uint64_t k = 0; rc == PC_OK && k < n_words; k++)
-            st.words[k] = le32(payload + 12 * lanes + 4 * k);
+            st.words[k] = pc_le32(payload + 12 * lanes + 4 * k);
     }
     if (seg != NULL)
         seg[0] = 0;
     for (uint64_t l = 0; rc == PC_OK && l < lanes; l++) /* < 2**32 lanes of < 2**32 words */
-        seg[l + 1] = (int64_t)((uint64_t)seg[l] + le32(payload + 8 * lanes + 4 * l));
+        seg[l + 1] = (int64_t)((uint64_t)seg[l] + pc_le32(payload + 8 * lanes + 4 * l));
     if (rc == PC_OK && (uint64_t)seg[lanes] != n_words)
         rc = fail(err, err_len, PC_E_FORMAT,
                   "tensor '%s': segment lengths add up to %llu words, the payload holds %llu",
