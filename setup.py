@@ -31,6 +31,7 @@ else:
         "permcodec.kernels.sync_c": ["csrc/laperm_sync.c"],
         "permcodec.kernels.seeded_c": [
             "csrc/seeded_decode.c",
+            "csrc/level_rans.c",
             "csrc/seeded_init.c",
             "csrc/multiset.c",
         ],

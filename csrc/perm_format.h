@@ -17,7 +17,7 @@ static inline uint64_t pc_le64(const uint8_t *p) {
 }
 
 /* Container (sections 2, 9) */
-#define PC_FORMAT_VERSION 6
+#define PC_FORMAT_VERSION 7
 #define PC_MAGIC_BYTES {0x89, 'P', 'E', 'R', 'M', '\r', '\n', 0x1a}
 #define PC_ALIGN 64
 #define PC_MAX_HEADER ((uint64_t)64 << 20)
@@ -40,7 +40,7 @@ enum {
 };
 
 /* Codings (3.3) */
-enum { PC_RAW, PC_RAW_ZSTD, PC_PERM_RANS, PC_BUCKET_RANS, PC_ROW_RANS, PC_GRID_RANS };
+enum { PC_RAW, PC_RAW_ZSTD, PC_PERM_RANS, PC_BUCKET_RANS, PC_ROW_RANS, PC_GRID_RANS, PC_LEVEL_RANS };
 
 /* Dtypes (3.4), in the order of the table */
 enum {
@@ -60,5 +60,10 @@ enum {
 #define PC_GRID_MAX_TABLES 256
 #define PC_GRID_MAX_CONTEXTS 9
 #define PC_GRID_MAX_INDEX ((int64_t)1 << 24)
+
+
+/* level-rans (3.3, 4.7): a table per initial class, frequencies summing to 2**12 */
+#define PC_LEVEL_TABLE_BITS 12
+#define PC_LEVEL_MAX_CLASSES 257
 
 #endif

@@ -7,7 +7,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "level_rans.h"
 #include "multiset.h"
+
+#define STATE_LOW_U64 ((uint64_t)1 << PC_STATE_LOW_BITS)
 
 #if !defined(_WIN32)
 #include <pthread.h>
@@ -30,6 +33,8 @@ static int fail(char *err, size_t err_len, int status, const char *fmt, ...) {
 #define RUN_VALUES ((uint64_t)1 << 13)
 #define RUN_BYTES_PER_VALUE 128
 #define LANE_GROUP 4
+/* a level-rans row in decoding: level, context and symbol, and the ranking scratch */
+#define LEVEL_ROW_BYTES 32
 
 static uint64_t group_run_values(uint64_t rows, uint64_t m, uint64_t lanes) {
     const uint64_t per = m ? (RUN_VALUES + m - 1) / m : RUN_VALUES;
@@ -39,6 +44,9 @@ static uint64_t group_run_values(uint64_t rows, uint64_t m, uint64_t lanes) {
 
 uint64_t pc_seeded_working_bytes(const pc_seeded *s) {
     uint64_t run;
+    if (s->coding == PC_LEVEL_RANS) /* the tables' model, and a row's scratch */
+        return (2 * PC_LEVEL_TABLE_ONE + 4 * PC_LEVEL_MAX_CLASSES) * PC_LEVEL_MAX_CLASSES +
+               LEVEL_ROW_BYTES * s->m;
     if (s->coding == PC_ROW_RANS) {
         const uint64_t most = (LANE_GROUP + 1) * RUN_VALUES;
         run = s->m > most ? s->m : most;
@@ -422,7 +430,21 @@ static uint64_t *lane_chunks(const pc_seeded *s, int64_t *n) {
     return at;
 }
 
-/* The runs of lanes of one row-rans tensor, shared by the threads that decode them. */
+/* Runs of a level-rans tensor: four lanes each (they decode together), the last what is
+ * left; same layout as lane_chunks. */
+static uint64_t *level_chunks(const pc_seeded *s, int64_t *n) {
+    const uint64_t count = (s->lanes + 3) / 4;
+    uint64_t *at = malloc(sizeof(uint64_t) * (count + 1));
+    if (at == NULL)
+        return NULL;
+    for (uint64_t i = 0; i < count; i++)
+        at[i] = 4 * i;
+    at[count] = s->lanes;
+    *n = (int64_t)count;
+    return at;
+}
+
+/* The runs of lanes of one segmented tensor, shared by the threads that decode them. */
 typedef struct {
     seeded_ctx *c;
     stream *st;
@@ -430,6 +452,7 @@ typedef struct {
     const uint64_t *chunks;
     uint64_t n_chunks;
     const uint64_t *recip;
+    const pc_level_model *model; /* level-rans; NULL for row-rans */
     uint64_t next; /* the next run to take */
     int stop;      /* a run failed */
 #if PC_THREADS
@@ -437,8 +460,15 @@ typedef struct {
 #endif
 } lanes_job;
 
+static int decode_level_lanes(seeded_ctx *c, const stream *st, const int64_t *seg,
+                              const pc_level_model *model, uint64_t l0, uint64_t l1,
+                              char *err, size_t err_len);
+
 static int run_chunk(const lanes_job *job, seeded_ctx *c, uint64_t i, char *err,
                      size_t err_len) {
+    if (job->model != NULL)
+        return decode_level_lanes(c, job->st, job->seg, job->model, job->chunks[i],
+                                  job->chunks[i + 1], err, err_len);
     return decode_lanes(c, job->st, job->seg, job->chunks[i], job->chunks[i + 1], job->recip,
                         err, err_len);
 }
@@ -515,29 +545,29 @@ static int run_chunks(lanes_job *job, int threads, char *err, size_t err_len) {
     return rc;
 }
 
-static int decode_row_rans(seeded_ctx *c, const uint8_t *payload, uint64_t length,
-                           const uint64_t *recip, int threads, char *err, size_t err_len) {
-    const pc_seeded *s = c->s;
-    const char *name = c->s->name;
+/* A segmented payload (4.5.1) of `length` bytes: lane states, segment starts seg[0..lanes]
+ * (in words) and the words, every length checked against the payload and its lane. */
+static int read_segments(const pc_seeded *s, const uint8_t *payload, uint64_t length,
+                         stream *st, int64_t **seg_out, char *err, size_t err_len) {
+    const char *name = s->name;
     const uint64_t lanes = s->lanes, m = s->m;
+    *seg_out = NULL;
     if (length < 12 * lanes || (length - 12 * lanes) % 4)
         return fail(err, err_len, PC_E_FORMAT,
                     "tensor '%s': payload length %llu does not fit %llu lanes", name,
-                    (unsigned long long)length, (unsigned long long)s->lanes);
+                    (unsigned long long)length, (unsigned long long)lanes);
     const uint64_t n_words = (length - 12 * lanes) / 4;
     int64_t *seg = malloc(sizeof(int64_t) * (lanes + 1));
-    stream st;
-    memset(&st, 0, sizeof st);
     int rc = seg ? PC_OK : fail(err, err_len, PC_E_NOMEM, "out of memory");
     if (rc == PC_OK) { /* states, then the segments' words (skipping their lengths) */
-        rc = read_stream(payload, lanes, 0, &st, err, err_len);
-        free(st.words);
-        st.words = malloc(sizeof(uint32_t) * (n_words ? n_words : 1));
-        st.n_words = (int64_t)n_words;
-        if (rc == PC_OK && st.words == NULL)
+        rc = read_stream(payload, lanes, 0, st, err, err_len);
+        free(st->words);
+        st->words = malloc(sizeof(uint32_t) * (n_words ? n_words : 1));
+        st->n_words = (int64_t)n_words;
+        if (rc == PC_OK && st->words == NULL)
             rc = fail(err, err_len, PC_E_NOMEM, "out of memory");
         for (uint64_t k = 0; rc == PC_OK && k < n_words; k++)
-            st.words[k] = pc_le32(payload + 12 * lanes + 4 * k);
+            st->words[k] = pc_le32(payload + 12 * lanes + 4 * k);
     }
     if (seg != NULL)
         seg[0] = 0;
@@ -553,27 +583,211 @@ static int decode_row_rans(seeded_ctx *c, const uint8_t *payload, uint64_t lengt
             rc = fail(err, err_len, PC_E_FORMAT,
                       "tensor '%s': a lane's segment is longer than its steps", name);
     }
-    const int empty = s->rows * m == 0;
     if (rc == PC_OK)
-        rc = check_states(&st, empty, name, err, err_len);
+        rc = check_states(st, s->rows * m == 0, name, err, err_len);
+    if (rc != PC_OK)
+        free(seg);
+    else
+        *seg_out = seg;
+    return rc;
+}
+
+/* Decode a segmented tensor's lanes, in runs of whole lanes on up to `threads` threads:
+ * row-rans (model NULL) or level-rans. */
+static int decode_segmented(seeded_ctx *c, stream *st, const int64_t *seg,
+                            const uint64_t *recip, const pc_level_model *model, int threads,
+                            char *err, size_t err_len) {
     int64_t n_chunks = 0;
-    uint64_t *chunks = rc == PC_OK && !empty ? lane_chunks(s, &n_chunks) : NULL;
-    if (rc == PC_OK && !empty && chunks == NULL)
-        rc = fail(err, err_len, PC_E_NOMEM, "out of memory");
-    if (rc == PC_OK && !empty) {
-        lanes_job job;
-        memset(&job, 0, sizeof job);
-        job.c = c;
-        job.st = &st;
-        job.seg = seg;
-        job.chunks = chunks;
-        job.n_chunks = (uint64_t)n_chunks;
-        job.recip = recip;
-        rc = run_chunks(&job, threads, err, err_len);
-    }
+    uint64_t *chunks = model != NULL ? level_chunks(c->s, &n_chunks) : lane_chunks(c->s, &n_chunks);
+    if (chunks == NULL)
+        return fail(err, err_len, PC_E_NOMEM, "out of memory");
+    lanes_job job;
+    memset(&job, 0, sizeof job);
+    job.c = c;
+    job.st = st;
+    job.seg = seg;
+    job.chunks = chunks;
+    job.n_chunks = (uint64_t)n_chunks;
+    job.recip = recip;
+    job.model = model;
+    const int rc = run_chunks(&job, threads, err, err_len);
     free(chunks);
+    return rc;
+}
+
+static int decode_row_rans(seeded_ctx *c, const uint8_t *payload, uint64_t length,
+                           const uint64_t *recip, int threads, char *err, size_t err_len) {
+    stream st;
+    int64_t *seg = NULL;
+    memset(&st, 0, sizeof st);
+    int rc = read_segments(c->s, payload, length, &st, &seg, err, err_len);
+    if (rc == PC_OK && c->s->rows * c->s->m != 0)
+        rc = decode_segmented(c, &st, seg, recip, NULL, threads, err, err_len);
     free(seg);
     free_stream(&st);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ level-rans */
+
+/* What a thread decodes level-rans rows with: four lanes' rows at a time. */
+typedef struct {
+    pc_level_rows *ranks;
+    uint16_t *level, *ctx[4], *sym[4];
+    uint64_t counts[4][PC_LEVEL_MAX_CLASSES];
+} level_scratch;
+
+static void free_level_scratch(level_scratch *w) {
+    pc_level_rows_free(w->ranks);
+    free(w->level);
+    for (int k = 0; k < 4; k++) {
+        free(w->ctx[k]);
+        free(w->sym[k]);
+    }
+}
+
+static int make_level_scratch(const pc_seeded *s, level_scratch *w) {
+    memset(w, 0, sizeof *w);
+    w->ranks = pc_level_rows_new(&s->spec, s->k0, s->k1, s->rows, s->m);
+    w->level = malloc(sizeof(uint16_t) * s->m);
+    int ok = w->ranks != NULL && w->level != NULL;
+    for (int k = 0; k < 4; k++) {
+        w->ctx[k] = malloc(sizeof(uint16_t) * s->m);
+        w->sym[k] = malloc(sizeof(uint16_t) * s->m);
+        ok = ok && w->ctx[k] != NULL && w->sym[k] != NULL;
+    }
+    return ok;
+}
+
+/* The class of the initial value at each position of row r (6.7, 5.1). */
+static void initial_classes(const level_classes *lc, level_scratch *w, uint64_t r,
+                            uint64_t m, uint16_t *ctx) {
+    (void)m;
+    pc_level_rows_row(w->ranks, r, lc->class_of_level, ctx);
+}
+
+/* A decoded row: its multiset checked (4.7.3), its values written. */
+static int finish_level_row(seeded_ctx *c, uint8_t *out, uint64_t r, const uint16_t *sym,
+                            const uint64_t *counts, char *err, size_t err_len) {
+    const level_classes *lc = c->levels;
+    const uint64_t m = c->s->m;
+    for (uint64_t k = 0; k < lc->n; k++)
+        if (counts[k] != lc->counts[k])
+            return fail(err, err_len, PC_E_INTEGRITY,
+                        "tensor '%s': row %llu is not an arrangement of its initial values",
+                        c->s->name, (unsigned long long)r);
+    uint8_t *o = out + r * m * c->width;
+    switch (c->width) {
+    case 4: {
+        uint32_t v[PC_LEVEL_MAX_CLASSES];
+        memcpy(v, lc->values, 4 * lc->n);
+        for (uint64_t j = 0; j < m; j++)
+            memcpy(o + 4 * j, &v[sym[j]], 4);
+        break;
+    }
+    default:
+        for (uint64_t j = 0; j < m; j++)
+            memcpy(o + j * c->width, lc->values + sym[j] * c->width, c->width);
+    }
+    return PC_OK;
+}
+
+/* Decode lanes [l0, l1) of a level-rans tensor (4.7.3): groups of four lanes step
+ * together, a row of each at a time; a lane left over, or the rows where lanes of a
+ * group differ, one lane at a time. */
+static int decode_level_lanes(seeded_ctx *c, const stream *st, const int64_t *seg,
+                              const pc_level_model *model, uint64_t l0, uint64_t l1,
+                              char *err, size_t err_len) {
+    const pc_seeded *s = c->s;
+    const uint64_t m = s->m;
+    level_scratch w;
+    uint8_t *out = output(c);
+    int rc = make_level_scratch(s, &w) && out ? PC_OK
+                                              : fail(err, err_len, PC_E_NOMEM, "out of memory");
+    for (uint64_t g = l0; rc == PC_OK && g < l1; g += 4) {
+        const uint64_t n = l1 - g < 4 ? l1 - g : 4;
+        uint64_t x[4], r[4], r_end[4];
+        const uint32_t *p[4], *end[4];
+        for (uint64_t k = 0; k < 4; k++) { /* lanes past l1 idle: no rows */
+            const uint64_t l = g + (k < n ? k : 0);
+            x[k] = (uint64_t)st->x[l];
+            p[k] = st->words + seg[l];
+            end[k] = st->words + seg[l + 1];
+            r[k] = lane_bound(l, s->rows, s->lanes);
+            r_end[k] = k < n ? lane_bound(l + 1, s->rows, s->lanes) : r[k];
+        }
+        int together = n == 4;
+        while (rc == PC_OK && together && r[0] < r_end[0] && r[1] < r_end[1] &&
+               r[2] < r_end[2] && r[3] < r_end[3]) {
+            for (int k = 0; k < 4; k++) {
+                initial_classes(c->levels, &w, r[k], m, w.ctx[k]);
+                memset(w.counts[k], 0, sizeof w.counts[k]);
+            }
+            const uint16_t *const ctx[4] = {w.ctx[0], w.ctx[1], w.ctx[2], w.ctx[3]};
+            uint64_t *const counts[4] = {w.counts[0], w.counts[1], w.counts[2], w.counts[3]};
+            if (pc_level_decode_rows4(model, ctx, m, x, p, end, w.sym, counts) != 0)
+                rc = fail(err, err_len, PC_E_INTEGRITY, "tensor '%s': coded stream ends early",
+                          s->name);
+            for (int k = 0; rc == PC_OK && k < 4; k++)
+                rc = finish_level_row(c, out, r[k]++, w.sym[k], w.counts[k], err, err_len);
+        }
+        for (uint64_t k = 0; rc == PC_OK && k < n; k++) { /* what is left, lane by lane */
+            for (; rc == PC_OK && r[k] < r_end[k]; r[k]++) {
+                initial_classes(c->levels, &w, r[k], m, w.ctx[0]);
+                memset(w.counts[0], 0, sizeof w.counts[0]);
+                if (pc_level_decode_row(model, w.ctx[0], m, &x[k], &p[k], end[k], w.sym[0],
+                                        w.counts[0]) != 0)
+                    rc = fail(err, err_len, PC_E_INTEGRITY,
+                              "tensor '%s': coded stream ends early", s->name);
+                else
+                    rc = finish_level_row(c, out, r[k], w.sym[0], w.counts[0], err, err_len);
+            }
+            if (rc == PC_OK && (p[k] != end[k] || x[k] != STATE_LOW_U64))
+                rc = fail(err, err_len, PC_E_INTEGRITY,
+                          "tensor '%s': coded stream is inconsistent", s->name);
+        }
+    }
+    free_level_scratch(&w);
+    return rc;
+}
+
+static int decode_level_rans(seeded_ctx *c, const uint8_t *payload, uint64_t length,
+                             int threads, char *err, size_t err_len) {
+    const pc_seeded *s = c->s;
+    const uint64_t classes = c->levels != NULL ? c->levels->n : 0;
+    if (s->spec.kind != PC_KIND_LEVELS)
+        return fail(err, err_len, PC_E_FORMAT, "tensor '%s': level-rans needs a levels spec",
+                    s->name);
+    const uint64_t table_bytes = 2 * classes * classes;
+    if (length < table_bytes)
+        return fail(err, err_len, PC_E_FORMAT,
+                    "tensor '%s': payload length %llu does not fit its %llu tables", s->name,
+                    (unsigned long long)length, (unsigned long long)classes);
+    uint16_t *freqs = malloc(sizeof(uint16_t) * (classes ? classes * classes : 1));
+    if (freqs == NULL)
+        return fail(err, err_len, PC_E_NOMEM, "out of memory");
+    for (uint64_t k = 0; k < classes * classes; k++)
+        freqs[k] = (uint16_t)(payload[2 * k] | payload[2 * k + 1] << 8);
+    pc_level_model model;
+    uint64_t bad = 0;
+    const int made = pc_level_model_make(freqs, classes, &model, &bad);
+    free(freqs);
+    if (made > 0)
+        return fail(err, err_len, PC_E_FORMAT,
+                    "tensor '%s': frequency table %llu does not sum to %u", s->name,
+                    (unsigned long long)bad, (unsigned)PC_LEVEL_TABLE_ONE);
+    if (made < 0)
+        return fail(err, err_len, PC_E_NOMEM, "out of memory");
+    stream st;
+    int64_t *seg = NULL;
+    memset(&st, 0, sizeof st);
+    int rc = read_segments(s, payload + table_bytes, length - table_bytes, &st, &seg, err,
+                           err_len);
+    if (rc == PC_OK && s->rows * s->m != 0)
+        rc = decode_segmented(c, &st, seg, NULL, &model, threads, err, err_len);
+    free(seg);
+    free_stream(&st);
+    pc_level_model_free(&model);
     return rc;
 }
 
@@ -969,7 +1183,8 @@ int pc_seeded_decode(const pc_seeded *s, const uint8_t *payload, uint64_t length
             pc_ms_recip_fill(recip);
     }
     int rc;
-    if (s->coding != PC_ROW_RANS && s->m >= ((uint64_t)1 << PC_PROB_BITS))
+    if (s->coding != PC_ROW_RANS && s->coding != PC_LEVEL_RANS &&
+        s->m >= ((uint64_t)1 << PC_PROB_BITS))
         return fail(err, err_len, PC_E_UNSUPPORTED,
                     "tensor '%s': rows of 2**31 values are beyond this decoder", s->name);
     switch (s->coding) {
@@ -981,6 +1196,9 @@ int pc_seeded_decode(const pc_seeded *s, const uint8_t *payload, uint64_t length
         break;
     case PC_BUCKET_RANS:
         rc = decode_bucket(&c, payload, length, threads, err, err_len);
+        break;
+    case PC_LEVEL_RANS:
+        rc = decode_level_rans(&c, payload, length, threads, err, err_len);
         break;
     default:
         rc = fail(err, err_len, PC_E_ARGUMENT, "tensor '%s': not a seeded coding", s->name);

@@ -31,13 +31,13 @@ static const char USAGE[] =
     "  --force           overwrite OUT if it exists\n"
     "  --max-bytes N     refuse files whose decoding takes more memory (default 4G, or\n"
     "                    PERMCODEC_MAX_BYTES)\n"
-    "  --threads N       decode row-rans lanes on N threads (default 1, or\n"
+    "  --threads N       decode lanes on N threads (default 1, or\n"
     "                    PERMCODEC_THREADS)\n"
     "  --version         print the format versions this decoder reads\n"
     "\n"
-    "Every coding of format versions 1 to 6 decodes: the seeded tensors of LaPerm-trained\n"
-    "models (perm-rans, row-rans, bucket-rans) and those of any model (grid-rans,\n"
-    "raw-zstd, raw).\n"
+    "Every coding of format versions 1 to 7 decodes: the seeded tensors of LaPerm-trained\n"
+    "models (perm-rans, row-rans, bucket-rans, level-rans) and those of any model\n"
+    "(grid-rans, raw-zstd, raw).\n"
     "Exit codes: 0 ok, 1 failed, 2 usage, 3 invalid or damaged file, 4 over --max-bytes.\n";
 
 static int usage_error(const char *msg, const char *arg) {
@@ -225,7 +225,7 @@ static int parse_args(int argc, char **argv, options *o) {
             fputs(USAGE, stdout);
             exit(0);
         } else if (strcmp(a, "--version") == 0) {
-            puts("permcodec-decode: reads .perm format versions 1 to 6");
+            puts("permcodec-decode: reads .perm format versions 1 to 7");
             exit(0);
         } else if (strcmp(a, "-o") == 0 || strcmp(a, "--output") == 0) {
             if (!has_value)

@@ -76,10 +76,10 @@ static int digest_matches(const uint8_t *data, size_t len, const uint8_t *want, 
 static const char *const DTYPES[] = {"float64", "float32", "float16", "bfloat16", "int64",
                                      "int32",   "int16",   "int8",    "uint8",    "bool"};
 static const size_t DTYPE_SIZES[] = {8, 4, 2, 2, 8, 4, 2, 1, 1, 1};
-static const char *const CODINGS[] = {"raw",     "raw-zstd", "perm-rans",
-                                      "bucket-rans", "row-rans", "grid-rans"};
+static const char *const CODINGS[] = {"raw",      "raw-zstd", "perm-rans", "bucket-rans",
+                                      "row-rans", "grid-rans", "level-rans"};
 /* The format version each coding first appears in. */
-static const uint32_t CODING_SINCE[] = {1, 1, 1, 2, 3, 6};
+static const uint32_t CODING_SINCE[] = {1, 1, 1, 2, 3, 6, 7};
 
 const char *pc_dtype_name(int dtype) {
     return dtype >= 0 && dtype <= PC_BOOL ? DTYPES[dtype] : "?";
@@ -90,7 +90,7 @@ size_t pc_dtype_size(int dtype) {
 }
 
 const char *pc_coding_name(int coding) {
-    return coding >= 0 && coding <= PC_GRID_RANS ? CODINGS[coding] : "?";
+    return coding >= 0 && coding <= PC_LEVEL_RANS ? CODINGS[coding] : "?";
 }
 
 const char *pc_status_name(int status) {
@@ -248,7 +248,7 @@ static int parse_entry(const pc_file *f, const pc_mp_value *map, entry *e, char 
     }
     e->t.numel = numel;
     const pc_mp_value *coding = pc_mp_get(map, "coding");
-    e->t.coding = coding ? lookup(coding, CODINGS, PC_GRID_RANS + 1) : -1;
+    e->t.coding = coding ? lookup(coding, CODINGS, PC_LEVEL_RANS + 1) : -1;
     if (e->t.coding < 0 || CODING_SINCE[e->t.coding] > f->version)
         return pc_fail(err, err_len, PC_E_FORMAT, "tensor '%s': unknown coding for version %u",
                     e->t.name, f->version);
@@ -276,6 +276,7 @@ static int parse_entry(const pc_file *f, const pc_mp_value *map, entry *e, char 
     case PC_PERM_RANS:
     case PC_ROW_RANS:
     case PC_BUCKET_RANS:
+    case PC_LEVEL_RANS:
         return pc_seed_parse(map, &e->t, f->version, &e->seed, err, err_len);
     default:
         return PC_OK;

@@ -219,6 +219,9 @@ int pc_seed_parse(const pc_mp_value *map, const pc_tensor *t, uint32_t version,
                        name, (unsigned long long)s->sd.m);
     if (!parse_lanes(map, "lanes", s->sd.rows, &s->sd.lanes))
         return pc_fail(err, err_len, PC_E_FORMAT, "tensor '%s': bad lanes", name);
+    if (t->coding == PC_LEVEL_RANS && s->sd.spec.kind != PC_KIND_LEVELS)
+        return pc_fail(err, err_len, PC_E_FORMAT, "tensor '%s': level-rans needs a levels spec",
+                       name);
     return t->coding == PC_BUCKET_RANS ? parse_bucket(map, s, err, err_len, name) : PC_OK;
 }
 

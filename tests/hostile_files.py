@@ -21,11 +21,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import numpy as np
 
 import permcodec
-from permcodec.core.initializers import InitSpec, generate
+from permcodec.coding import encoder
+from permcodec.core.initializers import InitSpec, generate, initial_rows
 from permcodec.core.plan import Plan
 from permcodec.errors import IntegrityError, LossyWarning, PermcodecError
 from permcodec.format import container
@@ -166,9 +168,36 @@ def valid_files() -> dict[str, bytes]:
         out["lossy"] = path.read_bytes()
         write_trained(path, grid_items(), {"note": "grids"}, max_error=0.001)
         out["grid"] = path.read_bytes()
+        levels_plan, levels = levels_items()
+        with mock.patch.object(encoder, "LEVEL_COMPARE_VALUES", 0):  # level-rans however small
+            write_file(path, levels, levels_plan, {"note": "levels"})
+        out["levels"] = path.read_bytes()
     codings = {t["coding"] for raw in out.values() for t in split(raw)[0]["tensors"]}
-    assert codings == {"row-rans", "bucket-rans", "grid-rans", "raw", "raw-zstd"}, codings
+    want = {"row-rans", "bucket-rans", "grid-rans", "level-rans", "raw", "raw-zstd"}
+    assert codings == want, codings
     return out
+
+
+def levels_items() -> tuple[Plan, list[tuple[str, np.ndarray, str]]]:
+    """Rows of a few levels (what rate-controlled training writes), moved from their init
+    to neighbouring levels: ternary float32 rows in four lanes of two rows, and float16
+    rows of five levels in lanes of one or two rows."""
+    plan = Plan(8)
+    rng = np.random.default_rng(8)
+    items = []
+    cases = {
+        "tern.weight": ((8, 100), InitSpec("levels", levels=1, scale=0.1, density=0.3), "float32"),
+        "five.weight": ((6, 50), InitSpec("levels", levels=2, scale=0.1, density=0.7), "float16"),
+    }
+    for name, (shape, spec, dtype) in cases.items():
+        tp = plan.add(name, spec, shape)
+        init = initial_rows(tp.spec, tp.key, shape, dtype)
+        latent = init.astype(np.float64) + rng.normal(0, 0.05, init.shape)
+        order = np.argsort(latent, axis=1, kind="stable")
+        moved = np.empty_like(init)
+        np.put_along_axis(moved, order, np.sort(init, axis=1), axis=1)
+        items.append((name, moved.view(np.uint16) if dtype == "bfloat16" else moved, dtype))
+    return plan, items
 
 
 def grid_items() -> list[tuple[str, np.ndarray, str]]:

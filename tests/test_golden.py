@@ -2,8 +2,8 @@
 current writer gives the same bytes for the same inputs.
 
 tests/golden holds files of formats 1 to 4 written by permcodec 0.4.0, one of format 5
-(``levels`` rows, permcodec 0.5) and one of format 6 (``grid-rans``, permcodec 0.6; see
-tests/golden/make_golden.py): every coding, dtype and initializer kind. A change that
+(``levels`` rows, permcodec 0.5), one of format 6 (``grid-rans``, permcodec 0.6) and one
+of format 7 (``level-rans``, permcodec 0.7; see tests/golden/make_golden.py): every coding, dtype and initializer kind. A change that
 alters what an old file decodes to, or what the writer produces, fails here.
 """
 
@@ -38,9 +38,11 @@ def _bits_of(a: np.ndarray) -> bytes:
 def test_the_golden_set_covers_every_coding_dtype_and_version():
     codings = {t["coding"] for f in FILES for t in MANIFEST[f]["tensors"].values()}
     dtypes = {t["dtype"] for f in FILES for t in MANIFEST[f]["tensors"].values()}
-    assert codings == {"perm-rans", "row-rans", "bucket-rans", "grid-rans", "raw", "raw-zstd"}
+    assert codings == {
+        "perm-rans", "row-rans", "bucket-rans", "grid-rans", "level-rans", "raw", "raw-zstd"
+    }  # fmt: skip
     assert {"float32", "float16", "bfloat16", "float64", "int64", "bool", "uint8"} <= dtypes
-    assert {int(f[1]) for f in FILES} == {1, 2, 3, 4, 5, 6}
+    assert {int(f[1]) for f in FILES} == {1, 2, 3, 4, 5, 6, 7}
     kinds = {
         t["spec"]["kind"]
         for f in FILES
@@ -82,7 +84,7 @@ def _user_arrays(path: Path, bf16: set[str]) -> dict[str, np.ndarray]:
         return {k: z[k].view(ml_dtypes.bfloat16) if k in bf16 else z[k] for k in z.files}
 
 
-@pytest.mark.parametrize("name", ["v4_exact.perm", "v4_lossy.perm", "v5_levels.perm"])
+@pytest.mark.parametrize("name", ["v4_exact.perm", "v4_lossy.perm", "v7_levels.perm"])
 def test_the_writer_gives_the_golden_bytes_for_the_same_inputs(name, tmp_path):
     case = MANIFEST[name]
     bf16 = {k for k, t in case["tensors"].items() if t["dtype"] == "bfloat16"}

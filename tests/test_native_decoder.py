@@ -252,7 +252,7 @@ def test_the_hostile_corpus_is_refused_without_a_crash(asan_decoder, tmp_path):
 def test_the_c_constants_are_the_python_packages():
     """csrc/perm_format.h, the C side's one place for the format's constants, against
     the values the Python package enforces."""
-    from permcodec.coding import grid_rans, static_rans
+    from permcodec.coding import grid_rans, level_rans, static_rans
     from permcodec.format import container, limits
     from permcodec.kernels import contract
 
@@ -281,5 +281,7 @@ def test_the_c_constants_are_the_python_packages():
         "PC_GRID_MAX_TABLES": grid_rans.MAX_TABLES,
         "PC_GRID_MAX_CONTEXTS": grid_rans.MAX_CONTEXTS,
         "PC_GRID_MAX_INDEX": grid_rans.MAX_INDEX,
+        "PC_LEVEL_TABLE_BITS": level_rans.TABLE_BITS,
+        "PC_LEVEL_MAX_CLASSES": level_rans.MAX_CLASSES,
     }
     assert {k: v for k, v in defined.items() if k != "PC_MAGIC_BYTES"} == expected

@@ -19,9 +19,15 @@ from ..core.dtypes import FLOAT_DTYPES, as_float64, c_contiguous, order_keys, st
 from ..core.initializers import check_resolved, fans, initial_rows, row_shape
 from ..core.plan import TensorPlan
 from ..errors import PlanError
-from . import arrangement, bucket_rans, grid_rans, raw, row_rans
+from . import arrangement, bucket_rans, grid_rans, level_rans, raw, row_rans
 from .base import MAX_ROW
 
+#: Levels tensors of at most this many values are also coded as multisets, and those
+#: kept where they are smaller by more than LEVEL_SPEED_WORTH (the tables and lane states
+#: of level-rans are a larger part of a small tensor).
+LEVEL_COMPARE_VALUES = 1 << 16
+#: How much larger a small level-rans tensor may be and still be chosen, for its speed.
+LEVEL_SPEED_WORTH = 1.02
 #: Values per lane of a ``grid-rans`` tensor (lanes decode side by side).
 GRID_LANE_VALUES = 1 << 16
 
@@ -73,7 +79,7 @@ def encode_tensor(
             extra, payload, cls = bucket_rans.encode_lossy(cls, rc, init_cls, bits)
             decoded = arrangement.rebuild(cls, rc).reshape(shape)
         else:
-            extra, payload = _encode_lossless(cls, rc, init_cls)
+            extra, payload = _encode_lossless(cls, rc, init_cls, tp.spec["kind"] == "levels")
         fields.update(extra)
     rel_error = None
     if decoded is not array or original is not None:
@@ -92,10 +98,25 @@ def grid_lanes(grid: grid_rans.Grid) -> int:
 
 
 def _encode_lossless(
-    cls: np.ndarray, rc: arrangement.RowClasses, init_cls: np.ndarray
+    cls: np.ndarray, rc: arrangement.RowClasses, init_cls: np.ndarray, levels: bool = False
+) -> tuple[dict[str, Any], bytes]:
+    """``level-rans`` for a levels tensor (a table lookup per weight to decode), unless
+    it is small and a multiset coding is smaller; else ``row-rans``, or exact
+    ``bucket-rans`` when the context model saves bits."""
+    bound = arrangement.bound_bits(rc.counts)
+    if not levels or not cls.size:
+        return _encode_multiset(cls, rc, init_cls, bound)
+    coded = level_rans.encode(cls, init_cls, rc.n_classes, bound)
+    if cls.size <= LEVEL_COMPARE_VALUES:  # tables and lane states weigh most here
+        other = _encode_multiset(cls, rc, init_cls, bound)
+        coded = other if len(other[1]) * LEVEL_SPEED_WORTH < len(coded[1]) else coded
+    return coded
+
+
+def _encode_multiset(
+    cls: np.ndarray, rc: arrangement.RowClasses, init_cls: np.ndarray, bound: float
 ) -> tuple[dict[str, Any], bytes]:
     """``row-rans``, or exact ``bucket-rans`` when the context model saves bits."""
-    bound = arrangement.bound_bits(rc.counts)
     context = bucket_rans.choose_refine_bits(cls, rc, init_cls, bound)
     if context is None:
         return row_rans.encode(cls, rc, bound)

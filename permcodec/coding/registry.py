@@ -6,13 +6,15 @@ from __future__ import annotations
 from .base import Coding
 from .bucket_rans import BucketRans
 from .grid_rans import GridRans
+from .level_rans import LevelRans
 from .perm_rans import PermRans
 from .raw import Raw, RawZstd
 from .row_rans import RowRans
 
 #: Every coding, in the order FORMAT.md lists them.
 CODINGS: dict[str, Coding] = {
-    c.name: c for c in (PermRans(), RowRans(), BucketRans(), GridRans(), RawZstd(), Raw())
+    c.name: c
+    for c in (PermRans(), RowRans(), BucketRans(), GridRans(), LevelRans(), RawZstd(), Raw())
 }
 
 

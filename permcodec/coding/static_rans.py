@@ -31,18 +31,18 @@ TABLE_ONE = 1 << TABLE_BITS
 MAX_SYMBOLS = TABLE_ONE
 
 
-def normalize(counts: np.ndarray) -> np.ndarray:
-    """Frequencies (u16, summing to :data:`TABLE_ONE` per row of ``counts``) that keep
+def normalize(counts: np.ndarray, one: int = TABLE_ONE) -> np.ndarray:
+    """Frequencies (u16, summing to ``one`` per row of ``counts``) that keep
     every symbol with a count >= 1 at a frequency >= 1, close to proportional: each
     symbol gets its rounded share, then the largest absorbs the difference (or, where it
     cannot without falling below 1, the symbols in order of size give back in turn).
     An unused table (no counts) gives all to symbol 0."""
     counts = np.atleast_2d(np.asarray(counts, dtype=np.int64))
     total = counts.sum(axis=1, keepdims=True)
-    share = counts * (TABLE_ONE / np.maximum(total, 1))
+    share = counts * (one / np.maximum(total, 1))
     f = np.where(counts > 0, np.maximum(1, np.rint(share)), 0).astype(np.int64)
-    f[total[:, 0] == 0, 0] = TABLE_ONE
-    diff = TABLE_ONE - f.sum(axis=1)
+    f[total[:, 0] == 0, 0] = one
+    diff = one - f.sum(axis=1)
     top = np.argmax(f, axis=1)
     easy = f[np.arange(len(f)), top] + diff >= 1
     f[np.arange(len(f))[easy], top[easy]] += diff[easy]
@@ -179,6 +179,33 @@ def lookup(freqs: np.ndarray) -> np.ndarray:
     return np.stack([np.repeat(sym, row) for row in f])
 
 
+def lanes_step(
+    x: np.ndarray,
+    tab: np.ndarray,
+    live: np.ndarray,
+    model: tuple[np.ndarray, np.ndarray, np.ndarray],
+    words: tuple[np.ndarray, np.ndarray, np.ndarray],
+    name: str,
+    bits: int = TABLE_BITS,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One decoding step of every lane (the live ones move), lane i with table tab[i]:
+    ``model`` is (the symbol of each slot, frequencies, starts) per table, ``words`` is
+    (each lane's next word, its segment's end, the words), the first updated in place.
+    Returns the states and the symbols (int64)."""
+    lut, freqs, starts = model
+    ptr, ends, stream = words
+    slot = x & ((1 << bits) - 1)
+    s = lut[tab, slot].astype(np.int64)
+    x = np.where(live, freqs[tab, s] * (x >> bits) + slot - starts[tab, s], x)
+    need = live & (x < STATE_LOW)
+    if need.any():
+        if (ptr[need] >= ends[need]).any():
+            raise stream_error(ENDS_EARLY, name)
+        x[need] = (x[need] << 32) | stream[ptr[need]]
+        ptr[need] += 1
+    return x, s
+
+
 def decode_ref(
     states: np.ndarray,
     lengths: np.ndarray,
@@ -211,15 +238,7 @@ def decode_ref(
         ctx = np.zeros(lanes, dtype=np.int64)  # a row starts in context 0
         for j in range(m):
             tab = base[row] + ctx
-            slot = x & (TABLE_ONE - 1)
-            s = lut[tab, slot].astype(np.int64)
-            x = np.where(live, f_all[tab, s] * (x >> TABLE_BITS) + slot - c_all[tab, s], x)
-            need = live & (x < STATE_LOW)
-            if need.any():
-                if (ptr[need] >= ends[need]).any():
-                    raise stream_error(ENDS_EARLY, name)
-                x[need] = (x[need] << 32) | stream[ptr[need]]
-                ptr[need] += 1
+            x, s = lanes_step(x, tab, live, (lut, f_all, c_all), (ptr, ends, stream), name)
             out[row[live], j] = s[live]
             escapes += live & (s == escape)
             ctx = ctx_of[s]

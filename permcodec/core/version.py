@@ -1,3 +1,3 @@
 """The version of permcodec (also written into every `.perm` file's metadata)."""
 
-__version__ = "0.6.0"
+__version__ = "0.7.0"

@@ -36,7 +36,7 @@ from ..errors import FormatError, IntegrityError, UnsupportedVersionError
 from .limits import MAX_EXTENT, MAX_HEADER, MAX_TENSORS
 
 MAGIC = b"\x89PERM\r\n\x1a"
-FORMAT_VERSION = 6
+FORMAT_VERSION = 7
 #: The version writers write unless a file needs a later one (version 4 added the
 #: header digest; version 5 only the levels kind, so files without it stay version 4).
 BASE_VERSION = 4

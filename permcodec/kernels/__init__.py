@@ -44,7 +44,7 @@ COMPILERS = ("triton",)
 EXTENSIONS = ("rans_c", "philox_c", "grid_c", "seeded_c", "sync_c")
 #: The interface version the extensions must report (their ``API``): an extension built
 #: from older sources (a stale in-place build) is refused with a warning.
-EXTENSION_API = 2
+EXTENSION_API = 3
 _loaded: dict[str, ModuleType | None] = {}
 _hosts: dict[str, Any] = {}
 

@@ -41,7 +41,7 @@ cdef extern from "grid_rans.h":
                         float *out) nogil
 
 #: Interface version checked by permcodec.kernels.load.
-API = 2
+API = 3
 
 
 def decode(states, lengths, words, table_of, freqs, ctx_of, int64_t contexts, int64_t m):

@@ -13,7 +13,7 @@ cdef extern from "philox.h":
 
 
 #: The kernel's interface version (see rans_c.API).
-API = 2
+API = 3
 
 
 cdef _words_u32(key, uint64_t purpose, int64_t start, int64_t stop):

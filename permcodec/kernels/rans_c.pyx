@@ -71,7 +71,7 @@ cdef extern from "multiset.h":
 
 #: The kernels' interface version: kernels.load refuses an extension built from another
 #: (a stale in-place build), which would fail only when called.
-API = 2
+API = 3
 
 # The table of reciprocals the decoders divide by, made once (512 KiB) and shared.
 _RECIP = np.empty(PC_MS_RECIP_SIZE, dtype=np.uint64)

@@ -8,7 +8,12 @@ C statuses into (array, status, message).
 
 import numpy as np
 
-from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
+from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+
+cdef extern from "level_rans.h":
+    int64_t pc_level_encode(const uint16_t *sym, const uint16_t *ctx, const uint16_t *freqs,
+                            uint64_t classes, uint64_t rows, uint64_t m, uint64_t lanes,
+                            uint64_t *states, uint32_t *lengths, uint32_t *words) nogil
 
 cdef extern from "seeded_decode.h":
     ctypedef struct pc_init_spec:
@@ -38,16 +43,17 @@ cdef extern from "seeded_decode.h":
                          pc_output_fn out, void *out_ctx, int threads, char *err,
                          size_t err_len) nogil
     int PC_OK, PC_E_FORMAT, PC_E_INTEGRITY, PC_E_NOMEM, PC_E_UNSUPPORTED
-    int PC_PERM_RANS, PC_ROW_RANS, PC_BUCKET_RANS
+    int PC_PERM_RANS, PC_ROW_RANS, PC_BUCKET_RANS, PC_LEVEL_RANS
     int PC_FLOAT64, PC_FLOAT32, PC_FLOAT16, PC_BFLOAT16
 
 #: The kernel's interface version (see rans_c.API).
-API = 2
+API = 3
 
 OK, FORMAT, INTEGRITY, NO_MEMORY, UNSUPPORTED = (
     PC_OK, PC_E_FORMAT, PC_E_INTEGRITY, PC_E_NOMEM, PC_E_UNSUPPORTED
 )
-_CODINGS = {"perm-rans": PC_PERM_RANS, "row-rans": PC_ROW_RANS, "bucket-rans": PC_BUCKET_RANS}
+_CODINGS = {"perm-rans": PC_PERM_RANS, "row-rans": PC_ROW_RANS, "bucket-rans": PC_BUCKET_RANS,
+            "level-rans": PC_LEVEL_RANS}
 _DTYPES = {"float64": PC_FLOAT64, "float32": PC_FLOAT32, "float16": PC_FLOAT16,
            "bfloat16": PC_BFLOAT16}
 _PARAMS = ("a", "b", "mean", "std", "gain", "value", "low", "high", "p", "levels", "scale")
@@ -119,3 +125,28 @@ def decode(str coding, str name, str dtype, storage, dict spec, tuple key, uint6
         return None, status, err.decode(errors="replace")
     out = holder[0] if holder[0] is not None else np.empty(0, dtype=storage)
     return out, status, ""
+
+
+def level_encode(cls, init_cls, freqs, uint64_t lanes):
+    """(states, segment lengths, words) of rows of classes ``cls`` (R, m) coded with the
+    tables ``freqs`` (C, C) of their initial classes ``init_cls`` (FORMAT 4.7)."""
+    cdef const uint16_t[:, ::1] s = np.ascontiguousarray(cls, dtype=np.uint16)
+    cdef const uint16_t[:, ::1] c = np.ascontiguousarray(init_cls, dtype=np.uint16)
+    cdef const uint16_t[:, ::1] f = np.ascontiguousarray(freqs, dtype=np.uint16)
+    cdef uint64_t rows = s.shape[0], m = s.shape[1], classes = f.shape[0]
+    states = np.zeros(lanes, dtype=np.uint64)
+    lengths = np.zeros(lanes, dtype=np.uint32)
+    words = np.zeros(rows * m if rows * m else 1, dtype=np.uint32)
+    cdef uint64_t[::1] st = states
+    cdef uint32_t[::1] ln = lengths
+    cdef uint32_t[::1] wd = words
+    cdef int64_t n
+    with nogil:
+        n = pc_level_encode(&s[0, 0] if rows * m else NULL, &c[0, 0] if rows * m else NULL,
+                            &f[0, 0] if classes else NULL, classes, rows, m, lanes, &st[0],
+                            &ln[0], &wd[0])
+    if n == -1:
+        raise MemoryError("out of memory")
+    if n < 0:
+        raise ValueError("a symbol to code has frequency 0 in its table")
+    return states, lengths, words[:n].copy()

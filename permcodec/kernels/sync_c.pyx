@@ -15,7 +15,7 @@ cdef extern from "laperm_sync.h":
                       const float *sorted_init, float *w) nogil
 
 #: The kernel's interface version (see rans_c.API).
-API = 2
+API = 3
 #: Rows longer than this leave too few key bits beside the index; they use torch.
 MAX_M = PC_SYNC_MAX_M
 

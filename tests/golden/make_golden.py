@@ -3,7 +3,8 @@
 The format 1-4 files were written by permcodec 0.4.0 before the package was reshaped
 (issue 12), ``v5_levels.perm`` by permcodec 0.5 (the ``levels`` rows of rate control),
 ``v6_grid.perm`` by permcodec 0.6 (``grid-rans``: ``python make_golden.py v6`` writes
-only it); tests/test_golden.py decodes each of them bit for bit and checks that the
+only it), ``v7_levels.perm`` by permcodec 0.7 (``level-rans``: ``python make_golden.py
+v7``); tests/test_golden.py decodes each of them bit for bit and checks that the
 current writer gives the same bytes for the same inputs. Running this script again
 overwrites them with what the *current* code writes, which is only right when a new
 format version is released on purpose.
@@ -333,8 +334,49 @@ def write_grid_golden() -> None:
     (HERE / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
 
 
+def levels7_case() -> tuple[dict[str, np.ndarray], Plan, dict[str, str]]:
+    """Format 7: the levels case of format 5 as the writer of permcodec 0.7 stores it
+    (``level-rans`` where it pays), and two tensors large enough that it always does:
+    ternary rows moved near their init, and a float16 tensor of four levels."""
+    tensors, plan, _ = levels_case()
+    rng = np.random.default_rng(SEED + 4)
+    cases = [
+        ("big.weight", dict(levels=1, scale=0.1, density=0.3), (48, 1400), "float32"),
+        ("big16.weight", dict(levels=2, scale=0.05, density=0.6), (70, 1000), "float16"),
+    ]
+    for name, params, shape, dtype in cases:
+        init = _seeded(plan, name, InitSpec("levels", **params), shape, dtype)
+        tensors[name] = near_init(init, rng, 0.05).reshape(shape)
+    return tensors, plan, {"note": "golden levels, format 7"}
+
+
+def write_levels7_golden() -> None:
+    """Write v7_levels.perm and its inputs, and add them to the manifest."""
+    tensors, plan, meta = levels7_case()
+    path = HERE / "v7_levels.perm"
+    save_numpy(tensors, path, plan, meta)
+    np.savez_compressed(HERE / "inputs_levels7.npz", **tensors)
+    raw = path.read_bytes()
+    for name, got in _decode_all(raw).items():
+        assert got.tobytes() == tensors[name].tobytes() and got.dtype == tensors[name].dtype
+    manifest = json.loads((HERE / "manifest.json").read_text())
+    manifest["v7_levels.perm"] = {
+        "plan": plan.to_dict(),
+        "metadata": meta,
+        "inputs": "levels7",
+        "expected": "inputs_levels7.npz",
+        "tensors": {
+            t["name"]: {"coding": t["coding"], "dtype": t["dtype"]}
+            for t in split(raw)[0]["tensors"]
+        },
+    }
+    (HERE / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+
+
 if __name__ == "__main__":
     if sys.argv[1:] == ["v6"]:
         write_grid_golden()
+    elif sys.argv[1:] == ["v7"]:
+        write_levels7_golden()
     else:
         main()
