@@ -66,6 +66,7 @@ TRAINED: dict[str, tuple[str, int, float | None]] = {
     "lenet300-trained": ("lenet300", 2, None),
     "lenet300-bpw1": ("lenet300", 2, 1.0),
     "conv2-trained": ("conv2", 1, None),
+    "conv2-bpw1": ("conv2", 1, 1.0),
 }
 #: Models trained elsewhere (no plan), stored on grids: name -> (architecture, --bpw).
 POSTHOC: dict[str, tuple[str, float]] = {"stack25m-grid": ("stack25m", 2.0)}

@@ -218,3 +218,33 @@ def test_level_rans_is_refused_where_it_cannot_be(tmp_path):
         permcodec.open(tmp_path / "u.perm") as f,
     ):
         f.tensor("w")
+
+
+def test_the_format_appendix_level_rans_example_decodes_as_written():
+    """FORMAT.md B.6, read from the document: its payload bytes decode, in C and in
+    numpy, to the tensor bits it states, and the writer makes those bytes."""
+    import re
+    from pathlib import Path
+
+    from permcodec.core.initializers import resolve
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "FORMAT.md").read_text()
+    b6 = text[text.index("### B.6") :]
+    payload = bytes.fromhex(b6[b6.index("```") + 3 : b6.index("```", b6.index("```") + 3)])
+    assert len(payload) == 74
+    spec = resolve(InitSpec("levels", levels=2.0, scale=0.5, density=0.75), (2, 8))
+    key = [0x1E043FC3, 0x47EB32AF]
+    bits = re.search(r"float32 bits are\s+`([0-9a-f ]+)`\s+`([0-9a-f ]+)`", b6)
+    want = np.array([int(b, 16) for b in f"{bits[1]} {bits[2]}".split()], np.uint32)
+    entry = {"name": "w", "shape": [2, 8], "dtype": "float32", "spec": spec, "key": key,
+             "coding": "level-rans", "lanes": 2, "length": len(payload), "offset": 0,
+             "digest": section_digest(want.view(np.float32).reshape(2, 8)),
+             "payload_digest": section_digest(payload)}  # fmt: skip
+    for reference in ("0", "1"):
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("PERMCODEC_PURE_NUMPY", reference)
+            got = decode_tensor(entry, payload)
+        assert got.view(np.uint32).ravel().tolist() == want.tolist()
+    init = initial_rows(spec, tuple(key), (2, 8), "float32")
+    cls, init_cls, classes = _classes(want.view(np.float32).reshape(2, 8), init, "float32", spec)
+    assert level_rans.encode(cls, init_cls, classes, 0.0)[1] == payload
