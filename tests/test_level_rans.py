@@ -248,3 +248,17 @@ def test_the_format_appendix_level_rans_example_decodes_as_written():
     init = initial_rows(spec, tuple(key), (2, 8), "float32")
     cls, init_cls, classes = _classes(want.view(np.float32).reshape(2, 8), init, "float32", spec)
     assert level_rans.encode(cls, init_cls, classes, 0.0)[1] == payload
+
+
+def test_rows_arranged_at_random_stay_within_what_rate_control_counts_on(tmp_path):
+    """A --bpw file meets its target whatever training does: where level-rans would cost
+    more than the multiset bound allows (no correlation with the init), the writer keeps
+    a multiset coding."""
+    from permcodec.coding.rate import payload_allowance
+
+    path = tmp_path / "w.perm"
+    _levels_file(path, (64, 1100), levels=1, density=0.3, noise=None)
+    with permcodec.open(path) as f:
+        entry = f.entry("w")
+    assert 8 * entry.length <= payload_allowance(entry.fields["bound_bits"])
+    assert entry.fields["coding"] != "level-rans"

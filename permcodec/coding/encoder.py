@@ -19,7 +19,7 @@ from ..core.dtypes import FLOAT_DTYPES, as_float64, c_contiguous, order_keys, st
 from ..core.initializers import check_resolved, fans, initial_rows, row_shape
 from ..core.plan import TensorPlan
 from ..errors import PlanError
-from . import arrangement, bucket_rans, grid_rans, level_rans, raw, row_rans
+from . import arrangement, bucket_rans, grid_rans, level_rans, rate, raw, row_rans
 from .base import MAX_ROW
 
 #: Levels tensors of at most this many values are also coded as multisets, and those
@@ -101,12 +101,15 @@ def _encode_lossless(
     cls: np.ndarray, rc: arrangement.RowClasses, init_cls: np.ndarray, levels: bool = False
 ) -> tuple[dict[str, Any], bytes]:
     """``level-rans`` for a levels tensor (a table lookup per weight to decode), unless
-    it is small and a multiset coding is smaller; else ``row-rans``, or exact
-    ``bucket-rans`` when the context model saves bits."""
+    it would take more than rate control allows for the tensor (rows arranged at
+    random) or the tensor is small and a multiset coding is smaller; else ``row-rans``,
+    or exact ``bucket-rans`` when the context model saves bits."""
     bound = arrangement.bound_bits(rc.counts)
     if not levels or not cls.size:
         return _encode_multiset(cls, rc, init_cls, bound)
     coded = level_rans.encode(cls, init_cls, rc.n_classes, bound)
+    if 8 * len(coded[1]) > rate.payload_allowance(bound):  # what rate control counted on
+        return _encode_multiset(cls, rc, init_cls, bound)
     if cls.size <= LEVEL_COMPARE_VALUES:  # tables and lane states weigh most here
         other = _encode_multiset(cls, rc, init_cls, bound)
         coded = other if len(other[1]) * LEVEL_SPEED_WORTH < len(coded[1]) else coded

@@ -126,8 +126,15 @@ def cost_bits(name: str, shape: tuple[int, ...], form: Form) -> float:
     rows, m = shape[0], math.prod(shape[1:])
     payload = rows * row_bits(form, m)
     if form.kind != "unseeded":
-        payload = payload * (1.0 + LANE_BUDGET + 0.002) + SEGMENT_LANE_BITS + 64
+        payload = payload_allowance(payload)
     return payload + 8.0 * entry_bytes(name, shape, form)
+
+
+def payload_allowance(bound: float) -> float:
+    """Most bits a seeded payload of bound ``bound`` takes, as rate control counts it:
+    the bound, plus the coder's lane states and its sub-0.1% loss. A writer never
+    chooses a coding larger than this for a tensor (row-rans stays within it)."""
+    return bound * (1.0 + LANE_BUDGET + 0.002) + SEGMENT_LANE_BITS + 64
 
 
 # ---------------------------------------------------------------- distortion
