@@ -6,12 +6,14 @@ mask) and a ``Linear`` head (pre-norm and, torch's default, post-norm layers), o
 project's experiments never used (the licence
 texts Debian ships in ``/usr/share/common-licenses``, last 10% held out). AdamW at 3e-3
 (decay 0.01), 700 steps of 16 windows of 64 bytes, one thread, the same seed, init and
-batches for every run. LaPerm runs are ``permcodec.init(model, seed, scheme)`` for each
-scheme of ``--schemes`` (``he_uniform`` is what ``init`` uses when none is named) and
-``permcodec.LaPerm(model, AdamW(...))`` with its defaults (k = 20).
+batches for every run. LaPerm runs are ``permcodec.init(model, seed)`` (``default``: no
+scheme named, which for a model with attention is ``glorot_uniform``) or
+``permcodec.init(model, seed, scheme)`` for the other schemes of ``--schemes`` (permcodec
+0.6 used ``he_uniform`` when none was named), and ``permcodec.LaPerm(model, AdamW(...))``
+with its defaults (k = 20).
 
     python benchmarks/user_transformer.py                  # seeds 0, 1, 2
-    python benchmarks/user_transformer.py --seeds 0 --schemes he_uniform
+    python benchmarks/user_transformer.py --seeds 0 --schemes default
 
 Prints a table and writes ``benchmarks/results/user_transformer.{jsonl,md}`` (a finished
 run is not run again).
@@ -36,8 +38,6 @@ CORPUS = Path("/usr/share/common-licenses")
 RESULTS = Path(__file__).parent / "results"
 JSONL = RESULTS / "user_transformer.jsonl"
 STEPS, BATCH, CONTEXT, LR = 700, 16, 64, 3e-3
-#: What ``permcodec.init`` seeds with when no scheme is named.
-DEFAULT_SCHEME = "he_uniform"
 
 
 class ByteTransformer(nn.Module):
@@ -132,10 +132,15 @@ def report(records: list[dict], methods: list[str], variant: str) -> str:
         loss = [r["val_loss"] for r in rs]
         ratio = [r["val_loss"] / adam[r["seed"]] for r in rs if r["seed"] in adam]
         sd = statistics.stdev(loss) if len(loss) > 1 else 0.0
-        name = "LaPerm, `init(model, seed)` (no scheme named)" if m == "default" else (
-            m if m == "AdamW" else f"LaPerm, `init(model, seed, {m!r})`")  # fmt: skip
-        if m == DEFAULT_SCHEME:
-            name += " = the default"
+        name = (
+            "LaPerm, `init(model, seed)`: the default (glorot_uniform here)"
+            if m == "default"
+            else m
+            if m == "AdamW"
+            else f"LaPerm, `init(model, seed, {m!r})`"
+        )
+        if m == "he_uniform":
+            name += " (the default of permcodec 0.6)"
         lines.append(
             f"| {name} | {statistics.mean(loss):.4f} ± {sd:.4f} | "
             f"{statistics.mean(loss) / math.log(2):.3f} | "
@@ -147,7 +152,7 @@ def report(records: list[dict], methods: list[str], variant: str) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--schemes", default="he_uniform,torch_default",
+    ap.add_argument("--schemes", default="default,he_uniform,torch_default",
                     help="LaPerm runs: 'default' (no scheme argument) or scheme names")  # fmt: skip
     ap.add_argument("--variants", default="pre-norm,post-norm")
     args = ap.parse_args()

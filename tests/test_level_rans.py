@@ -127,7 +127,8 @@ def test_the_writer_codes_large_levels_tensors_smaller_than_the_multiset_codings
 
 
 def test_every_lane_count_decodes(tmp_path, monkeypatch):
-    """Lanes in groups of four or not, and a last group cut short, decode alike."""
+    """Lanes in groups of four or not, and a last group cut short, decode alike (the
+    numpy reference also in groups of two lanes)."""
     path = tmp_path / "w.perm"
     want, plan = _levels_file(path, (23, 90), levels=2, density=0.5)
     header = split(path.read_bytes())[0]
@@ -138,8 +139,10 @@ def test_every_lane_count_decodes(tmp_path, monkeypatch):
         monkeypatch.setattr(level_rans, "choose_lanes", lambda rows, m, n=lanes: n)
         fields, payload = level_rans.encode(cls, init_cls, classes, 0.0)
         entry = _entry(header["tensors"][0], fields, payload)
-        for reference in ("0", "1"):
+        for reference, group_values in (("0", None), ("1", None), ("1", 200)):
             monkeypatch.setenv("PERMCODEC_PURE_NUMPY", reference)
+            if group_values:  # the reference two lanes at a time
+                monkeypatch.setattr(level_rans, "REF_VALUES", group_values)
             assert decode_tensor(entry, payload).tobytes() == want.tobytes(), (lanes, reference)
 
 

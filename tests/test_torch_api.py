@@ -414,3 +414,22 @@ def test_loading_into_a_model_of_other_tensors_names_them_in_one_error(tmp_path)
 def test_a_seed_outside_the_generators_range_is_a_plan_error(seed):
     with pytest.raises(permcodec.PlanError, match="seed must be an integer"):
         permcodec.init(mlp(), seed)
+
+
+def test_the_default_scheme_fits_the_kind_of_model():
+    """A model with attention layers is seeded Glorot-uniform when no scheme is named
+    (He's variance trains post-norm transformers worse); MLPs and convnets He-uniform;
+    a scheme named is used as named."""
+    from torch import nn
+
+    layer = nn.TransformerEncoderLayer(32, 4, 64, batch_first=True)
+    kinds = {t.spec["kind"] for t in permcodec.init(layer, 0).tensors.values()}
+    assert kinds == {"xavier_uniform"}
+    convnet = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Flatten(), nn.Linear(8, 4))
+    kinds = {t.spec["kind"] for t in permcodec.init(convnet, 0).tensors.values()}
+    assert kinds == {"kaiming_uniform"}
+    named = permcodec.init(layer, 0, "he_uniform").tensors.values()
+    assert {t.spec["kind"] for t in named} == {"kaiming_uniform"}
+    from permcodec.torch import default_scheme
+
+    assert default_scheme(layer) == "glorot_uniform" and default_scheme(convnet) == "he_uniform"

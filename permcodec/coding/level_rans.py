@@ -34,6 +34,8 @@ TABLE_BITS = 12
 TABLE_ONE = 1 << TABLE_BITS
 #: A row's scratch while decoding (level, context, symbol, ranking), bytes per value.
 ROW_BYTES = 32
+#: Values the numpy reference decodes at a step (a group of lanes), bounding its memory.
+REF_VALUES = 1 << 16
 #: Most classes a levels row has (2 * 128 levels and zero).
 MAX_CLASSES = 257
 #: The writer's lanes come in groups of LANE_GROUP (a decoder steps a group's lanes
@@ -103,8 +105,10 @@ def split_payload(
 
 
 def decode_ref(params: SeededParams, payload: bytes) -> np.ndarray:
-    """The numpy reference: all lanes step together, round by round (a round decodes the
-    next row of every lane), each row's tables chosen by its initial classes."""
+    """The numpy reference: a group of lanes at a time (at most :data:`REF_VALUES` values
+    a step, so memory stays near the output), the group's lanes stepping together round
+    by round (a round decodes the next row of each), each row's tables chosen by its
+    initial classes."""
     meta, seed = params.meta, params.seed
     name, rows, m = meta.name, seed.rows, seed.m
     values, counts, freqs, states, lengths, words = split_payload(params, payload)
@@ -113,36 +117,36 @@ def decode_ref(params: SeededParams, payload: bytes) -> np.ndarray:
         if words.size or (states != STATE_LOW).any():
             raise IntegrityError(f"tensor {name!r}: an empty tensor has coded data", name)
         return out.reshape(meta.shape)
-    lanes = len(states)
-    bounds = lane_bounds(rows, lanes)
+    bounds = lane_bounds(rows, len(states))
     ends = np.cumsum(lengths.astype(np.int64))
-    ptr = ends - lengths.astype(np.int64)
-    stream = words.astype(np.int64)
     f = freqs.astype(np.int64)
-    start = np.cumsum(f, axis=1) - f
-    lut = np.stack([np.repeat(np.arange(len(values)), row) for row in f])
+    model = (np.stack([np.repeat(np.arange(len(values)), row) for row in f]), f,
+             np.cumsum(f, axis=1) - f)  # fmt: skip
     init = runs.SeededRows(seed.spec, seed.key, meta.shape, meta.dtype, name)
-    x = states.astype(np.int64)
-    for t in range(int(np.diff(bounds).max())):
-        row = bounds[:-1] + t
-        live = row < bounds[1:]
-        ctx = np.zeros((lanes, m), dtype=np.int64)
-        for lane in np.nonzero(live)[0]:
-            r = int(row[lane])
-            ctx[lane] = init_classes(init, r, values, meta.dtype)
-        sym = np.zeros((lanes, m), dtype=np.int64)
-        for j in range(m):
-            model, words_at = (lut, f, start), (ptr, ends, stream)
-            x, sym[:, j] = lanes_step(x, ctx[:, j], live, model, words_at, name, TABLE_BITS)
-        for lane in np.nonzero(live)[0]:
-            r = int(row[lane])
-            if (np.bincount(sym[lane], minlength=len(values)) != counts).any():
-                raise IntegrityError(
-                    f"tensor {name!r}: row {r} is not an arrangement of its initial values", name
-                )
-            out[r] = values[sym[lane]]
-    if (ptr != ends).any() or (x != STATE_LOW).any():
-        raise stream_error(INCONSISTENT, name)
+    stream = words.astype(np.int64)
+    group = max(1, REF_VALUES // m)
+    for l0 in range(0, len(states), group):
+        l1 = min(len(states), l0 + group)
+        ptr, end = ends[l0:l1] - lengths[l0:l1].astype(np.int64), ends[l0:l1]
+        x = states[l0:l1].astype(np.int64)
+        first, last = bounds[l0:l1], bounds[l0 + 1 : l1 + 1]
+        for t in range(int((last - first).max())):
+            row = first + t
+            live = row < last
+            ctx = np.zeros((l1 - l0, m), dtype=np.int64)
+            for k in np.nonzero(live)[0]:
+                ctx[k] = init_classes(init, int(row[k]), values, meta.dtype)
+            sym = np.zeros((l1 - l0, m), dtype=np.int64)
+            for j in range(m):
+                x, sym[:, j] = lanes_step(x, ctx[:, j], live, model, (ptr, end, stream), name,
+                                          TABLE_BITS)  # fmt: skip
+            for k in np.nonzero(live)[0]:
+                if (np.bincount(sym[k], minlength=len(values)) != counts).any():
+                    raise IntegrityError(f"tensor {name!r}: row {int(row[k])} is not an "
+                                         "arrangement of its initial values", name)  # fmt: skip
+                out[row[k]] = values[sym[k]]
+        if (ptr != end).any() or (x != STATE_LOW).any():
+            raise stream_error(INCONSISTENT, name)
     return out.reshape(meta.shape)
 
 
