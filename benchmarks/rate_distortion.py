@@ -8,7 +8,10 @@ batches, learning rate and data order; then measures every codec on its own mode
 * permcodec at the rate it was trained for (the file ``train`` writes, as it is);
 * permcodec post hoc: the lossless LaPerm file re-coded at R (``encode --bpw R``), by
   relative error and by the loss on 1,024 training examples (``--calibrate 1024``);
-* on the Adam model: NNCodec (a qp sweep), int8 per channel, 4-bit quantile, float16.
+* on the Adam model: NNCodec (a qp sweep), int8 per channel, 4-bit quantile, float16;
+* quantization-aware peers trained with the same budget and data (benchmarks/qat.py):
+  ternary TWN at thresholds 0.7-2.5 and per-row LSQ at 2, 3 and 4 bits, their grid
+  indices coded with rANS (permcodec's grid-rans coder, static tables with context).
 
 Bits per weight count the weight matrices only (biases and norm layers are exact in
 every method); permcodec's include the container (header entries, digests, trailer)
@@ -47,6 +50,7 @@ from permcodec.experiments.train import TrainConfig, calibration_loss, evaluate_
 
 sys.path.insert(0, str(Path(__file__).parent))
 import baselines
+import qat
 
 RESULTS = Path(__file__).parent / "results"
 #: Epochs per model: ResNet-20 takes minutes per epoch on two cores.
@@ -67,8 +71,15 @@ TRAINED: dict[str, dict[str, Any]] = {
     # the other allocation (not in the default run): matrices weighed by their rows
     **{f"laperm bpw={r:g} rows": dict(bpw=r, allocation="rows") for r in BPW},
 }
+#: Quantization-aware peers (benchmarks/qat.py): trained like Adam, weights quantized in
+#: the forward pass, stored with rANS; ternary at several thresholds, LSQ at 2-4 bits.
+PEERS = (
+    *(f"twn t={t:g}" for t in (0.7, 1.2, 1.6, 2.0, 2.5)),
+    *(f"lsq bits={b}" for b in (2, 3, 4)),
+)
+TRAINED.update({peer: dict(baseline=True) for peer in PEERS})
 #: The variants one run trains unless --variants says otherwise.
-DEFAULT_VARIANTS = ("adam", "laperm", *(f"laperm bpw={r:g}" for r in BPW))
+DEFAULT_VARIANTS = ("adam", "laperm", *(f"laperm bpw={r:g}" for r in BPW), *PEERS)
 #: Codec families of the summary: label -> which records belong to it.
 FAMILIES: dict[str, Callable[[dict[str, Any]], bool]] = {
     "permcodec, trained at the rate (train --bpw R)": lambda r: _at_rate(r),
@@ -78,11 +89,17 @@ FAMILIES: dict[str, Callable[[dict[str, Any]], bool]] = {
     f"permcodec, re-coded by measured loss (encode --bpw R --calibrate {CALIBRATION})": lambda r: (
         r["trained"] == "laperm" and "calibrated" in r["method"]
     ),
+    "ternary QAT, TWN (rANS)": lambda r: r["method"].startswith("twn"),
+    "LSQ QAT, 2-4 bits (rANS)": lambda r: r["method"].startswith("lsq"),
     "NNCodec (Adam model)": lambda r: r["method"].startswith("nncodec"),
     "4-bit quantile (Adam model)": lambda r: r["method"] == "4bit-quantile",
     "int8 per channel (Adam model)": lambda r: r["method"] == "int8",
     "float16 (Adam model)": lambda r: r["method"] == "float16",
 }
+
+
+#: The families of quantization-aware peers.
+QAT_FAMILIES = ("ternary QAT, TWN (rANS)", "LSQ QAT, 2-4 bits (rANS)")
 
 
 def _at_rate(r: dict[str, Any]) -> bool:
@@ -106,9 +123,12 @@ def train_cached(
     out = cache / f"{stem}.perm"
     if not meta.exists():
         t0 = time.perf_counter()
-        result = run(cfg, out, progress=False, data=data)
+        if label in PEERS:
+            acc = qat.train_peer(cfg, label, out, data)
+        else:
+            acc = run(cfg, out, progress=False, data=data).final_test_acc
         seconds = time.perf_counter() - t0
-        meta.write_text(json.dumps({"final_test_acc": result.final_test_acc, "s": seconds}))
+        meta.write_text(json.dumps({"final_test_acc": acc, "s": seconds}))
     acc = json.loads(meta.read_text())["final_test_acc"]
     return (out.with_suffix(".pt") if cfg.baseline else out), acc
 
@@ -168,6 +188,14 @@ def methods(
 
                 how = f" (calibrated on {CALIBRATION})" if calibrated else ""
                 yield f"permcodec post hoc bpw={r:g}{how}", recoded
+    elif label in PEERS:
+
+        def peer() -> tuple[dict, float]:
+            with tempfile.TemporaryDirectory() as tmp:
+                qat.peer_file(path, Path(tmp) / "q.perm")
+                return perm_file_point(Path(tmp) / "q.perm")
+
+        yield label, peer
     else:
         r = float(label.split("bpw=")[1].split()[0])
         how = " (allocation by rows)" if label.endswith(" rows") else ""
@@ -275,20 +303,19 @@ def summary_table(s: dict[str, Any], model: str) -> str:
         f"**{model}**: float32 Adam {adam['test_acc']:.2f} ± {adam['std']:.2f}% "
         f"({adam['seeds']} seed(s)); smallest file within 1 point ({adam['test_acc'] - 1:.2f}%):"
     )
-    lines = [head, "", "| codec | bits/weight | test acc % | vs NNCodec |", "|---|---|---|---|"]
+    lines = [head, "", "| codec | bits/weight | test acc % | vs NNCodec | vs best QAT peer |",
+             "|---|---|---|---|---|"]  # fmt: skip
     nnc = s["best"].get("NNCodec (Adam model)")
     nnc = nnc if isinstance(nnc, dict) else None
+    peers = [p for f, p in s["best"].items() if f in QAT_FAMILIES and isinstance(p, dict)]
+    peer = min(peers, key=lambda p: p["bits_per_weight"]) if peers else None
     for family, p in s["best"].items():
         if isinstance(p, str):
-            lines.append(f"| {family} | {p} | | |")
+            lines.append(f"| {family} | {p} | | | |")
             continue
-        ratio = ""
-        if nnc and p is not nnc:
-            x = nnc["bits_per_weight"] / p["bits_per_weight"]
-            ratio = f"{x:.2f}x smaller" if x >= 1 else f"{1 / x:.2f}x larger"
         lines.append(
             f"| {family} ({p['method']}) | {p['bits_per_weight']:.3f} | "
-            f"{p['test_acc']:.2f} ± {p['std']:.2f} | {ratio} |"
+            f"{p['test_acc']:.2f} ± {p['std']:.2f} | {_versus(p, nnc)} | {_versus(p, peer)} |"
         )
     lines += ["", "| --bpw R | bits/weight (largest seed) | test acc % |", "|---|---|---|"]
     for p in sorted(s["rates"], key=lambda p: float(p["method"].split("=")[1])):
@@ -298,6 +325,14 @@ def summary_table(s: dict[str, Any], model: str) -> str:
             f"{p['test_acc']:.2f} ± {p['std']:.2f} |"
         )
     return "\n".join(lines)
+
+
+def _versus(p: dict[str, Any], other: dict[str, Any] | None) -> str:
+    """How much smaller ``p``'s file is than ``other``'s ("" for itself or none)."""
+    if other is None or p is other:
+        return ""
+    x = other["bits_per_weight"] / p["bits_per_weight"]
+    return f"{x:.2f}x smaller" if x >= 1 else f"{1 / x:.2f}x larger"
 
 
 def full_table(s: dict[str, Any], model: str) -> str:
@@ -325,7 +360,7 @@ def plot(summaries: dict[str, dict[str, Any]], path: Path) -> None:
     fig, axes = plt.subplots(1, len(models), figsize=(5.5 * len(models), 4.6), squeeze=False)
     for ax, model in zip(axes[0], models, strict=True):
         s = summaries[model]
-        for (family, pick), marker in zip(FAMILIES.items(), "osPD^vx", strict=True):
+        for (family, pick), marker in zip(FAMILIES.items(), "osPD*X^vx", strict=True):
             pts = sorted((p["bits_per_weight"], p["test_acc"]) for p in s["points"] if pick(p))
             if pts:
                 x, y = zip(*pts, strict=True)

@@ -479,3 +479,31 @@ def test_a_rate_is_met_even_when_the_estimates_mislead(monkeypatch):
     posthoc.write_trained(buf, _model_items(), {}, bpw=2.0)
     with PermFile(buf.getvalue()) as pf:
         assert 1.5 < pf.size_split()["bits_per_weight"] <= 2.0
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    rows=st.integers(1, 12),
+    m=st.integers(1, 80),
+    levels=st.integers(1, 8),
+    seed=st.integers(0, 1000),
+)
+def test_a_quantized_matrix_is_stored_exactly_on_its_own_steps(
+    tmp_path_factory, rows, m, levels, seed
+):
+    """What quantization-aware training leaves (integers times a step per row) goes on a
+    grid of exactly those steps, unsnapped, and decodes bit for bit; values off the
+    grid are refused rather than stored lossily."""
+    rng = np.random.default_rng(seed)
+    steps = rng.uniform(1e-3, 0.5, rows).astype(np.float16).astype(np.float32)
+    q = rng.integers(-levels, levels + 1, (rows, m)).astype(np.float32)
+    w = (q * steps[:, None]) + np.float32(0.0)
+    grid = grid_fit.exact_grid(w, "float32", steps)
+    assert grid.decoded.tobytes() == w.tobytes()
+    path = tmp_path_factory.mktemp("q") / "q.perm"
+    posthoc.write_grids(path, [("w", w, "float32")], None, {"w": grid})
+    assert permcodec.load_numpy(path)["w"].tobytes() == w.tobytes()
+    off = w.copy()
+    off[0, 0] += np.float32(steps[0] / 3)
+    with pytest.raises(ValueError, match="not on the grid"):
+        grid_fit.exact_grid(off, "float32", steps)

@@ -87,6 +87,36 @@ def fit_grid(
     if values is None:
         values = as_float64(array, dtype).reshape(rows, m)
     steps, step_of = snap_steps(desired_steps)
+    return _on_steps(array, dtype, steps, step_of, values, max_tables, factors)
+
+
+def exact_grid(array: np.ndarray, dtype: str, row_steps: np.ndarray, max_tables: int = 16) -> Grid:
+    """``array`` on the grid of ``row_steps`` (float32, one per row) exactly as given, not
+    snapped: a matrix whose values are already multiples of their row's step, such as
+    a model trained quantization-aware. Lossless: raises ValueError if a value is not
+    ``q * step`` in float32 for an integer ``q`` within the format's range."""
+    rows, m = grid_rows(tuple(array.shape))
+    values = as_float64(array, dtype).reshape(rows, m)
+    steps, step_of = np.unique(np.asarray(row_steps, dtype=np.float32), return_inverse=True)
+    if not (np.isfinite(steps).all() and (steps > 0).all()):
+        raise ValueError("grid steps must be finite and positive")
+    grid = _on_steps(array, dtype, steps, step_of.astype(np.int64), values, max_tables, None)
+    if grid.outliers.size or grid.decoded.tobytes() != np.ascontiguousarray(array).tobytes():
+        raise ValueError("the values are not on the grid of the given steps")
+    return grid
+
+
+def _on_steps(
+    array: np.ndarray,
+    dtype: str,
+    steps: np.ndarray,
+    step_of: np.ndarray,
+    values: np.ndarray,
+    max_tables: int,
+    factors: Hessian | None,
+) -> Grid:
+    """:func:`fit_grid` once the steps are chosen."""
+    rows, m = values.shape
     row_steps = steps.astype(np.float64)[step_of]
     if factors is None:
         q = grid_indices(values, row_steps)
