@@ -1,7 +1,7 @@
 """Rate-distortion at scale on Fashion-MNIST: every codec's smallest file within 1 point.
 
 One command trains, per model and seed, the same network with Adam, with LaPerm at
-``--bpw R`` for R in 0.5, 1, 2, 4 (``permcodec train --bpw R``: each weight matrix gets
+``--bpw R`` for R in 0.3, 0.5, 1, 2, 4 (``permcodec train --bpw R``: each weight matrix gets
 the form that loses least within R), and with lossless LaPerm, all under the same epochs,
 batches, learning rate and data order; then measures every codec on its own model:
 
@@ -10,7 +10,7 @@ batches, learning rate and data order; then measures every codec on its own mode
   relative error and by the loss on 1,024 training examples (``--calibrate 1024``);
 * on the Adam model: NNCodec (a qp sweep), int8 per channel, 4-bit quantile, float16;
 * quantization-aware peers trained with the same budget and data (benchmarks/qat.py):
-  ternary TWN at thresholds 0.7-2.5 and per-row LSQ at 2, 3 and 4 bits, their grid
+  ternary TWN at thresholds 0.7-2.5 (denser near the knee) and per-row LSQ at 2, 3 and 4 bits, their grid
   indices coded with rANS (permcodec's grid-rans coder, static tables with context).
 
 Bits per weight count the weight matrices only (biases and norm layers are exact in
@@ -57,7 +57,7 @@ RESULTS = Path(__file__).parent / "results"
 EPOCHS = {"lenet300": 10, "lenet5": 10, "conv2": 5, "resnet20": 5}
 #: Seeds per model unless --seeds says otherwise.
 SEEDS = {"lenet300": (0, 1, 2), "lenet5": (0, 1, 2), "conv2": (0,), "resnet20": (0,)}
-BPW = (0.5, 1.0, 2.0, 4.0)
+BPW = (0.3, 0.5, 1.0, 2.0, 4.0)
 POST_HOC_BPW = (1.0, 2.0, 4.0)
 #: Training examples ``encode --bpw R --calibrate N`` measures each choice on.
 CALIBRATION = 1024
@@ -74,7 +74,7 @@ TRAINED: dict[str, dict[str, Any]] = {
 #: Quantization-aware peers (benchmarks/qat.py): trained like Adam, weights quantized in
 #: the forward pass, stored with rANS; ternary at several thresholds, LSQ at 2-4 bits.
 PEERS = (
-    *(f"twn t={t:g}" for t in (0.7, 1.2, 1.6, 2.0, 2.5)),
+    *(f"twn t={t:g}" for t in (0.7, 1.2, 1.6, 1.8, 2.0, 2.5)),
     *(f"lsq bits={b}" for b in (2, 3, 4)),
 )
 TRAINED.update({peer: dict(baseline=True) for peer in PEERS})
