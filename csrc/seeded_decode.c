@@ -33,8 +33,8 @@ static int fail(char *err, size_t err_len, int status, const char *fmt, ...) {
 #define RUN_VALUES ((uint64_t)1 << 13)
 #define RUN_BYTES_PER_VALUE 128
 #define LANE_GROUP 4
-/* a level-rans row in decoding: level, context and symbol, and the ranking scratch */
-#define LEVEL_ROW_BYTES 32
+/* a level-rans row in decoding: four lanes' contexts and symbols, and the ranking scratch */
+#define LEVEL_ROW_BYTES 40
 
 static uint64_t group_run_values(uint64_t rows, uint64_t m, uint64_t lanes) {
     const uint64_t per = m ? (RUN_VALUES + m - 1) / m : RUN_VALUES;
@@ -633,13 +633,12 @@ static int decode_row_rans(seeded_ctx *c, const uint8_t *payload, uint64_t lengt
 /* What a thread decodes level-rans rows with: four lanes' rows at a time. */
 typedef struct {
     pc_level_rows *ranks;
-    uint16_t *level, *ctx[4], *sym[4];
+    uint16_t *ctx[4], *sym[4];
     uint64_t counts[4][PC_LEVEL_MAX_CLASSES];
 } level_scratch;
 
 static void free_level_scratch(level_scratch *w) {
     pc_level_rows_free(w->ranks);
-    free(w->level);
     for (int k = 0; k < 4; k++) {
         free(w->ctx[k]);
         free(w->sym[k]);
@@ -649,8 +648,7 @@ static void free_level_scratch(level_scratch *w) {
 static int make_level_scratch(const pc_seeded *s, level_scratch *w) {
     memset(w, 0, sizeof *w);
     w->ranks = pc_level_rows_new(&s->spec, s->k0, s->k1, s->rows, s->m);
-    w->level = malloc(sizeof(uint16_t) * s->m);
-    int ok = w->ranks != NULL && w->level != NULL;
+    int ok = w->ranks != NULL;
     for (int k = 0; k < 4; k++) {
         w->ctx[k] = malloc(sizeof(uint16_t) * s->m);
         w->sym[k] = malloc(sizeof(uint16_t) * s->m);
@@ -661,8 +659,7 @@ static int make_level_scratch(const pc_seeded *s, level_scratch *w) {
 
 /* The class of the initial value at each position of row r (6.7, 5.1). */
 static void initial_classes(const level_classes *lc, level_scratch *w, uint64_t r,
-                            uint64_t m, uint16_t *ctx) {
-    (void)m;
+                            uint16_t *ctx) {
     pc_level_rows_row(w->ranks, r, lc->class_of_level, ctx);
 }
 
@@ -701,6 +698,9 @@ static int decode_level_lanes(seeded_ctx *c, const stream *st, const int64_t *se
     const pc_seeded *s = c->s;
     const uint64_t m = s->m;
     level_scratch w;
+    if (m > ((uint64_t)1 << 32)) /* the ranks of a row are 32-bit (pc_level_rows_new) */
+        return fail(err, err_len, PC_E_UNSUPPORTED,
+                    "tensor '%s': rows of over 2**32 values are beyond this decoder", s->name);
     uint8_t *out = output(c);
     int rc = make_level_scratch(s, &w) && out ? PC_OK
                                               : fail(err, err_len, PC_E_NOMEM, "out of memory");
@@ -720,7 +720,7 @@ static int decode_level_lanes(seeded_ctx *c, const stream *st, const int64_t *se
         while (rc == PC_OK && together && r[0] < r_end[0] && r[1] < r_end[1] &&
                r[2] < r_end[2] && r[3] < r_end[3]) {
             for (int k = 0; k < 4; k++) {
-                initial_classes(c->levels, &w, r[k], m, w.ctx[k]);
+                initial_classes(c->levels, &w, r[k], w.ctx[k]);
                 memset(w.counts[k], 0, sizeof w.counts[k]);
             }
             const uint16_t *const ctx[4] = {w.ctx[0], w.ctx[1], w.ctx[2], w.ctx[3]};
@@ -733,7 +733,7 @@ static int decode_level_lanes(seeded_ctx *c, const stream *st, const int64_t *se
         }
         for (uint64_t k = 0; rc == PC_OK && k < n; k++) { /* what is left, lane by lane */
             for (; rc == PC_OK && r[k] < r_end[k]; r[k]++) {
-                initial_classes(c->levels, &w, r[k], m, w.ctx[0]);
+                initial_classes(c->levels, &w, r[k], w.ctx[0]);
                 memset(w.counts[0], 0, sizeof w.counts[0]);
                 if (pc_level_decode_row(model, w.ctx[0], m, &x[k], &p[k], end[k], w.sym[0],
                                         w.counts[0]) != 0)

@@ -32,8 +32,8 @@ from .static_rans import lanes_step, normalize
 #: Frequencies of a table sum to 2**TABLE_BITS.
 TABLE_BITS = 12
 TABLE_ONE = 1 << TABLE_BITS
-#: A row's scratch while decoding (level, context, symbol, ranking), bytes per value.
-ROW_BYTES = 32
+#: A row's scratch while decoding (four lanes' contexts and symbols, ranking), bytes per value.
+ROW_BYTES = 40
 #: Values the numpy reference decodes at a step (a group of lanes), bounding its memory.
 REF_VALUES = 1 << 16
 #: Most classes a levels row has (2 * 128 levels and zero).
