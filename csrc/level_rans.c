@@ -4,8 +4,29 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define STATE_LOW ((uint64_t)1 << PC_STATE_LOW_BITS)
 #define SLOT_MASK (PC_LEVEL_TABLE_ONE - 1)
+
+#if defined(__GNUC__)
+#define PC_INLINE static inline __attribute__((always_inline))
+#else
+#define PC_INLINE static inline
+#endif
+
+/* One step of a lane (4.7.3): the symbol of context t, *st and *q moved on. Returns the
+ * symbol, or -1 if the lane needs a word past its segment. */
+PC_INLINE int level_step(const pc_level_model *model, uint64_t t, uint64_t *st,
+                         const uint32_t **q, const uint32_t *end) {
+    const uint32_t slot = (uint32_t)*st & SLOT_MASK;
+    const uint16_t s = model->slot_symbol[t * PC_LEVEL_TABLE_ONE + slot];
+    const uint32_t iv = model->interval[t * model->classes + s];
+    *st = (uint64_t)(iv & 0xFFFF) * (*st >> PC_LEVEL_TABLE_BITS) + slot - (iv >> 16);
+    if (*st < PC_LEVEL_STATE_LOW) {
+        if (*q == end)
+            return -1;
+        *st = *st << 32 | *(*q)++;
+    }
+    return s;
+}
 
 int pc_level_model_make(const uint16_t *freqs, uint64_t classes, pc_level_model *model,
                         uint64_t *bad) {
@@ -49,70 +70,44 @@ void pc_level_model_free(pc_level_model *model) {
 int pc_level_decode_row(const pc_level_model *model, const uint16_t *ctx, uint64_t m,
                         uint64_t *x, const uint32_t **p, const uint32_t *end, uint16_t *sym,
                         uint64_t *counts) {
-    const uint64_t classes = model->classes;
-    const uint16_t *slot_symbol = model->slot_symbol;
-    const uint32_t *interval = model->interval;
-    const uint32_t *q = *p;
     uint64_t state = *x;
-    for (uint64_t j = 0; j < m; j++) {
-        const uint64_t t = ctx[j];
-        const uint32_t slot = (uint32_t)state & SLOT_MASK;
-        const uint16_t s = slot_symbol[t * PC_LEVEL_TABLE_ONE + slot];
-        const uint32_t iv = interval[t * classes + s];
-        state = (uint64_t)(iv & 0xFFFF) * (state >> PC_LEVEL_TABLE_BITS) + slot - (iv >> 16);
-        if (state < STATE_LOW) {
-            if (q == end) {
-                *x = state;
-                *p = q;
-                return 2;
-            }
-            state = state << 32 | *q++;
+    const uint32_t *q = *p;
+    int status = 0;
+    for (uint64_t j = 0; j < m && status == 0; j++) {
+        const int s = level_step(model, ctx[j], &state, &q, end);
+        if (s < 0)
+            status = 2;
+        else {
+            sym[j] = (uint16_t)s;
+            counts[s]++;
         }
-        sym[j] = s;
-        counts[s]++;
     }
     *x = state;
     *p = q;
-    return 0;
+    return status;
 }
 
 int pc_level_decode_rows4(const pc_level_model *model, const uint16_t *const ctx[4],
                           uint64_t m, uint64_t x[4], const uint32_t *p[4],
                           const uint32_t *const end[4], uint16_t *const sym[4],
                           uint64_t *const counts[4]) {
-    const uint64_t classes = model->classes;
-    const uint16_t *slot_symbol = model->slot_symbol;
-    const uint32_t *interval = model->interval;
-    uint64_t s0 = x[0], s1 = x[1], s2 = x[2], s3 = x[3];
-    const uint32_t *q0 = p[0], *q1 = p[1], *q2 = p[2], *q3 = p[3];
+    uint64_t st[4] = {x[0], x[1], x[2], x[3]};
+    const uint32_t *q[4] = {p[0], p[1], p[2], p[3]};
     int status = 0;
-    uint64_t j = 0;
-/* one step of one lane (the four are independent, so their latencies overlap) */
-#define PC_LEVEL_STEP(k, st, q)                                                                \
-    do {                                                                                       \
-        const uint64_t t = ctx[k][j];                                                          \
-        const uint32_t slot = (uint32_t)st & SLOT_MASK;                                        \
-        const uint16_t sy = slot_symbol[t * PC_LEVEL_TABLE_ONE + slot];                        \
-        const uint32_t iv = interval[t * classes + sy];                                        \
-        st = (uint64_t)(iv & 0xFFFF) * (st >> PC_LEVEL_TABLE_BITS) + slot - (iv >> 16);        \
-        if (st < STATE_LOW) {                                                                  \
-            if (q == end[k])                                                                   \
-                status = 2;                                                                    \
-            else                                                                               \
-                st = st << 32 | *q++;                                                          \
-        }                                                                                      \
-        sym[k][j] = sy;                                                                        \
-        counts[k][sy]++;                                                                       \
-    } while (0)
-    for (; j < m && status == 0; j++) {
-        PC_LEVEL_STEP(0, s0, q0);
-        PC_LEVEL_STEP(1, s1, q1);
-        PC_LEVEL_STEP(2, s2, q2);
-        PC_LEVEL_STEP(3, s3, q3);
+    for (uint64_t j = 0; j < m && status == 0; j++)
+        for (int k = 0; k < 4; k++) { /* four independent lanes: their latencies overlap */
+            const int s = level_step(model, ctx[k][j], &st[k], &q[k], end[k]);
+            if (s < 0)
+                status = 2;
+            else {
+                sym[k][j] = (uint16_t)s;
+                counts[k][s]++;
+            }
+        }
+    for (int k = 0; k < 4; k++) {
+        x[k] = st[k];
+        p[k] = q[k];
     }
-#undef PC_LEVEL_STEP
-    x[0] = s0, x[1] = s1, x[2] = s2, x[3] = s3;
-    p[0] = q0, p[1] = q1, p[2] = q2, p[3] = q3;
     return status;
 }
 
@@ -136,7 +131,7 @@ int64_t pc_level_encode(const uint16_t *sym, const uint16_t *ctx, const uint16_t
         /* emit backwards from the end of the lane's room, then move the words down */
         uint32_t *room = words + total, *w = room + (r1 - r0) * m;
         uint32_t *const top = w;
-        uint64_t x = STATE_LOW;
+        uint64_t x = PC_LEVEL_STATE_LOW;
         for (uint64_t i = (r1 - r0) * m; i-- > 0;) {
             const uint64_t at = r0 * m + i;
             const uint64_t ts = (uint64_t)ctx[at] * classes + sym[at];

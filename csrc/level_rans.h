@@ -15,6 +15,7 @@
 #include "perm_format.h"
 
 #define PC_LEVEL_TABLE_ONE ((uint32_t)1 << PC_LEVEL_TABLE_BITS)
+#define PC_LEVEL_STATE_LOW ((uint64_t)1 << PC_STATE_LOW_BITS)
 
 /* What a decoder steps with, made once per tensor from its tables (read-only after). */
 typedef struct {

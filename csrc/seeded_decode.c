@@ -10,8 +10,6 @@
 #include "level_rans.h"
 #include "multiset.h"
 
-#define STATE_LOW_U64 ((uint64_t)1 << PC_STATE_LOW_BITS)
-
 #if !defined(_WIN32)
 #include <pthread.h>
 #define PC_THREADS 1
@@ -125,24 +123,28 @@ static int make_level_run(seeded_ctx *c, char *err, size_t err_len) {
     }
     if (c->s->coding != PC_BUCKET_RANS)
         return PC_OK; /* the multiset is all a row-rans or perm-rans decoder needs */
-    uint16_t *level = (uint16_t *)(void *)r->row_counts; /* m uint64: room for m levels */
+    pc_level_rows *ranks = pc_level_rows_new(&c->s->spec, c->s->k0, c->s->k1, m);
+    if (ranks == NULL)
+        return fail(err, err_len, PC_E_NOMEM, "out of memory");
+    uint16_t *cls = (uint16_t *)(void *)r->row_counts; /* m uint64: room for m classes */
+    uint64_t first[2 * PC_INIT_MAX_LEVELS + 1], at = 0; /* each class's first sorted rank */
+    for (uint64_t k = 0; k < lc->n; k++) {
+        first[k] = at;
+        at += lc->counts[k];
+    }
     for (uint64_t i = 0; i < rows; i++) {
-        if (pc_init_level_rows(&c->s->spec, c->s->k0, c->s->k1, c->s->rows, m, r->r0 + i,
-                               r->r0 + i + 1, level) != PC_INIT_OK)
-            return fail(err, err_len, PC_E_NOMEM, "out of memory");
-        uint64_t start[2 * PC_INIT_MAX_LEVELS + 1], at = 0;
-        for (uint64_t k = 0; k < lc->n; k++) {
-            start[k] = at;
-            at += lc->counts[k];
-        }
+        pc_level_rows_row(ranks, r->r0 + i, lc->class_of_level, cls);
+        uint64_t start[2 * PC_INIT_MAX_LEVELS + 1];
+        memcpy(start, first, sizeof(uint64_t) * lc->n);
         uint32_t *order = r->order + i * m;
         uint8_t *init = r->init + i * m * width;
         for (uint64_t j = 0; j < m; j++) { /* by value, then position: a counting sort */
-            const uint16_t k = lc->class_of_level[level[j]];
+            const uint16_t k = cls[j];
             order[start[k]++] = (uint32_t)j;
             memcpy(init + j * width, lc->values + k * width, width);
         }
     }
+    pc_level_rows_free(ranks);
     return PC_OK;
 }
 
@@ -647,7 +649,7 @@ static void free_level_scratch(level_scratch *w) {
 
 static int make_level_scratch(const pc_seeded *s, level_scratch *w) {
     memset(w, 0, sizeof *w);
-    w->ranks = pc_level_rows_new(&s->spec, s->k0, s->k1, s->rows, s->m);
+    w->ranks = pc_level_rows_new(&s->spec, s->k0, s->k1, s->m);
     int ok = w->ranks != NULL;
     for (int k = 0; k < 4; k++) {
         w->ctx[k] = malloc(sizeof(uint16_t) * s->m);
@@ -742,7 +744,7 @@ static int decode_level_lanes(seeded_ctx *c, const stream *st, const int64_t *se
                 else
                     rc = finish_level_row(c, out, r[k], w.sym[0], w.counts[0], err, err_len);
             }
-            if (rc == PC_OK && (p[k] != end[k] || x[k] != STATE_LOW_U64))
+            if (rc == PC_OK && (p[k] != end[k] || x[k] != PC_LEVEL_STATE_LOW))
                 rc = fail(err, err_len, PC_E_INTEGRITY,
                           "tensor '%s': coded stream is inconsistent", s->name);
         }

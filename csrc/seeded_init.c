@@ -738,7 +738,7 @@ static unsigned level_table(const pc_init_spec *s, int dtype, uint64_t m, unsign
  * only the few bins that hold one are sorted by (word, position). */
 struct pc_level_rows {
     gen g;
-    uint64_t m, R;
+    uint64_t m;
     unsigned groups, bits;
     uint64_t bound[2 * PC_INIT_MAX_LEVELS + 2];
     uint32_t *w;         /* the row's mask words */
@@ -773,8 +773,7 @@ void pc_level_rows_free(pc_level_rows *lr) {
     free(lr);
 }
 
-pc_level_rows *pc_level_rows_new(const pc_init_spec *s, uint32_t k0, uint32_t k1, uint64_t R,
-                                 uint64_t m) {
+pc_level_rows *pc_level_rows_new(const pc_init_spec *s, uint32_t k0, uint32_t k1, uint64_t m) {
     unsigned char lv[(2 * PC_INIT_MAX_LEVELS + 1) * 8];
     if (s == NULL || s->kind != PC_KIND_LEVELS ||
         !(s->levels >= 1.0 && s->levels <= PC_INIT_MAX_LEVELS) || m == 0 ||
@@ -785,7 +784,6 @@ pc_level_rows *pc_level_rows_new(const pc_init_spec *s, uint32_t k0, uint32_t k1
         return NULL;
     gen_init(&lr->g, s, k0, k1);
     lr->m = m;
-    lr->R = R;
     lr->groups = level_table(s, PC_FLOAT32, m, lv, lr->bound);
     lr->bits = level_bin_bits(m);
     const size_t bins = (size_t)1 << lr->bits;
@@ -872,7 +870,7 @@ void pc_level_rows_row(pc_level_rows *lr, uint64_t r, const uint16_t *map, uint1
 /* The level of each position of rows [r0, r1) (uint16 per position). */
 static int level_rows(const pc_init_spec *s, const gen *g, uint64_t m, uint64_t r0,
                       uint64_t r1, uint16_t *level) {
-    pc_level_rows *lr = pc_level_rows_new(s, g->k0, g->k1, r1, m);
+    pc_level_rows *lr = pc_level_rows_new(s, g->k0, g->k1, m);
     if (lr == NULL)
         return PC_INIT_E_NOMEM;
     for (uint64_t r = r0; r < r1; r++)

@@ -142,11 +142,10 @@ int pc_init_level_rows(const pc_init_spec *s, uint32_t k0, uint32_t k1, uint64_t
 
 /* The levels of rows one at a time, with the working memory made once: new returns NULL
  * if memory runs out (or for a spec that is not levels, m = 0 or m > 2**32); row writes
- * the m levels of row r (< R) as pc_init_level_rows does, each through map[level] unless
- * map is NULL (2L + 1 entries: a decoder's class of each level). */
+ * the m levels of row r (one of the tensor's rows) as pc_init_level_rows does, each
+ * through map[level] unless map is NULL (2L + 1 entries: a decoder's class of each level). */
 typedef struct pc_level_rows pc_level_rows;
-pc_level_rows *pc_level_rows_new(const pc_init_spec *s, uint32_t k0, uint32_t k1, uint64_t R,
-                                 uint64_t m);
+pc_level_rows *pc_level_rows_new(const pc_init_spec *s, uint32_t k0, uint32_t k1, uint64_t m);
 void pc_level_rows_row(pc_level_rows *lr, uint64_t r, const uint16_t *map, uint16_t *level);
 void pc_level_rows_free(pc_level_rows *lr);
 

@@ -123,6 +123,7 @@ def decode_ref(params: SeededParams, payload: bytes) -> np.ndarray:
     model = (np.stack([np.repeat(np.arange(len(values)), row) for row in f]), f,
              np.cumsum(f, axis=1) - f)  # fmt: skip
     init = runs.SeededRows(seed.spec, seed.key, meta.shape, meta.dtype, name)
+    class_keys = order_keys(values.reshape(1, -1), meta.dtype)[0]
     stream = words.astype(np.int64)
     group = max(1, REF_VALUES // m)
     for l0 in range(0, len(states), group):
@@ -135,7 +136,7 @@ def decode_ref(params: SeededParams, payload: bytes) -> np.ndarray:
             live = row < last
             ctx = np.zeros((l1 - l0, m), dtype=np.int64)
             for k in np.nonzero(live)[0]:
-                ctx[k] = init_classes(init, int(row[k]), values, meta.dtype)
+                ctx[k] = init_classes(init, int(row[k]), class_keys)
             sym = np.zeros((l1 - l0, m), dtype=np.int64)
             for j in range(m):
                 x, sym[:, j] = lanes_step(x, ctx[:, j], live, model, (ptr, end, stream), name,
@@ -150,12 +151,10 @@ def decode_ref(params: SeededParams, payload: bytes) -> np.ndarray:
     return out.reshape(meta.shape)
 
 
-def init_classes(init: runs.SeededRows, r: int, values: np.ndarray, dtype: str) -> np.ndarray:
-    """The class of the initial value at each position of row ``r`` (index into
-    ``values``, the row's classes in order-key order)."""
-    row = init.rows(r, r + 1)
-    keys = order_keys(row, dtype)[0]
-    return np.searchsorted(order_keys(values.reshape(1, -1), dtype)[0], keys)
+def init_classes(init: runs.SeededRows, r: int, class_keys: np.ndarray) -> np.ndarray:
+    """The class of the initial value at each position of row ``r``: its index among the
+    row's classes, whose order keys are ``class_keys`` (ascending)."""
+    return np.searchsorted(class_keys, order_keys(init.rows(r, r + 1), init.dtype)[0])
 
 
 def tables(cls: np.ndarray, init_cls: np.ndarray, classes: int) -> np.ndarray:
@@ -182,7 +181,7 @@ def encode(
     lanes = choose_lanes(rows, m)
     freqs = tables(cls, init_cls, classes) if classes else np.zeros((0, 0), np.uint16)
     k = kernels.load("seeded_c")
-    if k is not None and hasattr(k, "level_encode"):
+    if k is not None:
         coded = k.level_encode(cls, init_cls, freqs, lanes)
     else:
         f = freqs.astype(np.int64)
