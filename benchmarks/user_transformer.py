@@ -7,10 +7,11 @@ project's experiments never used (the licence
 texts Debian ships in ``/usr/share/common-licenses``, last 10% held out). AdamW at 3e-3
 (decay 0.01), 700 steps of 16 windows of 64 bytes, one thread, the same seed, init and
 batches for every run. LaPerm runs are ``permcodec.init(model, seed)`` (``default``: no
-scheme named, which for a model with attention is ``glorot_uniform``) or
-``permcodec.init(model, seed, scheme)`` for the other schemes of ``--schemes`` (permcodec
-0.6 used ``he_uniform`` when none was named), and ``permcodec.LaPerm(model, AdamW(...))``
-with its defaults (k = 20).
+scheme named, which for a model with attention is ``glorot_uniform`` for the weight
+matrices and torch's N(0, 1) for the embedding tables) or ``permcodec.init(model, seed,
+scheme)`` for the other schemes of ``--schemes`` (permcodec 0.6 used ``he_uniform`` when
+none was named, 0.7.0 ``glorot_uniform`` for every matrix of a transformer), and
+``permcodec.LaPerm(model, AdamW(...))`` with its defaults (k = 20).
 
     python benchmarks/user_transformer.py                  # seeds 0, 1, 2
     python benchmarks/user_transformer.py --seeds 0 --schemes default
@@ -133,7 +134,7 @@ def report(records: list[dict], methods: list[str], variant: str) -> str:
         ratio = [r["val_loss"] / adam[r["seed"]] for r in rs if r["seed"] in adam]
         sd = statistics.stdev(loss) if len(loss) > 1 else 0.0
         name = (
-            "LaPerm, `init(model, seed)`: the default (glorot_uniform here)"
+            "LaPerm, `init(model, seed)`: the default (here glorot_uniform, embeddings N(0, 1))"
             if m == "default"
             else m
             if m == "AdamW"
@@ -141,6 +142,8 @@ def report(records: list[dict], methods: list[str], variant: str) -> str:
         )
         if m == "he_uniform":
             name += " (the default of permcodec 0.6)"
+        elif m == "glorot_uniform":
+            name += " (the default of permcodec 0.7.0)"
         lines.append(
             f"| {name} | {statistics.mean(loss):.4f} ± {sd:.4f} | "
             f"{statistics.mean(loss) / math.log(2):.3f} | "
@@ -152,7 +155,7 @@ def report(records: list[dict], methods: list[str], variant: str) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--schemes", default="default,he_uniform,torch_default",
+    ap.add_argument("--schemes", default="default,glorot_uniform,he_uniform,torch_default",
                     help="LaPerm runs: 'default' (no scheme argument) or scheme names")  # fmt: skip
     ap.add_argument("--variants", default="pre-norm,post-norm")
     args = ap.parse_args()

@@ -11,6 +11,7 @@ from ..errors import require
 require("torch", "permcodec.torch (seeding, saving and loading torch modules)", "torch", "torch")
 
 from .api import (  # noqa: E402
+    EMBEDDING_SCHEME,
     PLAN_ATTR,
     TorchFile,
     default_scheme,
@@ -37,6 +38,7 @@ from .ops import (  # noqa: E402
 )
 
 __all__ = [
+    "EMBEDDING_SCHEME",
     "PLAN_ATTR",
     "TorchFile",
     "TorchOps",
