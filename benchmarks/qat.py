@@ -70,18 +70,21 @@ class Ternary(nn.Module):
         return rows > self.t * rows.mean(dim=1, keepdim=True)
 
     def steps(self, w: torch.Tensor) -> torch.Tensor:
+        return self._alpha(w, self.keep(w))
+
+    @staticmethod
+    def _alpha(w: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """Each row's scale: the mean magnitude of its kept values, as a float16."""
         rows = w.detach().flatten(1).abs()
-        keep = self.keep(w)
-        kept = keep.sum(dim=1).clamp(min=1)
-        alpha = (rows * keep).sum(dim=1) / kept
-        alpha = alpha.clamp(min=2.0**-14).half().float()  # a float16 scale per row
-        return alpha
+        alpha = (rows * keep).sum(dim=1) / keep.sum(dim=1).clamp(min=1)
+        return alpha.clamp(min=2.0**-14).half().float()
 
     @torch.no_grad()
     def quantize(self, w: torch.Tensor) -> torch.Tensor:
         """The stored values: exactly q * alpha, q in {-1, 0, 1} (+0.0 for zero)."""
-        q = torch.sign(w.flatten(1)) * self.keep(w) + 0.0
-        return (q * self.steps(w)[:, None]).reshape(w.shape)
+        keep = self.keep(w)  # once: the density peer's top-k is the costly part
+        q = torch.sign(w.flatten(1)) * keep + 0.0
+        return (q * self._alpha(w, keep)[:, None]).reshape(w.shape)
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
         return w + (self.quantize(w) - w).detach()  # straight through
@@ -122,9 +125,8 @@ class TrainedTernary(nn.Module):
 
     @torch.no_grad()
     def quantize(self, w: torch.Tensor) -> torch.Tensor:
-        wp, wn = (torch.tensor(float(x)) for x in self.scales())
         pos, neg = self.sides(w)
-        return rebuild_ternary(pos - neg, wp, wn)
+        return rebuild_ternary(pos - neg, self.wp.detach().abs(), self.wn.detach().abs())
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
         pos, neg = self.sides(w)

@@ -78,16 +78,17 @@ TRAINED: dict[str, dict[str, Any]] = {
     **{f"laperm bpw={r:g} rows": dict(bpw=r, allocation="rows") for r in BPW},
 }
 #: Quantization-aware peers (benchmarks/qat.py): trained like Adam, weights quantized in
-#: the forward pass, stored with rANS; ternary at several thresholds, LSQ at 2-4 bits.
+#: the forward pass, stored with rANS; ternary by threshold (TWN), by density and with
+#: learned scales (TTQ), LSQ at 2-4 bits.
 PEERS = (
     *(f"twn t={t:g}" for t in (0.7, 1.2, 1.6, 1.8, 2.0, 2.5)),
     *(f"ternary p={p:g}" for p in (0.02, 0.03, 0.05, 0.1, 0.2)),
     *(f"ttq t={t:g}" for t in (0.05, 0.2, 0.3, 0.35, 0.4, 0.6)),
     *(f"lsq bits={b}" for b in (2, 3, 4)),
 )
-#: Sparser ternary peers for the wide models (--variants "twn t=1.9"): at t >= 2 a
-#: uniform row keeps no value, and Conv-2 does not train at all (10% after an epoch).
-LOW_PEERS = (*(f"twn t={t:g}" for t in (1.9,)), *(f"ternary p={p:g}" for p in (0.01,)))
+#: Sparser ternary peers for the wide models (--variants "twn t=1.9"): TWN at t >= 2
+#: keeps no value of a uniform row, and Conv-2 did not train (10% after an epoch).
+LOW_PEERS = ("twn t=1.9", "ternary p=0.01")
 ALL_PEERS = (*PEERS, *LOW_PEERS)
 TRAINED.update({peer: dict(baseline=True) for peer in ALL_PEERS})
 #: The variants one run trains unless --variants says otherwise.
