@@ -15,8 +15,9 @@ import permcodec
 from permcodec.cli.main import main
 from permcodec.core.initializers import InitSpec, parse_spec
 from permcodec.errors import PlanError
+from permcodec.experiments import train as train_mod
 from permcodec.experiments.profile import RANDOM_SHIFT_STD, weight_profiles
-from permcodec.experiments.train import TrainConfig, evaluate, run
+from permcodec.experiments.train import SCHEDULES, TrainConfig, evaluate, run
 
 
 @pytest.fixture(scope="module")
@@ -329,3 +330,37 @@ def test_train_at_a_rate_then_recode_a_lossless_model(
     assert code == 1 and "too few" in err and "permcodec train --bpw R" in err
     code, _, err = cli("encode", str(lossless), "-o", str(tmp_path / "u.perm"))
     assert code == 1 and "already a .perm" in err
+
+
+@pytest.mark.parametrize("baseline", [False, True])
+def test_a_cosine_schedule_takes_the_learning_rate_to_zero_for_laperm_and_baseline(
+    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, baseline: bool
+) -> None:
+    made: list[torch.optim.Optimizer] = []
+    real = train_mod.make_optimizer
+    monkeypatch.setattr(
+        train_mod, "make_optimizer", lambda m, c: made.append(real(m, c)) or made[-1]
+    )
+    cfg = TrainConfig(
+        model="lenet300",
+        dataset="idx",
+        data_dir=str(data_dir),
+        epochs=2,
+        lr=0.004,
+        schedule="cosine",
+        baseline=baseline,
+        bpw=None if baseline else 1.0,
+    )
+    res = run(cfg, tmp_path / "m.perm", progress=False)
+    assert res.config.schedule == "cosine" and len(made) == 1
+    assert made[0].param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
+    constant = TrainConfig(model="lenet300", dataset="idx", data_dir=str(data_dir), epochs=1)
+    assert constant.resolved().schedule == "constant"
+    assert TrainConfig(model="lm-tiny").resolved().schedule == "warmup-cosine"
+    f = SCHEDULES["cosine"](100)
+    assert (f(0), f(50), f(100)) == (1.0, pytest.approx(0.5), pytest.approx(0.0))
+
+
+def test_train_refuses_an_unknown_schedule(data_dir: Path, tmp_path: Path) -> None:
+    code, _, err = cli("train", "--schedule", "linear", "-o", str(tmp_path / "m.perm"))
+    assert code == 2 and "linear" in err

@@ -507,6 +507,14 @@ def verify(src: Path) -> None:
     type=float,
     help="Learning rate [default: 1e-3; 6e-3 for language models].",
 )
+@click.option(
+    "--schedule",
+    type=click.Choice(["constant", "cosine", "warmup-cosine"]),
+    default=None,
+    help="Learning rate over the run, the same for LaPerm and --baseline: constant, a "
+    "cosine down to 0, or 5% warmup then a cosine down to 10% [default: constant; "
+    "warmup-cosine for language models].",
+)
 @click.option("--momentum", default=0.9, show_default=True, type=float, help="SGD momentum.")
 @click.option(
     "--weight-decay", default=None, type=float, help="[default: 0; 0.1 for language models]"
@@ -578,8 +586,9 @@ def train(
 ) -> None:
     """Train a built-in model by LaPerm (or --baseline) and write it as .perm.
 
-    An epoch of a language model is 250 steps under a warmup-and-cosine schedule; its
-    log and `evaluate` report the validation loss in bits per byte.
+    An epoch of a language model is 250 steps (under a warmup-and-cosine schedule unless
+    --schedule says otherwise); its log and `evaluate` report the validation loss in bits
+    per byte.
     """
     require("torch", "permcodec train", "torch", "train")
     from ..experiments.data import DATASETS

@@ -42,14 +42,28 @@ EVAL_BATCH = 1000
 CLIP = 1.0
 
 
+def cosine(total: int) -> Callable[[int], float]:
+    """The learning-rate factor at each step: a cosine from 1 down to 0 at the last."""
+    return lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total) / max(total, 1)))
+
+
+#: Learning-rate schedules by name: step count of the run -> factor at each step.
+SCHEDULES: dict[str, Callable[[int], Callable[[int], float]]] = {
+    "constant": lambda total: lambda step: 1.0,
+    "cosine": cosine,
+    "warmup-cosine": warmup_cosine,
+}
+
+
 #: Defaults of each task for the fields a config leaves at None. Language models: AdamW
 #: at 6e-3 with decay 0.1 under a warmup-and-cosine schedule, gradients clipped at 1,
 #: Xavier-normal inits and k = 50 (the transformer experiments' choice, docs/experiments.md).
 TASK_DEFAULTS: dict[str, dict[str, Any]] = {
     "image": dict(dataset="digits", batch_size=128, optimizer="adam", lr=1e-3,
-                  weight_decay=0.0, sync_period=20, init="he_uniform"),
+                  weight_decay=0.0, sync_period=20, init="he_uniform", schedule="constant"),
     "lm": dict(dataset="python-stdlib", batch_size=16, optimizer="adamw", lr=6e-3,
-               weight_decay=0.1, sync_period=50, init="xavier_normal"),
+               weight_decay=0.1, sync_period=50, init="xavier_normal",
+               schedule="warmup-cosine"),
 }  # fmt: skip
 
 
@@ -68,6 +82,8 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float | None = None
     sync_period: int | None = None
+    #: The learning rate over the run (:data:`SCHEDULES`), for LaPerm and baseline alike.
+    schedule: str | None = None
     init: str | None = None
     density: float | None = None
     min_row: int = 0
@@ -249,14 +265,16 @@ def run(
     ``.jsonl`` log and ``.png`` curves when ``output`` is given. For a language model
     ``test_*`` are the validation loss and next-byte accuracy."""
     cfg = cfg.resolved()
+    if cfg.schedule not in SCHEDULES:
+        raise ValueError(f"unknown schedule {cfg.schedule!r}; known: {', '.join(SCHEDULES)}")
     data = data if data is not None else load_data(cfg)
     model, opt = build(cfg, data)
     task = make_task(cfg, data)
     lm = cfg.task == "lm"
     sched = None
-    if lm:  # the same schedule for LaPerm and for its baseline
-        total = cfg.epochs * task.steps_per_epoch
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(total))
+    if cfg.schedule != "constant":  # the same schedule for LaPerm and for its baseline
+        factor = SCHEDULES[cfg.schedule](cfg.epochs * task.steps_per_epoch)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
     result = TrainResult(cfg)
     out = Path(output) if output is not None else None
     log_path = out.with_suffix(".jsonl") if out is not None else None
