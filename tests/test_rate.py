@@ -21,7 +21,15 @@ from torch import nn
 
 import permcodec
 from permcodec import FormatError, InitSpec, PlanError
-from permcodec.coding.rate import CONTAINER_BYTES, Form, allocate, cost_bits, ladder, row_bits
+from permcodec.coding.rate import (
+    CONTAINER_BYTES,
+    SPARSE_NONZEROS,
+    Form,
+    allocate,
+    cost_bits,
+    ladder,
+    row_bits,
+)
 from permcodec.core.initializers import generate, level_counts, level_values, resolve
 from permcodec.format import container
 from permcodec.torch import TorchOps, to_numpy
@@ -150,9 +158,30 @@ def test_short_rows_stay_unseeded_and_too_small_a_rate_is_refused():
     alloc = allocate(SHAPES["b"], 2.0)
     assert alloc.forms["c1"] == Form("unseeded")
     with pytest.raises(ValueError, match="too few"):
-        allocate(SHAPES["b"], 0.05)
+        allocate(SHAPES["b"], 0.04)
     with pytest.raises(ValueError, match="positive"):
         allocate(SHAPES["b"], 0.0)
+
+
+@given(st.integers(min_value=32, max_value=20000))
+def test_forms_below_one_percent_are_for_rows_long_enough_to_keep_8_nonzeros(m: int):
+    forms = ladder(m)
+    sparse = [f for f in forms if f.kind == "levels" and f.density < 0.01]
+    assert all(m * f.density >= SPARSE_NONZEROS for f in sparse)
+    if m * 0.0025 >= SPARSE_NONZEROS:  # long enough for the sparsest form
+        assert min(f.density for f in sparse) == 0.0025
+    if m * 0.0075 < SPARSE_NONZEROS:  # too short for any
+        assert not sparse
+    costs = [row_bits(f, m) for f in forms]
+    assert costs[0] == min(costs)  # the cheapest first
+
+
+def test_a_wide_classifier_reaches_rates_below_the_one_percent_forms():
+    shapes = {"dense": (256, 12544), "out": (10, 256)}
+    alloc = allocate(shapes, 0.04)
+    assert alloc.forms["dense"].density == 0.0025 and alloc.bits_per_weight <= 0.04
+    with pytest.raises(ValueError, match="too few"):
+        allocate({"fc": (300, 784)}, 0.05)  # rows of 784 stop at 1% (0.09 bits)
 
 
 def test_more_sensitive_matrices_get_more_bits():
@@ -222,6 +251,21 @@ def test_init_at_a_rate_trains_saves_within_it_and_decodes_exactly(tmp_path: Pat
     state = permcodec.load(tmp_path / "m.perm")
     for k, v in model.state_dict().items():
         assert torch.equal(state[k], v), k
+
+
+def test_a_sub_one_percent_form_trains_saves_within_the_rate_and_decodes_exactly(tmp_path: Path):
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4096, 64), nn.ReLU(), nn.Linear(64, 10))
+    plan = permcodec.init(model, 3, bpw=0.06)
+    assert plan.tensors["1.weight"].spec["density"] == 0.0025  # 10 nonzeros in 4096
+    opt = permcodec.LaPerm(model, torch.optim.Adam(model.parameters(), 1e-2))
+    _train(model, opt, 10, shape=(16, 1, 64, 64))
+    w = model.get_parameter("1.weight")
+    assert ((w != 0).sum(1) == 10).all() and (w > 0).sum() == (w < 0).sum()
+    permcodec.save(model, tmp_path / "w.perm")
+    with permcodec.open(tmp_path / "w.perm") as f:
+        assert f.size_split()["bits_per_weight"] <= 0.06
+    state = permcodec.load(tmp_path / "w.perm")
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
 
 
 def test_unseeded_short_rows_train_as_floats_and_count_in_the_rate(tmp_path: Path):
