@@ -1,10 +1,11 @@
 """Rate-distortion at scale on Fashion-MNIST: every codec's smallest file within 1 point.
 
 One command trains, per model and seed, the same network with Adam, with LaPerm at
-``--bpw R`` for R in 0.3, 0.5, 1, 2, 4 (0.12 and 0.2 on request; ``permcodec train
---bpw R``: each weight matrix gets the form that loses least within R), and with
-lossless LaPerm, all under the same epochs, batches, learning rate and data order;
-then measures every codec on its own model:
+``--bpw R`` for R in 0.3, 0.5, 1, 2, 4 (``permcodec train --bpw R``: each weight matrix
+gets the form that loses least within R; lower R and ``--allocation rows`` where a
+model's files cross the 1-point line, MODEL_VARIANTS), and with lossless LaPerm, all
+under the same epochs, batches, learning rate and data order; then measures every
+codec on its own model:
 
 * permcodec at the rate it was trained for (the file ``train`` writes, as it is);
 * permcodec post hoc: the lossless LaPerm file re-coded at R (``encode --bpw R``), by
@@ -12,7 +13,8 @@ then measures every codec on its own model:
 * on the Adam model: NNCodec (a qp sweep), int8 per channel, 4-bit quantile, float16;
 * quantization-aware peers trained with the same budget and data (benchmarks/qat.py):
   ternary TWN at thresholds 0.7-2.5 (denser near the knee), ternary at a set density
-  (2-20% nonzeros per row), TTQ (learned scales per layer) at thresholds 0.05-0.6, and
+  (2-20% nonzeros per row), TTQ (learned scales per layer) at thresholds 0.05-0.6
+  (0.36-0.38 too on LeNet-300-100, where its files cross the 1-point line), and
   per-row LSQ at 2, 3 and 4 bits, their grid indices coded with rANS (permcodec's
   grid-rans coder, static tables with context).
 
@@ -61,9 +63,9 @@ EPOCHS = {"lenet300": 10, "lenet5": 10, "conv2": 5, "resnet20": 5}
 #: Seeds per model unless --seeds says otherwise.
 SEEDS = {"lenet300": (0, 1, 2), "lenet5": (0, 1, 2), "conv2": (0,), "resnet20": (0,)}
 BPW = (0.3, 0.5, 1.0, 2.0, 4.0)
-#: Lower rates for the wide models (--variants "laperm bpw=0.12"): Conv-2's classifier
+#: Lower rates, trained where a model's knee lies (MODEL_VARIANTS): Conv-2's classifier
 #: stays within a point of Adam far below 0.3 bits per weight.
-LOW_BPW = (0.12, 0.2)
+LOW_BPW = (0.04, 0.05, 0.07, 0.12, 0.2, 0.25)
 POST_HOC_BPW = (1.0, 2.0, 4.0)
 #: Training examples ``encode --bpw R --calibrate N`` measures each choice on.
 CALIBRATION = 1024
@@ -74,8 +76,8 @@ TRAINED: dict[str, dict[str, Any]] = {
     "adam": dict(baseline=True),
     "laperm": dict(min_row=32),
     **{f"laperm bpw={r:g}": dict(bpw=r) for r in (*LOW_BPW, *BPW)},
-    # the other allocation (not in the default run): matrices weighed by their rows
-    **{f"laperm bpw={r:g} rows": dict(bpw=r, allocation="rows") for r in BPW},
+    # the other allocation (by default on LeNet-300-100 only): matrices weighed by rows
+    **{f"laperm bpw={r:g} rows": dict(bpw=r, allocation="rows") for r in (*LOW_BPW, *BPW)},
 }
 #: Quantization-aware peers (benchmarks/qat.py): trained like Adam, weights quantized in
 #: the forward pass, stored with rANS; ternary by threshold (TWN), by density and with
@@ -89,13 +91,30 @@ PEERS = (
 #: Sparser ternary peers for the wide models (--variants "twn t=1.9"): TWN at t >= 2
 #: keeps no value of a uniform row, and Conv-2 did not train (10% after an epoch).
 LOW_PEERS = ("twn t=1.9", "ternary p=0.01")
-ALL_PEERS = (*PEERS, *LOW_PEERS)
+#: TTQ between t=0.35 and 0.4, where LeNet-300-100's TTQ files cross the 1-point line
+#: (its rate jumps from 0.32 to 0.16 bits per weight there).
+KNEE_PEERS = ("ttq t=0.36", "ttq t=0.37", "ttq t=0.38")
+ALL_PEERS = (*PEERS, *LOW_PEERS, *KNEE_PEERS)
 TRAINED.update({peer: dict(baseline=True) for peer in ALL_PEERS})
 #: The variants one run trains unless --variants says otherwise.
 DEFAULT_VARIANTS = ("adam", "laperm", *(f"laperm bpw={r:g}" for r in BPW), *PEERS)
+#: What a model trains besides DEFAULT_VARIANTS, near where its files cross the 1-point
+#: line: both sides' rates there (permcodec's lower --bpw and its allocation by rows, the
+#: peers' sparser settings).
+MODEL_VARIANTS: dict[str, tuple[str, ...]] = {
+    "lenet300": (
+        *(f"laperm bpw={r:g}" for r in (0.2, 0.25)),
+        *(f"laperm bpw={r:g} rows" for r in (0.2, 0.25, *BPW)),
+        *KNEE_PEERS,
+    ),
+    "conv2": (*(f"laperm bpw={r:g}" for r in (0.04, 0.05, 0.07, 0.12, 0.2)), *LOW_PEERS),
+}
 #: Codec families of the summary: label -> which records belong to it.
 FAMILIES: dict[str, Callable[[dict[str, Any]], bool]] = {
     "permcodec, trained at the rate (train --bpw R)": lambda r: _at_rate(r),
+    "permcodec, trained at the rate by rows (train --bpw R --allocation rows)": lambda r: (
+        r["method"].startswith("permcodec bpw=") and r["method"].endswith("(allocation by rows)")
+    ),
     "permcodec, lossless LaPerm re-coded (encode --bpw R)": lambda r: (
         r["trained"] == "laperm" and "calibrated" not in r["method"]
     ),
@@ -120,6 +139,11 @@ QAT_FAMILIES = (
     "ternary QAT, TTQ's learned scales (rANS)",
     "LSQ QAT, 2-4 bits (rANS)",
 )
+
+
+def _rate(r: dict[str, Any]) -> float:
+    """R of a ``permcodec bpw=R`` record."""
+    return float(r["method"].split("=")[1].split()[0])
 
 
 def _at_rate(r: dict[str, Any]) -> bool:
@@ -242,7 +266,7 @@ def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
     for model in args.models:
         epochs = EPOCHS[model] if args.epochs is None else args.epochs
         for seed in args.seeds or SEEDS[model]:
-            for label in args.variants:
+            for label in args.variants or (*DEFAULT_VARIANTS, *MODEL_VARIANTS.get(model, ())):
                 try:
                     path, trained_acc = train_cached(model, label, seed, args, data)
                 except permcodec.PlanError as e:  # a rate below the model's cheapest forms
@@ -318,7 +342,7 @@ def summary(records: list[dict[str, Any]], model: str) -> dict[str, Any]:
             best[family] = min(ok, key=lambda p: p["bits_per_weight"])
         else:
             best[family] = "none within 1 point" if any(map(pick, pts)) else "not measured"
-    rates = [p for p in pts if _at_rate(p)]
+    rates = [p for p in pts if p["method"].startswith("permcodec bpw=")]
     return {"adam": adam, "best": best, "rates": rates, "points": pts}
 
 
@@ -345,8 +369,8 @@ def summary_table(s: dict[str, Any], model: str) -> str:
     lines += ["", "| --bpw R | bits/weight (largest seed) | test acc % | a QAT peer smaller and more accurate |",
               "|---|---|---|---|"]  # fmt: skip
     peer_points = [q for q in s["points"] if any(FAMILIES[f](q) for f in QAT_FAMILIES)]
-    for p in sorted(s["rates"], key=lambda p: float(p["method"].split("=")[1])):
-        r = p["method"].split("=")[1]
+    for p in sorted(s["rates"], key=lambda p: (p["method"].endswith(")"), _rate(p))):
+        r = p["method"].split("=")[1].replace(" (allocation by rows)", " --allocation rows")
         beaten = [q["method"] for q in peer_points if q["bits_per_weight"] < p["bits_per_weight"]
                   and q["test_acc"] > p["test_acc"]]  # fmt: skip
         lines.append(
@@ -389,7 +413,7 @@ def plot(summaries: dict[str, dict[str, Any]], path: Path) -> None:
     fig, axes = plt.subplots(1, len(models), figsize=(5.5 * len(models), 4.6), squeeze=False)
     for ax, model in zip(axes[0], models, strict=True):
         s = summaries[model]
-        for (family, pick), marker in zip(FAMILIES.items(), "osPD*X^vx<>", strict=True):
+        for (family, pick), marker in zip(FAMILIES.items(), "osdPD*X^vx<>", strict=True):
             pts = sorted((p["bits_per_weight"], p["test_acc"]) for p in s["points"] if pick(p))
             if pts:
                 x, y = zip(*pts, strict=True)
@@ -416,9 +440,11 @@ def main() -> int:
     ap.add_argument("--data-dir", default=None)
     ap.add_argument(
         "--variants",
-        default=",".join(DEFAULT_VARIANTS),
+        default=None,
         help="trained variants, in this order (default: "
         + ", ".join(DEFAULT_VARIANTS)
+        + ", and per model "
+        + "; ".join(f"{m}: {', '.join(v)}" for m, v in MODEL_VARIANTS.items())
         + "); also: "
         + ", ".join(v for v in TRAINED if v not in DEFAULT_VARIANTS),
     )
@@ -436,7 +462,7 @@ def main() -> int:
     if unknown:
         ap.error(f"unknown model(s) {unknown}; known: {', '.join(EPOCHS)}")
     args.seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
-    args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    args.variants = [v.strip() for v in (args.variants or "").split(",") if v.strip()]
     if bad := [v for v in args.variants if v not in TRAINED]:
         ap.error(f"unknown variant(s) {bad}; known: {', '.join(TRAINED)}")
     torch.set_num_threads(args.threads)
