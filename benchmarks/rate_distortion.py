@@ -113,7 +113,7 @@ MODEL_VARIANTS: dict[str, tuple[str, ...]] = {
 FAMILIES: dict[str, Callable[[dict[str, Any]], bool]] = {
     "permcodec, trained at the rate (train --bpw R)": lambda r: _at_rate(r),
     "permcodec, trained at the rate by rows (train --bpw R --allocation rows)": lambda r: (
-        r["method"].startswith("permcodec bpw=") and r["method"].endswith("(allocation by rows)")
+        _trained_at_rate(r) and _by_rows(r)
     ),
     "permcodec, lossless LaPerm re-coded (encode --bpw R)": lambda r: (
         r["trained"] == "laperm" and "calibrated" not in r["method"]
@@ -146,9 +146,19 @@ def _rate(r: dict[str, Any]) -> float:
     return float(r["method"].split("=")[1].split()[0])
 
 
+def _trained_at_rate(r: dict[str, Any]) -> bool:
+    """A file ``train --bpw R`` wrote, with either allocation."""
+    return r["method"].startswith("permcodec bpw=")
+
+
+def _by_rows(r: dict[str, Any]) -> bool:
+    """A ``train --bpw R`` file of the allocation by rows."""
+    return r["method"].endswith("(allocation by rows)")
+
+
 def _at_rate(r: dict[str, Any]) -> bool:
     """A file ``train --bpw R`` wrote with the default allocation."""
-    return r["method"].startswith("permcodec bpw=") and "(" not in r["method"]
+    return _trained_at_rate(r) and "(" not in r["method"]
 
 
 def train_cached(
@@ -342,7 +352,7 @@ def summary(records: list[dict[str, Any]], model: str) -> dict[str, Any]:
             best[family] = min(ok, key=lambda p: p["bits_per_weight"])
         else:
             best[family] = "none within 1 point" if any(map(pick, pts)) else "not measured"
-    rates = [p for p in pts if p["method"].startswith("permcodec bpw=")]
+    rates = [p for p in pts if _trained_at_rate(p)]
     return {"adam": adam, "best": best, "rates": rates, "points": pts}
 
 
@@ -369,7 +379,7 @@ def summary_table(s: dict[str, Any], model: str) -> str:
     lines += ["", "| --bpw R | bits/weight (largest seed) | test acc % | a QAT peer smaller and more accurate |",
               "|---|---|---|---|"]  # fmt: skip
     peer_points = [q for q in s["points"] if any(FAMILIES[f](q) for f in QAT_FAMILIES)]
-    for p in sorted(s["rates"], key=lambda p: (p["method"].endswith(")"), _rate(p))):
+    for p in sorted(s["rates"], key=lambda p: (_by_rows(p), _rate(p))):
         r = p["method"].split("=")[1].replace(" (allocation by rows)", " --allocation rows")
         beaten = [q["method"] for q in peer_points if q["bits_per_weight"] < p["bits_per_weight"]
                   and q["test_acc"] > p["test_acc"]]  # fmt: skip

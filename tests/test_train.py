@@ -364,3 +364,5 @@ def test_a_cosine_schedule_takes_the_learning_rate_to_zero_for_laperm_and_baseli
 def test_train_refuses_an_unknown_schedule(data_dir: Path, tmp_path: Path) -> None:
     code, _, err = cli("train", "--schedule", "linear", "-o", str(tmp_path / "m.perm"))
     assert code == 2 and "linear" in err
+    option = next(p for p in main.commands["train"].params if p.name == "schedule")
+    assert list(option.type.choices) == list(SCHEDULES)  # the CLI offers every schedule
