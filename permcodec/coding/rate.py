@@ -36,14 +36,14 @@ MIN_ROW = 32
 #: The levels forms, cheapest first: ternary rows {-a, 0, +a} at a growing density,
 #: then four levels with fewer zeros, then dense rows of 4 to 64 levels.
 LADDER = (
-    *((1, p) for p in (0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.06,
+    *((1, p) for p in (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.06,
                        0.07, 0.08, 0.09, 0.1, 0.12, 0.14, 0.17, 0.2, 0.25, 0.3, 0.35, 0.4,
                        0.5)),
     *((2, p) for p in (0.6, 0.7, 0.8, 1.0)),
     *((n, 1.0) for n in (4, 8, 16, 32)),
 )  # fmt: skip
 #: Forms below 1% nonzeros are offered only to rows long enough to keep this many (a
-#: 12544-wide classifier row at 0.25%): shorter rows would be left with a few weights.
+#: 12544-wide classifier row at 0.1%): shorter rows would be left with a few weights.
 SPARSE_NONZEROS = 8
 #: Bytes of the container besides the entries: preamble, header digest, trailer,
 #: the header's own keys, and up to 63 bytes of padding.
