@@ -257,17 +257,22 @@ def test_init_at_a_rate_trains_saves_within_it_and_decodes_exactly(tmp_path: Pat
         assert torch.equal(state[k], v), k
 
 
-def test_a_sub_one_percent_form_trains_saves_within_the_rate_and_decodes_exactly(tmp_path: Path):
-    model = nn.Sequential(nn.Flatten(), nn.Linear(4096, 64), nn.ReLU(), nn.Linear(64, 10))
-    plan = permcodec.init(model, 3, bpw=0.06)
-    assert plan.tensors["1.weight"].spec["density"] == 0.0025  # 10 nonzeros in 4096
+@pytest.mark.parametrize(
+    "width, bpw, density, nonzeros", [(4096, 0.06, 0.0025, 10), (8192, 0.03, 0.001, 8)]
+)
+def test_a_sub_one_percent_form_trains_saves_within_the_rate_and_decodes_exactly(
+    tmp_path: Path, width: int, bpw: float, density: float, nonzeros: int
+):
+    model = nn.Sequential(nn.Flatten(), nn.Linear(width, 64), nn.ReLU(), nn.Linear(64, 10))
+    plan = permcodec.init(model, 3, bpw=bpw)
+    assert plan.tensors["1.weight"].spec["density"] == density
     opt = permcodec.LaPerm(model, torch.optim.Adam(model.parameters(), 1e-2))
-    _train(model, opt, 10, shape=(16, 1, 64, 64))
+    _train(model, opt, 10, shape=(16, 1, 64, width // 64))
     w = model.get_parameter("1.weight")
-    assert ((w != 0).sum(1) == 10).all() and (w > 0).sum() == (w < 0).sum()
+    assert ((w != 0).sum(1) == nonzeros).all() and (w > 0).sum() == (w < 0).sum()
     permcodec.save(model, tmp_path / "w.perm")
     with permcodec.open(tmp_path / "w.perm") as f:
-        assert f.size_split()["bits_per_weight"] <= 0.06
+        assert f.size_split()["bits_per_weight"] <= bpw
     state = permcodec.load(tmp_path / "w.perm")
     assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
 

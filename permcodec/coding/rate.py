@@ -36,9 +36,9 @@ MIN_ROW = 32
 #: The levels forms, cheapest first: ternary rows {-a, 0, +a} at a growing density,
 #: then four levels with fewer zeros, then dense rows of 4 to 64 levels.
 LADDER = (
-    *((1, p) for p in (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.06,
-                       0.07, 0.08, 0.09, 0.1, 0.12, 0.14, 0.17, 0.2, 0.25, 0.3, 0.35, 0.4,
-                       0.5)),
+    *((1, p) for p in (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05,
+                       0.06, 0.07, 0.08, 0.09, 0.1, 0.12, 0.14, 0.17, 0.2, 0.25, 0.3, 0.35,
+                       0.4, 0.5)),
     *((2, p) for p in (0.6, 0.7, 0.8, 1.0)),
     *((n, 1.0) for n in (4, 8, 16, 32)),
 )  # fmt: skip
