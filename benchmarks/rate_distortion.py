@@ -486,9 +486,8 @@ def main() -> int:
     models = [m for m in args.models if any(r["model"] == m for r in records)]
     if not models:
         ap.error(f"nothing measured yet in {args.out / 'rate_distortion.jsonl'}")
-    if bare := [
-        m for m in models if not any(r["model"] == m and r["method"] == "float32" for r in records)
-    ]:
+    with_adam = {r["model"] for r in records if r["method"] == "float32"}
+    if bare := [m for m in models if m not in with_adam]:
         why = (
             f"no float32 Adam record for {', '.join(bare)} in {args.out}: the report measures "
             "every file against it (add the variant adam)"
